@@ -1,0 +1,7 @@
+// Entry point: `serve` (default), and the developer subcommands wired in src/cli.ts.
+
+import { runCli } from "./src/cli.ts";
+
+if (import.meta.main) {
+  Deno.exit(await runCli(Deno.args));
+}

@@ -1,0 +1,413 @@
+// WebGPU adapter/device acquisition, error surfacing, and the f16 self-test.
+//
+// Everything GPU-side goes through one `Gpu` object: it owns the device, the pipeline cache and the
+// buffer pool, and records dispatches into one command buffer per model call (`gpu.run`).
+
+import { BufferPool } from "./pool.ts";
+import { PipelineCache, type ShaderDefines } from "./pipelines.ts";
+
+export class GpuError extends Error {
+  constructor(readonly operation: string, message: string) {
+    super(`GPU error during ${operation}: ${message}`);
+    this.name = "GpuError";
+  }
+}
+
+export interface GpuOptions {
+  /** Refuse shader-f16 even where offered: exercises the f32 + unpack2x16float path. */
+  disableF16?: boolean;
+  powerPreference?: GPUPowerPreference;
+}
+
+export interface GpuReport {
+  adapter: { vendor: string; architecture: string; device: string; description: string; fallback: boolean };
+  /** shader-f16 offered by the adapter. */
+  f16Offered: boolean;
+  /** Result of the start-up numeric check of f16 storage and arithmetic. */
+  f16SelfTest: "pass" | "fail" | "not-offered" | "disabled";
+  /** f16 is used in shaders (weights read as f16, optional f16 activations). */
+  f16: boolean;
+  limits: { maxStorageBufferBindingSize: number; maxBufferSize: number };
+}
+
+/** One recorded compute dispatch: built once per shape, replayed many times. */
+export interface Dispatch {
+  pipeline: GPUComputePipeline;
+  bindGroup: GPUBindGroup;
+  workgroups: readonly [number, number, number];
+  label?: string;
+}
+
+export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
+
+export class Gpu {
+  readonly pipelines: PipelineCache;
+  readonly pool: BufferPool;
+  private lost: string | null = null;
+  private uncaptured: string | null = null;
+
+  private constructor(
+    readonly adapter: GPUAdapter,
+    readonly device: GPUDevice,
+    readonly f16: boolean,
+    readonly report: GpuReport,
+  ) {
+    this.pipelines = new PipelineCache(this);
+    this.pool = new BufferPool(device);
+    device.lost.then((info) => {
+      this.lost = `${info.reason}: ${info.message}`;
+    });
+    device.addEventListener("uncapturederror", (ev) => {
+      this.uncaptured = (ev as GPUUncapturedErrorEvent).error.message;
+    });
+  }
+
+  static async create(options: GpuOptions = {}): Promise<Gpu> {
+    if (!("gpu" in navigator) || !navigator.gpu) {
+      throw new GpuError("adapter request", "this runtime has no WebGPU (navigator.gpu is undefined)");
+    }
+    ensureRuntimeDir();
+    const adapter = await navigator.gpu.requestAdapter({ powerPreference: options.powerPreference });
+    if (!adapter) {
+      throw new GpuError(
+        "adapter request",
+        "no WebGPU adapter found. Install GPU drivers with Vulkan/Metal/D3D12, or on CPU-only Linux " +
+          "Mesa's lavapipe (apt-get install mesa-vulkan-drivers)",
+      );
+    }
+    const f16Offered = adapter.features.has("shader-f16");
+    const wantF16 = f16Offered && !options.disableF16;
+    const limits = {
+      maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+      maxBufferSize: adapter.limits.maxBufferSize,
+      maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: adapter.limits.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupSizeX: adapter.limits.maxComputeWorkgroupSizeX,
+      maxComputeWorkgroupSizeY: adapter.limits.maxComputeWorkgroupSizeY,
+      maxStorageBuffersPerShaderStage: adapter.limits.maxStorageBuffersPerShaderStage,
+      maxComputeWorkgroupsPerDimension: adapter.limits.maxComputeWorkgroupsPerDimension,
+    };
+    const device = await adapter.requestDevice({
+      requiredFeatures: wantF16 ? ["shader-f16"] : [],
+      requiredLimits: limits,
+    });
+    const info = adapter.info;
+    let selfTest: GpuReport["f16SelfTest"] = !f16Offered
+      ? "not-offered"
+      : options.disableF16
+      ? "disabled"
+      : "fail";
+    if (wantF16) selfTest = (await f16SelfTest(device)) ? "pass" : "fail";
+    const f16 = selfTest === "pass";
+    const report: GpuReport = {
+      adapter: {
+        vendor: info.vendor,
+        architecture: info.architecture,
+        device: info.device,
+        description: info.description,
+        fallback: (info as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? false,
+      },
+      f16Offered,
+      f16SelfTest: selfTest,
+      f16,
+      limits: {
+        maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
+        maxBufferSize: limits.maxBufferSize,
+      },
+    };
+    return new Gpu(adapter, device, f16, report);
+  }
+
+  get maxBinding(): number {
+    return this.device.limits.maxStorageBufferBindingSize;
+  }
+
+  /** Throws if the device was lost or an uncaptured error happened since the last check. */
+  assertHealthy(operation: string): void {
+    if (this.lost) throw new GpuError(operation, `device lost (${this.lost})`);
+    if (this.uncaptured) {
+      const msg = this.uncaptured;
+      this.uncaptured = null;
+      throw new GpuError(operation, msg);
+    }
+  }
+
+  /** Runs `fn` inside validation and out-of-memory error scopes; a captured error throws naming `operation`. */
+  async scoped<T>(operation: string, fn: () => T): Promise<T> {
+    this.assertHealthy(operation);
+    this.device.pushErrorScope("out-of-memory");
+    this.device.pushErrorScope("validation");
+    let result: T | undefined;
+    let thrown: unknown = null;
+    try {
+      result = fn();
+    } catch (e) {
+      thrown = e;
+    }
+    const validation = await this.device.popErrorScope();
+    const oom = await this.device.popErrorScope();
+    if (validation) throw new GpuError(operation, validation.message);
+    if (oom) throw new GpuError(operation, `out of memory: ${oom.message}`);
+    if (thrown !== null) throw thrown;
+    return result as T;
+  }
+
+  /** Compiles (or fetches from cache) a kernel from `shaders/NAME.wgsl` with text defines. */
+  kernel(name: string, defines: ShaderDefines = {}, entryPoint = "main"): GPUComputePipeline {
+    return this.pipelines.get(name, defines, entryPoint);
+  }
+
+  /** Makes a uniform buffer holding `data` (u32/f32 words). Called at plan-build time, not per step. */
+  uniform(data: ArrayBufferView<ArrayBuffer>, label = "params"): GPUBuffer {
+    const size = Math.max(16, Math.ceil(data.byteLength / 16) * 16);
+    const buf = this.device.createBuffer({
+      size,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      label,
+    });
+    this.device.queue.writeBuffer(buf, 0, data.buffer, data.byteOffset, data.byteLength);
+    return buf;
+  }
+
+  /** Bind group with `buffers[i]` at binding i of group 0. */
+  bind(pipeline: GPUComputePipeline, buffers: Binding[], label?: string): GPUBindGroup {
+    return this.device.createBindGroup({
+      label,
+      layout: pipeline.getBindGroupLayout(0),
+      entries: buffers.map((b, i) => ({
+        binding: i,
+        resource: b instanceof GPUBuffer
+          ? { buffer: b }
+          : { buffer: b.buffer, offset: b.offset, size: b.size },
+      })),
+    });
+  }
+
+  /** Builds one dispatch record. */
+  dispatch(
+    pipeline: GPUComputePipeline,
+    buffers: Binding[],
+    workgroups: readonly [number, number?, number?],
+    label?: string,
+  ): Dispatch {
+    const [x, y = 1, z = 1] = workgroups;
+    const lim = this.device.limits.maxComputeWorkgroupsPerDimension;
+    if (x > lim || y > lim || z > lim) {
+      throw new GpuError(label ?? "dispatch", `workgroup count ${x}×${y}×${z} exceeds the limit ${lim}`);
+    }
+    return { pipeline, bindGroup: this.bind(pipeline, buffers, label), workgroups: [x, y, z], label };
+  }
+
+  /** Encodes all dispatches into one compute pass and submits one command buffer. */
+  run(dispatches: readonly Dispatch[], label = "model call"): void {
+    this.assertHealthy(label);
+    const encoder = this.device.createCommandEncoder({ label });
+    const pass = encoder.beginComputePass({ label });
+    for (const d of dispatches) {
+      if (d.workgroups[0] === 0 || d.workgroups[1] === 0 || d.workgroups[2] === 0) continue;
+      pass.setPipeline(d.pipeline);
+      pass.setBindGroup(0, d.bindGroup);
+      pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+    }
+    pass.end();
+    this.device.queue.submit([encoder.finish()]);
+  }
+
+  /** Waits for the queue; surfaces errors that happened meanwhile. */
+  async sync(operation = "queue"): Promise<void> {
+    await this.device.queue.onSubmittedWorkDone();
+    this.assertHealthy(operation);
+  }
+
+  /** Creates a storage buffer. Size is rounded up to 4 bytes. */
+  storage(byteLength: number, label?: string, extraUsage = 0): GPUBuffer {
+    const size = Math.max(16, Math.ceil(byteLength / 16) * 16);
+    if (size > this.device.limits.maxBufferSize) {
+      throw new GpuError(label ?? "buffer", `buffer of ${size} bytes exceeds maxBufferSize`);
+    }
+    return this.device.createBuffer({
+      size,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST | extraUsage,
+      label,
+    });
+  }
+
+  /** Copies a buffer region back to the host. */
+  async readBytes(
+    buffer: GPUBuffer,
+    byteLength: number,
+    offset = 0,
+    label = "readback",
+  ): Promise<ArrayBuffer> {
+    const size = Math.ceil(byteLength / 4) * 4;
+    const staging = this.device.createBuffer({
+      size,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const encoder = this.device.createCommandEncoder({ label });
+    encoder.copyBufferToBuffer(buffer, offset, staging, 0, size);
+    this.device.queue.submit([encoder.finish()]);
+    try {
+      await staging.mapAsync(GPUMapMode.READ);
+    } catch (e) {
+      this.assertHealthy(label);
+      throw new GpuError(label, String(e));
+    }
+    const out = staging.getMappedRange().slice(0, byteLength);
+    staging.unmap();
+    staging.destroy();
+    this.assertHealthy(label);
+    return out;
+  }
+
+  destroy(): void {
+    this.pool.clear();
+    this.device.destroy();
+  }
+}
+
+/** Mesa's Vulkan drivers print an error line when XDG_RUNTIME_DIR is unset; give them a private one. */
+function ensureRuntimeDir(): void {
+  try {
+    if (Deno.env.get("XDG_RUNTIME_DIR")) return;
+    Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync({ prefix: "sd-webgpu-xdg-" }));
+  } catch {
+    // no env/write permission: the driver only prints a warning
+  }
+}
+
+/**
+ * Proves that f16 storage and f16 arithmetic give correct results. An earlier Deno returned zeros from
+ * f16 shaders silently; this catches that class of failure before any weights are trusted to f16.
+ */
+async function f16SelfTest(device: GPUDevice): Promise<boolean> {
+  const code = /* wgsl */ `
+enable f16;
+@group(0) @binding(0) var<storage, read> a: array<vec4<f16>>;
+@group(0) @binding(1) var<storage, read_write> outp: array<vec4<f16>>;
+@compute @workgroup_size(4)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.x;
+  let x = a[i];
+  let h = f16(0.5);
+  outp[i] = x * x * h + vec4<f16>(f16(i), f16(1.0), -x.z, h) + exp(-x * x);
+}`;
+  const input = new Float32Array(16).map((_, i) => (i - 7.5) * 0.375);
+  const expected = new Float32Array(16);
+  for (let i = 0; i < 4; i++) {
+    for (let c = 0; c < 4; c++) {
+      const x = input[i * 4 + c];
+      const extra = [i, 1, -input[i * 4 + 2], 0.5][c];
+      expected[i * 4 + c] = x * x * 0.5 + extra + Math.exp(-x * x);
+    }
+  }
+  device.pushErrorScope("validation");
+  try {
+    const module = device.createShaderModule({ code });
+    const pipeline = device.createComputePipeline({
+      layout: "auto",
+      compute: { module, entryPoint: "main" },
+    });
+    const inBuf = device.createBuffer({ size: 32, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+    device.queue.writeBuffer(inBuf, 0, f32ToF16Array(input));
+    const outBuf = device.createBuffer({ size: 32, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+    const staging = device.createBuffer({
+      size: 32,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const bindGroup = device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [{ binding: 0, resource: { buffer: inBuf } }, { binding: 1, resource: { buffer: outBuf } }],
+    });
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(1);
+    pass.end();
+    enc.copyBufferToBuffer(outBuf, 0, staging, 0, 32);
+    device.queue.submit([enc.finish()]);
+    await staging.mapAsync(GPUMapMode.READ);
+    const got = f16ToF32Array(new Uint16Array(staging.getMappedRange().slice(0)));
+    staging.unmap();
+    for (const b of [inBuf, outBuf, staging]) b.destroy();
+    const err = await device.popErrorScope();
+    if (err) return false;
+    return got.every((v, i) => Math.abs(v - expected[i]) <= 2e-3 * Math.max(1, Math.abs(expected[i])));
+  } catch {
+    await device.popErrorScope().catch(() => null);
+    return false;
+  }
+}
+
+// ---- f16 <-> f32 conversion on the host ----
+
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
+/** Round-to-nearest-even f32 → f16 bits. */
+export function f32ToF16(value: number): number {
+  f32Scratch[0] = value;
+  const x = u32Scratch[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let half = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const mid = 1 << (shift - 1);
+    if (rem > mid || (rem === mid && (half & 1))) half++;
+    return sign | half;
+  }
+  let half = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (half & 1))) half++;
+  e = half >>> 10;
+  return sign | half;
+}
+
+const f16Table = (() => {
+  const t = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const s = h & 0x8000 ? -1 : 1;
+    const e = (h >>> 10) & 0x1f;
+    const m = h & 0x3ff;
+    t[h] = e === 0
+      ? s * m * 2 ** -24
+      : e === 31
+      ? (m ? NaN : s * Infinity)
+      : s * (1 + m / 1024) * 2 ** (e - 15);
+  }
+  return t;
+})();
+
+export function f16ToF32(h: number): number {
+  return f16Table[h & 0xffff];
+}
+
+export function f32ToF16Array(src: ArrayLike<number>): Uint16Array<ArrayBuffer> {
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < src.length; i++) out[i] = f32ToF16(src[i]);
+  return out;
+}
+
+export function f16ToF32Array(src: Uint16Array): Float32Array<ArrayBuffer> {
+  const out = new Float32Array(src.length);
+  for (let i = 0; i < src.length; i++) out[i] = f16Table[src[i]];
+  return out;
+}
+
+/** bf16 bits → f16 bits (via f32; rounds to nearest even, saturating to ±inf as f16 does). */
+export function bf16ToF16Array(src: Uint16Array, out = new Uint16Array(src.length)): Uint16Array {
+  for (let i = 0; i < src.length; i++) {
+    u32Scratch[0] = src[i] << 16;
+    out[i] = f32ToF16(f32Scratch[0]);
+  }
+  return out;
+}

@@ -1,0 +1,14 @@
+// Every WGSL file in shaders/, imported as text so that `deno compile` embeds them in the binary.
+// Add a line here when adding a shader file.
+
+import attention from "../../shaders/attention.wgsl" with { type: "text" };
+import elementwise from "../../shaders/elementwise.wgsl" with { type: "text" };
+import norm from "../../shaders/norm.wgsl" with { type: "text" };
+import selftest from "../../shaders/selftest.wgsl" with { type: "text" };
+
+export const SHADERS: Record<string, string> = {
+  attention,
+  elementwise,
+  norm,
+  selftest,
+};

@@ -1,0 +1,81 @@
+// Shared test helpers: one GPU per precision mode per test process, comparisons with stated tolerances.
+
+import { Gpu } from "../src/gpu/device.ts";
+
+const gpus = new Map<string, Promise<Gpu>>();
+
+/** The shared GPU. `f16: false` forces the f32 + unpack2x16float path even where shader-f16 exists. */
+export function testGpu(opts: { f16?: boolean } = {}): Promise<Gpu> {
+  const key = opts.f16 === false ? "nof16" : "f16";
+  let g = gpus.get(key);
+  if (!g) {
+    g = Gpu.create({ disableF16: opts.f16 === false });
+    gpus.set(key, g);
+  }
+  return g;
+}
+
+/** Deterministic pseudo-random floats in [-scale, scale) (mulberry32). */
+export function randomArray(n: number, seed: number, scale = 1): Float32Array {
+  let s = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    const u = ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    out[i] = (u * 2 - 1) * scale;
+  }
+  return out;
+}
+
+/** max|a − b| / max|b|: the golden fixtures' error measure. */
+export function relError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  if (actual.length !== expected.length) throw new Error(`length ${actual.length} != ${expected.length}`);
+  let maxDiff = 0;
+  let maxRef = 0;
+  for (let i = 0; i < expected.length; i++) {
+    const d = Math.abs(actual[i] - expected[i]);
+    if (!(d <= maxDiff)) maxDiff = Number.isNaN(d) ? Infinity : d;
+    maxRef = Math.max(maxRef, Math.abs(expected[i]));
+  }
+  return maxDiff / Math.max(maxRef, 1e-30);
+}
+
+/** Throws with a useful message when relError exceeds `tol`. */
+export function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  tol: number,
+  what = "",
+): number {
+  const err = relError(actual, expected);
+  if (!(err <= tol)) {
+    let worst = 0;
+    let worstD = -1;
+    for (let i = 0; i < expected.length; i++) {
+      const d = Math.abs(actual[i] - expected[i]);
+      if (!(d <= worstD)) {
+        worstD = Number.isNaN(d) ? Infinity : d;
+        worst = i;
+      }
+    }
+    throw new Error(
+      `${what}: relative error ${err.toExponential(3)} > ${tol} (worst at ${worst}: got ${actual[worst]}, ` +
+        `want ${expected[worst]})`,
+    );
+  }
+  return err;
+}
+
+/** f32 values rounded through f16, as an f16 weight holds them. */
+export function roundF16(a: Float32Array): Float32Array {
+  const out = new Float32Array(a.length);
+  const f = new Float16Array(1);
+  for (let i = 0; i < a.length; i++) {
+    f[0] = a[i];
+    out[i] = f[0];
+  }
+  return out;
+}

@@ -195,7 +195,8 @@ export class Gpu {
     if (x > lim || y > lim || z > lim) {
       throw new GpuError(label ?? "dispatch", `workgroup count ${x}×${y}×${z} exceeds the limit ${lim}`);
     }
-    return { pipeline, bindGroup: this.bind(pipeline, buffers, label), workgroups: [x, y, z], label };
+    const name = label ?? pipeline.label;
+    return { pipeline, bindGroup: this.bind(pipeline, buffers, name), workgroups: [x, y, z], label: name };
   }
 
   /** Encodes all dispatches into one compute pass and submits one command buffer. */

@@ -4,11 +4,22 @@
 import attention from "../../shaders/attention.wgsl" with { type: "text" };
 import elementwise from "../../shaders/elementwise.wgsl" with { type: "text" };
 import norm from "../../shaders/norm.wgsl" with { type: "text" };
+import embedding from "../../shaders/embedding.wgsl" with { type: "text" };
 import selftest from "../../shaders/selftest.wgsl" with { type: "text" };
+import matmul from "../../shaders/matmul.wgsl" with { type: "text" };
+import conv from "../../shaders/conv.wgsl" with { type: "text" };
 
 export const SHADERS: Record<string, string> = {
   attention,
   elementwise,
   norm,
+  embedding,
   selftest,
+  matmul,
+  conv,
 };
+// SCRATCH
+import naive from "../../shaders/naive.wgsl" with { type: "text" };
+import naive_conv from "../../shaders/naive_conv.wgsl" with { type: "text" };
+import naive_misc from "../../shaders/naive_misc.wgsl" with { type: "text" };
+Object.assign(SHADERS, { naive, naive_conv, naive_misc });

@@ -1,0 +1,179 @@
+// conv2d as an implicit GEMM over NHWC activations, built by src/ops/conv.ts.
+//   rows    m = (b, oy, ox)             M = B·Ho·Wo output pixels
+//   columns n = output channel           N = Cout
+//   K       = (ky, kx, cin)              taps = kh·kw, cin zero-padded to a multiple of 8 (CinP)
+// Operands are 16-byte texels exactly as in matmul.wgsl (same tiling rationale, see its header):
+//   input  [B·H·W pixels, xPix texels]   f32: 2 texels per 8 channels, f16: 1 texel per 8 channels
+//   weight [Cout, taps, CinP/8] texels   8 f16 channels each (repacked once by `pack_conv_weight`)
+// Per tap, each row's input pixel (oy·stride + ky − padTop, ox·stride + kx − padLeft) is computed once and
+// then the channel loop streams texels; taps that fall into the zero padding load texel 0 and select zero,
+// so there is no divergent control flow in the hot loop.
+//
+// Tile: TM output pixels × TN output channels per invocation, WG invocations per workgroup. On
+// llvmpipe (TEX) 16×16 / WG 8 as for matmul: the per-tap address setup is ~10 vector ops per row, negligible
+// against Cin/8 k-steps of 8·TM·TN FMAs for Cin ≥ 64. Small Cin (conv_in: 3 or 4 channels) pads to 8 and
+// pays for it, which is acceptable for layers that run once per step.
+
+//#if CONV
+struct Params {
+  M: u32,
+  N: u32,
+  C8: u32,       // k-steps per tap (CinP / 8)
+  tilesN: u32,
+  tiles: u32,
+  xPix: u32,     // texels per input pixel
+  taps: u32,
+  kw: u32,
+  H: u32,
+  W: u32,
+  Wo: u32,
+  HWo: u32,      // Ho · Wo
+  stride: u32,
+  padTop: u32,
+  padLeft: u32,
+  outScale: f32, // 1 / output_scale_factor
+}
+
+//#if TEX
+@group(0) @binding(0) var xs: texture_2d<u32>;
+@group(0) @binding(1) var ws: texture_2d<u32>;
+fn load_x(t: u32) -> vec4<u32> { return textureLoad(xs, vec2<u32>(t & 8191u, t >> 13u), 0); }
+fn load_w(t: u32) -> vec4<u32> { return textureLoad(ws, vec2<u32>(t & 8191u, t >> 13u), 0); }
+//#else
+@group(0) @binding(0) var<storage, read> xs: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> ws: array<vec4<u32>>;
+fn load_x(t: u32) -> vec4<u32> { return xs[t]; }
+fn load_w(t: u32) -> vec4<u32> { return ws[t]; }
+//#endif
+
+//#if VEC_OUT
+@group(0) @binding(2) var<storage, read_write> out: array<act4>;
+//#else
+@group(0) @binding(2) var<storage, read_write> out: array<act>;
+//#endif
+@group(0) @binding(3) var<uniform> p: Params;
+//#if HAS_BIAS
+@group(0) @binding({{BIAS_BINDING}}) var<storage, read> bias: array<u32>;   // f16 pairs [Cout]
+//#endif
+//#if HAS_TIME_BIAS
+@group(0) @binding({{TIME_BIAS_BINDING}}) var<storage, read> time_bias: array<act>;   // [B, Cout]
+//#endif
+//#if HAS_RESIDUAL
+//#if VEC_OUT
+@group(0) @binding({{RESIDUAL_BINDING}}) var<storage, read> residual: array<act4>;
+//#else
+@group(0) @binding({{RESIDUAL_BINDING}}) var<storage, read> residual: array<act>;
+//#endif
+//#endif
+
+fn lo8(v: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)); }
+fn hi8(v: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)); }
+
+// Bias, time-embedding bias of the row's batch item, for one output channel.
+fn finish(batch: u32, col: u32, a: f32) -> f32 {
+  var v = a;
+//#if HAS_BIAS
+  v += unpack2x16float(bias[col >> 1u])[col & 1u];
+//#endif
+//#if HAS_TIME_BIAS
+  v += f32(time_bias[batch * p.N + col]);
+//#endif
+  return v;
+}
+
+fn store1(row: u32, batch: u32, col: u32, a: f32) {
+  if (row >= p.M || col >= p.N) { return; }
+  let i = row * p.N + col;
+  var v = finish(batch, col, a);
+//#if HAS_RESIDUAL
+//#if !VEC_OUT
+  v += f32(residual[i]);
+//#endif
+//#endif
+//#if !VEC_OUT
+  out[i] = act(v * p.outScale);
+//#endif
+}
+
+fn store4(row: u32, batch: u32, col: u32, a: vec4<f32>) {
+  if (row >= p.M || col >= p.N) { return; }
+  let i = (row * p.N + col) / 4u;
+  var v = vec4<f32>(finish(batch, col, a.x), finish(batch, col + 1u, a.y), finish(batch, col + 2u, a.z),
+    finish(batch, col + 3u, a.w));
+//#if HAS_RESIDUAL
+//#if VEC_OUT
+  v += vec4<f32>(residual[i]);
+//#endif
+//#endif
+//#if VEC_OUT
+  out[i] = act4(v * p.outScale);
+//#endif
+}
+
+@compute @workgroup_size({{WG}})
+fn conv(
+  @builtin(local_invocation_index) li: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let tile = (wid.x + wid.y * nwg.x) * {{WG}}u + li;
+  if (tile >= p.tiles) { return; }
+  let col0 = (tile % p.tilesN) * {{TN}}u;
+  let row0 = (tile / p.tilesN) * {{TM}}u;
+  // Generated: per row i its batch b_i, image base pixel pb_i and top-left input coordinate (iy_i, ix_i);
+  // per column j its weight offset wr_j; accumulators a_i_j.
+{{SETUP}}
+  for (var tap = 0u; tap < p.taps; tap++) {
+    let ky = i32(tap / p.kw);
+    let kx = i32(tap % p.kw);
+    let wt = tap * p.C8;
+    // Generated: per row, the input pixel's first texel xr_i and whether it is inside the image ok_i.
+{{TAP}}
+    for (var c = 0u; c < p.C8; c++) {
+      // Generated: TM (×2 for f32) input texels and TN weight texels, then TM·TN 8-term dot products.
+{{STEP}}
+    }
+  }
+{{STORE}}
+}
+//#endif
+
+//#if PACK_CONV_WEIGHT
+// Checkpoint weight [Cout, Cin, kh, kw] f16 → texels [Cout, taps, CinP/8], channel-padded with zeros.
+struct PackParams {
+  Cin: u32,
+  taps: u32,
+  C8: u32,
+  total: u32,   // Cout · taps · C8
+}
+@group(0) @binding(0) var<storage, read> src: array<u32>;
+//#if TEX
+@group(0) @binding(1) var dst: texture_storage_2d<rgba32uint, write>;
+//#else
+@group(0) @binding(1) var<storage, read_write> dst: array<vec4<u32>>;
+//#endif
+@group(0) @binding(2) var<uniform> pp: PackParams;
+
+fn half_bits(n: u32, cin: u32, tap: u32) -> u32 {
+  if (cin >= pp.Cin) { return 0u; }
+  let e = (n * pp.Cin + cin) * pp.taps + tap;
+  return (src[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu;
+}
+fn pair(n: u32, cin: u32, tap: u32) -> u32 { return half_bits(n, cin, tap) | (half_bits(n, cin + 1u, tap) << 16u); }
+
+@compute @workgroup_size(64)
+fn pack_conv_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let t = gid.x + gid.y * nwg.x * 64u;
+  if (t >= pp.total) { return; }
+  let c8 = t % pp.C8;
+  let tap = (t / pp.C8) % pp.taps;
+  let n = t / (pp.C8 * pp.taps);
+  let cin = c8 * 8u;
+  let v = vec4<u32>(pair(n, cin, tap), pair(n, cin + 2u, tap), pair(n, cin + 4u, tap), pair(n, cin + 6u, tap));
+//#if TEX
+  textureStore(dst, vec2<u32>(t & 8191u, t >> 13u), v);
+//#else
+  dst[t] = v;
+//#endif
+}
+//#endif

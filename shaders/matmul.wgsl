@@ -1,0 +1,335 @@
+// GEMM family: y[M, N] = epilogue(x[M, K] · W[N, K]ᵀ), GEGLU, operand packing and a simple batched matmul.
+// Built by src/ops/linear.ts, which selects one entry point per pipeline through a define
+// (GEMM, PACK_ROWS, PACK_WEIGHT, BMM) and generates the register-tile body (SETUP, STEP, STORE).
+//
+// Operands are streams of 16-byte "texels" (vec4<u32>), K padded with zeros to a multiple of 8:
+//   weights  [N, K8] texels, each holding 8 f16 values along K        (packed once by `pack_weight`)
+//   x (f32)  [M, 2·K8] texels, each holding 4 f32 bit patterns         (packed per call by `pack_rows`,
+//   x (f16)  [M, K8] texels, each holding 8 f16 values                   or bound directly when K % 8 == 0)
+// One k-step consumes 8 values of K: two x texels (f32) or one (f16) per row, one weight texel per column.
+//
+// Tiling (TM rows × TN columns per invocation, WG invocations per workgroup) is chosen per adapter
+// in src/ops/linear.ts (gemmTiling). The reasoning, from measurements on Mesa lavapipe (llvmpipe, 8 SIMD lanes,
+// one invocation per lane, 2 cores):
+//   * Every storage-buffer load becomes a scalar loop over the 8 lanes (~50-120 cycles per vec4 load), and
+//     that loop splits the hot loop into many basic blocks. Texture loads (TEX) are straight-line gathers:
+//     with BOTH operands in textures the same kernel ran 1.5× faster (26 → 40+ GFLOP/s per 2 cores).
+//     So on llvmpipe the operands live in rgba32uint textures of width 8192 (linear texel index
+//     t → (t & 8191, t >> 13)), and only full 16-byte texels are ever loaded.
+//   * Loads, not FMAs, dominate: per k-step an invocation loads 2·TM (f32) or TM (f16) x texels plus TN
+//     weight texels and performs 8·TM·TN FMAs, so big register tiles amortise loads. Beyond ~16×16 the
+//     accumulators (TM·TN scalars × 8 lanes) spill to the stack and LLVM compile time grows (1.2 s at
+//     16×16, 3.7 s at 16×32) for little gain; 16×16 was the best speed/compile-time trade-off.
+//   * Barriers are coroutine switches in llvmpipe and workgroup-memory loads are as slow as buffer loads
+//     (measured 81 vs 48 cycles), so no workgroup memory: every invocation is independent, and WG = 8 keeps
+//     one workgroup = one SIMD row of lanes. Lanes take adjacent column tiles, so all 8 lanes read the
+//     same x rows (cache hits) while each streams its own weight rows.
+//   * WGSL loops over local arrays were not unrolled into registers (2-7 GFLOP/s), so the tile body is
+//     generated as straight-line code with one named variable per accumulator.
+// On discrete GPUs (BUF) the same generated body reads storage buffers with a small tile (4×4, WG 64),
+// which needs no barriers either; workgroup-memory tiling would be the next step there.
+
+//#if GEMM
+struct Params {
+  M: u32,
+  N: u32,        // output columns (GEGLU: D, half of the weight rows)
+  K8: u32,       // k-steps (K padded to a multiple of 8, divided by 8)
+  tilesN: u32,   // ceil(N / TN)
+  tiles: u32,    // tilesN · ceil(M / TM)
+  xRow: u32,     // texels per x row (K8 for f16 x, 2·K8 for f32 x)
+  gate: u32,     // GEGLU: texel offset of the gate half of the weight (D · K8)
+  _pad: u32,
+}
+
+//#if TEX
+@group(0) @binding(0) var xs: texture_2d<u32>;
+@group(0) @binding(1) var ws: texture_2d<u32>;
+fn load_x(t: u32) -> vec4<u32> { return textureLoad(xs, vec2<u32>(t & 8191u, t >> 13u), 0); }
+fn load_w(t: u32) -> vec4<u32> { return textureLoad(ws, vec2<u32>(t & 8191u, t >> 13u), 0); }
+//#else
+@group(0) @binding(0) var<storage, read> xs: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> ws: array<vec4<u32>>;
+fn load_x(t: u32) -> vec4<u32> { return xs[t]; }
+fn load_w(t: u32) -> vec4<u32> { return ws[t]; }
+//#endif
+
+//#if VEC_OUT
+@group(0) @binding(2) var<storage, read_write> out: array<act4>;
+//#else
+@group(0) @binding(2) var<storage, read_write> out: array<act>;
+//#endif
+@group(0) @binding(3) var<uniform> p: Params;
+//#if HAS_BIAS
+@group(0) @binding({{BIAS_BINDING}}) var<storage, read> bias: array<u32>;   // f16 pairs
+//#endif
+//#if HAS_RESIDUAL
+//#if VEC_OUT
+@group(0) @binding({{RESIDUAL_BINDING}}) var<storage, read> residual: array<act4>;
+//#else
+@group(0) @binding({{RESIDUAL_BINDING}}) var<storage, read> residual: array<act>;
+//#endif
+//#endif
+
+// The 8 f16 values of a texel, as two vec4<f32> (K offsets 0-3 and 4-7).
+fn lo8(v: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)); }
+fn hi8(v: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)); }
+
+// erf with |error| < 1.2e-7 (Numerical Recipes' Chebyshev fit of erfc; erfc keeps full relative
+// precision in the tails, so gelu(x) = 0.5·x·erfc(-x/√2) is accurate for large negative x too).
+fn erfc_pos(z: f32) -> f32 {
+  let t = 1.0 / (1.0 + 0.5 * z);
+  let poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 +
+    t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
+  return t * exp(-z * z + poly);
+}
+fn gelu_erf(x: f32) -> f32 {
+  // 0.5·x·(1 + erf(x/√2)) = 0.5·x·erfc(-x/√2)
+  let z = x * 0.70710678118654752;
+  let c = erfc_pos(abs(z));
+  return 0.5 * x * select(c, 2.0 - c, z > 0.0);
+}
+// x·sigmoid(s·x) written as x / (1 + exp(-s·x)): no cancellation, exact limits (exp overflow gives -0).
+fn x_sigmoid(x: f32, s: f32) -> f32 { return x / (1.0 + exp(-s * x)); }
+
+fn bias_at(n: u32) -> f32 {
+//#if HAS_BIAS
+  return unpack2x16float(bias[n >> 1u])[n & 1u];
+//#else
+  return 0.0;
+//#endif
+}
+
+// Bias, GEGLU gate and activation for one output column.
+fn finish(col: u32, a: f32, g: f32) -> f32 {
+  var v = a + bias_at(col);
+//#if GEGLU
+  v = v * gelu_erf(g + bias_at(p.N + col));
+//#endif
+//#if GELU
+  v = gelu_erf(v);
+//#endif
+//#if GELU_TANH
+  // 0.5·v·(1 + tanh(u)) = v·sigmoid(2u), u = √(2/π)·(v + 0.044715·v³)
+  v = v / (1.0 + exp(-1.5957691216057308 * (v + 0.044715 * v * v * v)));
+//#endif
+//#if QUICK_GELU
+  v = x_sigmoid(v, 1.702);
+//#endif
+//#if SILU
+  v = x_sigmoid(v, 1.0);
+//#endif
+  return v;
+}
+
+fn store1(row: u32, col: u32, a: f32, g: f32) {
+  if (row >= p.M || col >= p.N) { return; }
+  let i = row * p.N + col;
+  var v = finish(col, a, g);
+//#if HAS_RESIDUAL
+//#if !VEC_OUT
+  v += f32(residual[i]);
+//#endif
+//#endif
+//#if !VEC_OUT
+  out[i] = act(v);
+//#endif
+}
+
+// Four adjacent columns (N % 4 == 0 and TN % 4 == 0, so the group is entirely inside or outside).
+fn store4(row: u32, col: u32, a: vec4<f32>, g: vec4<f32>) {
+  if (row >= p.M || col >= p.N) { return; }
+  let i = (row * p.N + col) / 4u;
+  var v = vec4<f32>(finish(col, a.x, g.x), finish(col + 1u, a.y, g.y), finish(col + 2u, a.z, g.z),
+    finish(col + 3u, a.w, g.w));
+//#if HAS_RESIDUAL
+//#if VEC_OUT
+  v += vec4<f32>(residual[i]);
+//#endif
+//#endif
+//#if VEC_OUT
+  out[i] = act4(v);
+//#endif
+}
+
+@compute @workgroup_size({{WG}})
+fn gemm(
+  @builtin(local_invocation_index) li: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let tile = (wid.x + wid.y * nwg.x) * {{WG}}u + li;
+  if (tile >= p.tiles) { return; }
+  // Adjacent invocations (SIMD lanes) take adjacent column tiles of the same rows.
+  let col0 = (tile % p.tilesN) * {{TN}}u;
+  let row0 = (tile / p.tilesN) * {{TM}}u;
+  // Generated: per-row x offsets xr_i (rows clamped to M-1), per-column weight offsets wr_j (clamped to
+  // N-1), accumulators a_i_j (and gate accumulators g_i_j for GEGLU).
+{{SETUP}}
+  for (var k = 0u; k < p.K8; k++) {
+    // Generated: load TM x texels (×2 for f32) and TN weight texels, then TM·TN 8-term dot products.
+{{STEP}}
+  }
+  // Generated: store1/store4 calls per output (masked to M, N inside).
+{{STORE}}
+}
+//#endif
+
+//#if PACK_ROWS
+// Rows of a row-major act matrix [rows, K] → operand texels [rows, xRow] (K zero-padded to xRow texels).
+struct PackParams {
+  K: u32,
+  xRow: u32,
+  total: u32,   // rows · xRow
+  _pad: u32,
+}
+//#if ALIGNED
+// K % 8 == 0: the texels are the row bytes unchanged.
+@group(0) @binding(0) var<storage, read> src: array<vec4<u32>>;
+//#else
+@group(0) @binding(0) var<storage, read> src: array<act>;
+//#endif
+//#if TEX
+@group(0) @binding(1) var dst: texture_storage_2d<rgba32uint, write>;
+//#else
+@group(0) @binding(1) var<storage, read_write> dst: array<vec4<u32>>;
+//#endif
+@group(0) @binding(2) var<uniform> pp: PackParams;
+
+//#if !ALIGNED
+fn src_at(row: u32, k: u32) -> f32 {
+  return select(0.0, f32(src[row * pp.K + min(k, pp.K - 1u)]), k < pp.K);
+}
+//#endif
+
+@compute @workgroup_size(64)
+fn pack_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let t = gid.x + gid.y * nwg.x * 64u;
+  if (t >= pp.total) { return; }
+//#if ALIGNED
+  let v = src[t];
+//#else
+  let row = t / pp.xRow;
+  let c = t % pp.xRow;
+//#if XF16
+  let k = c * 8u;
+  let v = vec4<u32>(
+    pack2x16float(vec2<f32>(src_at(row, k), src_at(row, k + 1u))),
+    pack2x16float(vec2<f32>(src_at(row, k + 2u), src_at(row, k + 3u))),
+    pack2x16float(vec2<f32>(src_at(row, k + 4u), src_at(row, k + 5u))),
+    pack2x16float(vec2<f32>(src_at(row, k + 6u), src_at(row, k + 7u))),
+  );
+//#else
+  let k = c * 4u;
+  let v = bitcast<vec4<u32>>(vec4<f32>(src_at(row, k), src_at(row, k + 1u), src_at(row, k + 2u), src_at(row, k + 3u)));
+//#endif
+//#endif
+//#if TEX
+  textureStore(dst, vec2<u32>(t & 8191u, t >> 13u), v);
+//#else
+  dst[t] = v;
+//#endif
+}
+//#endif
+
+//#if PACK_WEIGHT
+// f16 weight [rows, K] (raw halves) → texels [rows, K8], K zero-padded. Bit-exact (no float conversion).
+struct PackParams {
+  K: u32,
+  K8: u32,
+  total: u32,   // rows · K8
+  _pad: u32,
+}
+@group(0) @binding(0) var<storage, read> src: array<u32>;
+//#if TEX
+@group(0) @binding(1) var dst: texture_storage_2d<rgba32uint, write>;
+//#else
+@group(0) @binding(1) var<storage, read_write> dst: array<vec4<u32>>;
+//#endif
+@group(0) @binding(2) var<uniform> pp: PackParams;
+
+fn half_bits(row: u32, k: u32) -> u32 {
+  if (k >= pp.K) { return 0u; }
+  let e = row * pp.K + k;
+  return (src[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu;
+}
+fn pair(row: u32, k: u32) -> u32 { return half_bits(row, k) | (half_bits(row, k + 1u) << 16u); }
+
+@compute @workgroup_size(64)
+fn pack_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let t = gid.x + gid.y * nwg.x * 64u;
+  if (t >= pp.total) { return; }
+  let row = t / pp.K8;
+  let k = (t % pp.K8) * 8u;
+  let v = vec4<u32>(pair(row, k), pair(row, k + 2u), pair(row, k + 4u), pair(row, k + 6u));
+//#if TEX
+  textureStore(dst, vec2<u32>(t & 8191u, t >> 13u), v);
+//#else
+  dst[t] = v;
+//#endif
+}
+//#endif
+
+//#if BMM
+// Batched act × act matmul: out[b, m, n] = alpha · Σ_k A[b, m, k] · B[b, k, n], with arbitrary element
+// strides for A and B (so transposed operands need no copy). Simple 4×4 register tile, scalar loads:
+// meant for small, rare products, not for the hot path.
+struct BmmParams {
+  M: u32,
+  N: u32,
+  K: u32,
+  alpha: f32,
+  aBatch: u32,
+  aRow: u32,   // stride of m
+  aCol: u32,   // stride of k
+  bBatch: u32,
+  bRow: u32,   // stride of k
+  bCol: u32,   // stride of n
+  _p0: u32,
+  _p1: u32,
+}
+@group(0) @binding(0) var<storage, read> a: array<act>;
+@group(0) @binding(1) var<storage, read> b: array<act>;
+@group(0) @binding(2) var<storage, read_write> out: array<act>;
+@group(0) @binding(3) var<uniform> bp: BmmParams;
+
+fn a_at(base: u32, m: u32, k: u32) -> f32 { return f32(a[base + min(m, bp.M - 1u) * bp.aRow + k * bp.aCol]); }
+fn b_at(base: u32, k: u32, n: u32) -> vec4<f32> {
+  let r = base + k * bp.bRow;
+  let last = bp.N - 1u;
+  return vec4<f32>(f32(b[r + min(n, last) * bp.bCol]), f32(b[r + min(n + 1u, last) * bp.bCol]),
+    f32(b[r + min(n + 2u, last) * bp.bCol]), f32(b[r + min(n + 3u, last) * bp.bCol]));
+}
+fn bmm_store(base: u32, m: u32, n: u32, v: vec4<f32>) {
+  if (m >= bp.M) { return; }
+  let r = base + m * bp.N;
+  for (var j = 0u; j < 4u; j++) {
+    if (n + j < bp.N) { out[r + n + j] = act(v[j] * bp.alpha); }
+  }
+}
+
+@compute @workgroup_size(8, 8)
+fn bmm(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let n = gid.x * 4u;
+  let m = gid.y * 4u;
+  let batch = gid.z;
+  if (n >= bp.N || m >= bp.M) { return; }
+  let ab = batch * bp.aBatch;
+  let bb = batch * bp.bBatch;
+  var c0 = vec4<f32>(0.0);
+  var c1 = vec4<f32>(0.0);
+  var c2 = vec4<f32>(0.0);
+  var c3 = vec4<f32>(0.0);
+  for (var k = 0u; k < bp.K; k++) {
+    let bv = b_at(bb, k, n);
+    c0 += a_at(ab, m, k) * bv;
+    c1 += a_at(ab, m + 1u, k) * bv;
+    c2 += a_at(ab, m + 2u, k) * bv;
+    c3 += a_at(ab, m + 3u, k) * bv;
+  }
+  let ob = batch * bp.M * bp.N;
+  bmm_store(ob, m, n, c0);
+  bmm_store(ob, m + 1u, n, c1);
+  bmm_store(ob, m + 2u, n, c2);
+  bmm_store(ob, m + 3u, n, c3);
+}
+//#endif

@@ -1,0 +1,96 @@
+// `component <unet|vae-decode|vae-encode|clip|randn>`: runs one network on a file of inputs.
+//   deno task component unet --config CONFIG.json --weights W.safetensors --in IN.safetensors --out OUT.safetensors
+//     [--precision f32|f16]
+//   deno task component randn --seed S --shape 1,4,64,64 --out F.safetensors
+
+import { parseArgs } from "node:util";
+import { Gpu } from "../gpu/device.ts";
+import { SafetensorsFile, writeSafetensors } from "../weights/safetensors.ts";
+import { readJsonFile } from "../util/json.ts";
+import {
+  COMPONENT_NAMES,
+  type ComponentName,
+  type HostTensor,
+  loadModel,
+  runComponent,
+} from "../models/component.ts";
+import { TorchGenerator } from "../sampling/rng.ts";
+
+const USAGE =
+  "usage: component <unet|vae-decode|vae-encode|clip> --config CONFIG.json --weights WEIGHTS.safetensors " +
+  "--in INPUTS.safetensors --out OUTPUTS.safetensors [--precision f32|f16]\n" +
+  "       component randn --seed S --shape 1,4,64,64 --out F.safetensors";
+
+export async function componentCommand(args: string[]): Promise<number> {
+  const [which, ...rest] = args;
+  if (which === "randn") return await randnCommand(rest);
+  if (!COMPONENT_NAMES.includes(which as ComponentName)) {
+    console.error(`unknown component ${JSON.stringify(which ?? "")}\n${USAGE}`);
+    return 2;
+  }
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      config: { type: "string" },
+      weights: { type: "string" },
+      in: { type: "string" },
+      out: { type: "string" },
+      precision: { type: "string", default: "f32" },
+      "no-f16": { type: "boolean" },
+    },
+  });
+  for (const k of ["config", "weights", "in", "out"] as const) {
+    if (!values[k]) {
+      console.error(`missing --${k}\n${USAGE}`);
+      return 2;
+    }
+  }
+  const precision = values.precision;
+  if (precision !== "f32" && precision !== "f16") {
+    throw new Error(`--precision must be f32 or f16, got ${precision}`);
+  }
+  const config = await readJsonFile(values.config!);
+  // A manifest holds the config under config_full / config_passed; a config.json is the dict itself.
+  const configDict = (config as Record<string, unknown>).config_full ?? config;
+  const gpu = await Gpu.create({ disableF16: values["no-f16"] });
+  using weights = await SafetensorsFile.open(values.weights!);
+  const model = await loadModel(gpu, which as ComponentName, configDict, weights, precision);
+  using input = await SafetensorsFile.open(values.in!);
+  const inputs = new Map<string, HostTensor>();
+  for (const name of input.names()) {
+    const info = input.info(name);
+    if (
+      info.dtype !== "F32" && info.dtype !== "F16" && info.dtype !== "I64" && info.dtype !== "I32" &&
+      info.dtype !== "BF16"
+    ) {
+      throw new Error(`input "${name}" has unsupported dtype ${info.dtype}`);
+    }
+    inputs.set(name, { shape: info.shape, data: await input.readF32(name) });
+  }
+  const { outputs } = await runComponent(gpu, which as ComponentName, model, inputs);
+  const out: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }> = {};
+  for (const [name, t] of outputs) out[name] = { dtype: "F32", shape: t.shape, data: t.data };
+  await writeSafetensors(values.out!, out, { component: which, precision });
+  console.log(`wrote ${[...outputs.keys()].join(", ")} to ${values.out}`);
+  return 0;
+}
+
+async function randnCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { seed: { type: "string" }, shape: { type: "string" }, out: { type: "string" } },
+  });
+  if (!values.seed || !values.shape || !values.out) {
+    console.error(USAGE);
+    return 2;
+  }
+  if (!/^-?\d+$/.test(values.seed)) throw new Error(`--seed must be an integer, got ${values.seed}`);
+  const shape = values.shape.split(",").map((s) => Number(s.trim()));
+  if (!shape.every((d) => Number.isInteger(d) && d > 0)) {
+    throw new Error(`--shape must be positive integers, got ${values.shape}`);
+  }
+  const data = new TorchGenerator(BigInt(values.seed)).randn(shape);
+  await writeSafetensors(values.out, { latents: { dtype: "F32", shape, data } });
+  console.log(`wrote latents [${shape}] to ${values.out}`);
+  return 0;
+}

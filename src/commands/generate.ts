@@ -1,0 +1,134 @@
+// `generate --model DIR --prompt P [...] --out out.png`: one image from the command line, with a terminal
+// progress bar and optional preview files.
+
+import { parseArgs } from "node:util";
+import cliProgress from "cli-progress";
+import { Gpu } from "../gpu/device.ts";
+import { loadPipeline } from "../sampling/engine.ts";
+import { type GenerateRequest, SAMPLER_NAMES, type SamplerName } from "../sampling/types.ts";
+
+const USAGE = `usage: generate --model DIR --prompt P [--negative N] [--seed S] [--steps N] [--guidance G]
+  [--sampler ${SAMPLER_NAMES.join("|")}] [--eta E] [--width W --height H] [--image init.png --strength S]
+  [--long-prompt chunk|truncate] [--precision f32|f16] [--previews DIR --preview-every K] [--preview cheap|vae]
+  [--tokenizer DIR] --out out.png`;
+
+function num(value: string | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n)) throw new Error(`--${name} must be a number, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+export async function generateCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      model: { type: "string" },
+      prompt: { type: "string" },
+      negative: { type: "string", default: "" },
+      seed: { type: "string" },
+      steps: { type: "string" },
+      guidance: { type: "string" },
+      sampler: { type: "string" },
+      eta: { type: "string" },
+      width: { type: "string" },
+      height: { type: "string" },
+      image: { type: "string" },
+      strength: { type: "string" },
+      "long-prompt": { type: "string", default: "chunk" },
+      precision: { type: "string" },
+      previews: { type: "string" },
+      "preview-every": { type: "string" },
+      preview: { type: "string", default: "cheap" },
+      tokenizer: { type: "string" },
+      out: { type: "string" },
+      "no-f16": { type: "boolean" },
+      quiet: { type: "boolean" },
+    },
+  });
+  if (!values.model || values.prompt === undefined || !values.out) {
+    console.error(USAGE);
+    return 2;
+  }
+  if (values.sampler && !SAMPLER_NAMES.includes(values.sampler as SamplerName)) {
+    throw new Error(`unknown sampler ${JSON.stringify(values.sampler)}; one of ${SAMPLER_NAMES.join(", ")}`);
+  }
+  const longPrompt = values["long-prompt"];
+  if (longPrompt !== "chunk" && longPrompt !== "truncate") {
+    throw new Error("--long-prompt must be chunk or truncate");
+  }
+  const precision = values.precision;
+  if (precision !== undefined && precision !== "f32" && precision !== "f16") {
+    throw new Error("--precision must be f32 or f16");
+  }
+  const preview = values.preview;
+  if (preview !== "cheap" && preview !== "vae") throw new Error("--preview must be cheap or vae");
+  if (values.seed !== undefined && !/^\d+$/.test(values.seed)) {
+    throw new Error("--seed must be a non-negative integer");
+  }
+
+  const gpu = await Gpu.create({ disableF16: values["no-f16"] });
+  const pipeline = await loadPipeline(gpu, values.model, { precision, tokenizerDir: values.tokenizer });
+  const request: GenerateRequest = {
+    prompt: values.prompt,
+    negativePrompt: values.negative,
+    width: num(values.width, "width", 512),
+    height: num(values.height, "height", 512),
+    steps: num(values.steps, "steps", 20),
+    guidanceScale: num(values.guidance, "guidance", 7.5),
+    sampler: values.sampler as SamplerName | undefined,
+    seed: values.seed === undefined ? undefined : Number(values.seed),
+    eta: values.eta === undefined ? undefined : num(values.eta, "eta", 0),
+    initImage: values.image ? await Deno.readFile(values.image) : undefined,
+    strength: values.strength === undefined ? undefined : num(values.strength, "strength", 0.75),
+    previewEvery: values.previews ? num(values["preview-every"], "preview-every", 1) : 0,
+    preview,
+    previewFormat: "png",
+    longPrompt,
+  };
+  if (request.initImage && request.strength === undefined) request.strength = 0.75;
+  if (values.previews) await Deno.mkdir(values.previews, { recursive: true });
+  if (longPrompt === "truncate") {
+    const t = pipeline.parts.tokenizer.chunks(request.prompt, "truncate");
+    if (t.truncated) {
+      console.error("note: the prompt is longer than 75 tokens and was truncated (--long-prompt truncate)");
+    }
+  }
+
+  const bar = new cliProgress.SingleBar({
+    format: "{bar} {value}/{total} steps | {duration_formatted} elapsed | eta {eta_formatted}",
+    hideCursor: true,
+    noTTYOutput: !values.quiet,
+    notTTYSchedule: 1000,
+  }, cliProgress.Presets.shades_classic);
+  let started = false;
+  for await (const ev of pipeline.generate(request)) {
+    if (ev.type === "started") {
+      console.error(`seed ${ev.seed}, ${ev.width}×${ev.height}, ${ev.steps} steps`);
+    } else if (ev.type === "step") {
+      if (!values.quiet) {
+        if (!started) bar.start(ev.n, 0);
+        started = true;
+        bar.update(ev.i);
+      }
+    } else if (ev.type === "preview") {
+      if (values.previews) {
+        const ext = ev.mime === "image/png" ? "png" : "jpg";
+        await Deno.writeFile(`${values.previews}/step_${String(ev.i).padStart(3, "0")}.${ext}`, ev.image);
+      }
+    } else if (ev.type === "done") {
+      if (started) bar.stop();
+      await Deno.writeFile(values.out, ev.image);
+      const t = ev.timings;
+      console.error(
+        `wrote ${values.out} (seed ${ev.seed}) in ${(t.totalMs / 1000).toFixed(2)} s: text ${
+          t.textEncoderMs.toFixed(0)
+        } ms, ` +
+          `denoise ${(t.denoiseMs / 1000).toFixed(2)} s (${t.stepsPerSecond.toFixed(2)} it/s), vae ${
+            t.vaeMs.toFixed(0)
+          } ms`,
+      );
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,238 @@
+// Runs one network (UNet, VAE decoder/encoder, CLIP text encoder) on host tensors with the fixtures'
+// names and NCHW layout. Shared by `deno task component` and the model tests.
+
+import type { Gpu } from "../gpu/device.ts";
+import type { ActDType } from "../gpu/pipelines.ts";
+import { readTensor, type Tensor, writeBytes } from "../gpu/tensor.ts";
+import { f32ToF16Array } from "../gpu/device.ts";
+import {
+  type ClipTextConfig,
+  parseClipTextConfig,
+  parseUNetConfig,
+  parseVaeConfig,
+  type UNetConfig,
+  type VaeConfig,
+} from "./config.ts";
+import { expectedTensors, isIgnorableTensor } from "../weights/expected.ts";
+import { Weights, type WeightSource } from "./graph.ts";
+import { UNet } from "./unet.ts";
+import { Vae } from "./vae.ts";
+import { ClipTextModel } from "./clip.ts";
+
+export type ComponentName = "unet" | "vae-decode" | "vae-encode" | "clip";
+export const COMPONENT_NAMES: readonly ComponentName[] = ["unet", "vae-decode", "vae-encode", "clip"];
+
+/** A host tensor: row-major f32 data (NCHW for images, as the fixtures store them). */
+export interface HostTensor {
+  shape: number[];
+  data: Float32Array;
+}
+
+export class InputError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "InputError";
+  }
+}
+
+// ---- layout conversion on the host ----
+
+export function nchwToNhwc(t: HostTensor): HostTensor {
+  const [B, C, H, W] = t.shape;
+  const out = new Float32Array(t.data.length);
+  for (let b = 0; b < B; b++) {
+    for (let c = 0; c < C; c++) {
+      for (let y = 0; y < H; y++) {
+        for (let x = 0; x < W; x++) {
+          out[((b * H + y) * W + x) * C + c] = t.data[((b * C + c) * H + y) * W + x];
+        }
+      }
+    }
+  }
+  return { shape: [B, H, W, C], data: out };
+}
+
+export function nhwcToNchw(t: HostTensor): HostTensor {
+  const [B, H, W, C] = t.shape;
+  const out = new Float32Array(t.data.length);
+  for (let b = 0; b < B; b++) {
+    for (let c = 0; c < C; c++) {
+      for (let y = 0; y < H; y++) {
+        for (let x = 0; x < W; x++) {
+          out[((b * C + c) * H + y) * W + x] = t.data[((b * H + y) * W + x) * C + c];
+        }
+      }
+    }
+  }
+  return { shape: [B, C, H, W], data: out };
+}
+
+/** Writes f32 host values into an activation tensor (converting to f16 bits when it is f16). */
+export function writeActivation(gpu: Gpu, t: Tensor, data: Float32Array): void {
+  if (data.length !== t.numel) throw new InputError(`${t.label}: ${data.length} values for [${t.shape}]`);
+  const src = t.dtype === "f32" ? data : f32ToF16Array(data);
+  writeBytes(gpu, t.buffer, new Uint8Array(src.buffer, src.byteOffset, src.byteLength));
+}
+
+export async function readNchw(gpu: Gpu, t: Tensor): Promise<HostTensor> {
+  const data = await readTensor(gpu, t);
+  if (t.shape.length !== 4) return { shape: [...t.shape], data };
+  return nhwcToNchw({ shape: [...t.shape], data });
+}
+
+// ---- loading ----
+
+export type AnyModel = UNet | Vae | ClipTextModel;
+
+/** Loads the network a component needs from a config dict and a weight source with diffusers names. */
+export async function loadModel(
+  gpu: Gpu,
+  component: ComponentName,
+  configJson: unknown,
+  source: WeightSource,
+  act: ActDType,
+): Promise<AnyModel> {
+  if (act === "f16" && !gpu.f16) {
+    throw new InputError("--precision f16 needs shader-f16, which this adapter lacks");
+  }
+  if (component === "unet") {
+    const config = parseUNetConfig(configJson);
+    const weights = await Weights.load(gpu, "unet", source, expectedTensors("unet", config), {
+      allowExtra: (n) => isIgnorableTensor("unet", n),
+    });
+    return new UNet(gpu, config, weights, act);
+  }
+  if (component === "vae-decode" || component === "vae-encode") {
+    const config = parseVaeConfig(configJson);
+    const weights = await Weights.load(gpu, "vae", source, expectedTensors("vae", config), {
+      allowExtra: (n) => isIgnorableTensor("vae", n),
+    });
+    return new Vae(gpu, config, weights, act);
+  }
+  const config = parseClipTextConfig(configJson);
+  const weights = await Weights.load(gpu, "text_encoder", source, expectedTensors("text_encoder", config), {
+    allowExtra: (n) => isIgnorableTensor("text_encoder", n),
+  });
+  return new ClipTextModel(gpu, config, weights, act);
+}
+
+function need(inputs: Map<string, HostTensor>, name: string, rank: number, component: string): HostTensor {
+  const t = inputs.get(name);
+  if (!t) throw new InputError(`${component}: missing input tensor "${name}"`);
+  if (t.shape.length !== rank) {
+    throw new InputError(`${component}: input "${name}" has shape [${t.shape}], expected ${rank} dimensions`);
+  }
+  return t;
+}
+
+export interface ComponentResult {
+  outputs: Map<string, HostTensor>;
+  /** Intermediate activations (NCHW where 4-D), when asked for. */
+  probes: Map<string, HostTensor>;
+}
+
+/** Runs a loaded network on named inputs. Extra inputs are ignored. */
+export async function runComponent(
+  gpu: Gpu,
+  component: ComponentName,
+  model: AnyModel,
+  inputs: Map<string, HostTensor>,
+  options: { probes?: boolean } = {},
+): Promise<ComponentResult> {
+  const outputs = new Map<string, HostTensor>();
+  const probes = new Map<string, HostTensor>();
+  const collect = async (p: Map<string, Tensor>) => {
+    for (const [name, t] of p) probes.set(name, await readNchw(gpu, t));
+  };
+  if (component === "unet") {
+    const unet = model as UNet;
+    const cfg: UNetConfig = unet.config;
+    const sample = need(inputs, "sample", 4, component);
+    const [B, C, H, W] = sample.shape;
+    if (C !== cfg.in_channels) {
+      throw new InputError(`unet: "sample" has ${C} channels, the config says ${cfg.in_channels}`);
+    }
+    const ctx = need(inputs, "encoder_hidden_states", 3, component);
+    const crossDim = Array.isArray(cfg.cross_attention_dim)
+      ? cfg.cross_attention_dim[0]
+      : cfg.cross_attention_dim;
+    if (ctx.shape[0] !== B || ctx.shape[2] !== crossDim) {
+      throw new InputError(
+        `unet: "encoder_hidden_states" has shape [${ctx.shape}], expected [${B}, T, ${crossDim}]`,
+      );
+    }
+    const ts = inputs.get("timestep");
+    if (!ts) throw new InputError(`unet: missing input tensor "timestep"`);
+    if (ts.data.length !== 1 && ts.data.length !== B) {
+      throw new InputError(`unet: "timestep" must be a scalar or have ${B} entries, got [${ts.shape}]`);
+    }
+    const timesteps = ts.data.length === 1 ? new Float32Array(B).fill(ts.data[0]) : ts.data;
+    const p = unet.plan(B, H, W, ctx.shape[1], options.probes);
+    writeActivation(gpu, p.sample, nchwToNhwc(sample).data);
+    gpu.device.queue.writeBuffer(p.timestep.buffer, 0, Float32Array.from(timesteps));
+    writeActivation(gpu, p.context, ctx.data);
+    p.plan.run("unet");
+    outputs.set("out", await readNchw(gpu, p.out));
+    await collect(p.probes);
+  } else if (component === "vae-decode") {
+    const vae = model as Vae;
+    const cfg: VaeConfig = vae.config;
+    const z = need(inputs, "z", 4, component);
+    if (z.shape[0] !== 1) {
+      throw new InputError(`vae-decode: batch ${z.shape[0]} not supported; decode one latent at a time`);
+    }
+    if (z.shape[1] !== cfg.latent_channels) {
+      throw new InputError(`vae-decode: "z" must have ${cfg.latent_channels} channels`);
+    }
+    const p = vae.decodePlan(z.shape[2], z.shape[3], options.probes);
+    writeActivation(gpu, p.z, nchwToNhwc(z).data);
+    p.plan.run("vae decode");
+    outputs.set("image", await readNchw(gpu, p.image));
+    await collect(p.probes);
+  } else if (component === "vae-encode") {
+    const vae = model as Vae;
+    const cfg: VaeConfig = vae.config;
+    const image = need(inputs, "image", 4, component);
+    if (image.shape[0] !== 1) throw new InputError(`vae-encode: batch ${image.shape[0]} not supported`);
+    if (image.shape[1] !== cfg.in_channels) {
+      throw new InputError(`vae-encode: "image" must have ${cfg.in_channels} channels`);
+    }
+    const p = vae.encodePlan(image.shape[2], image.shape[3], options.probes);
+    writeActivation(gpu, p.image, nchwToNhwc(image).data);
+    p.plan.run("vae encode");
+    const moments = await readNchw(gpu, p.moments);
+    const [, C2, h, w] = moments.shape;
+    const half = (C2 / 2) * h * w;
+    outputs.set("mean", { shape: [1, C2 / 2, h, w], data: moments.data.slice(0, half) });
+    outputs.set("logvar", {
+      shape: [1, C2 / 2, h, w],
+      data: moments.data.slice(half).map((v) => Math.min(20, Math.max(-30, v))),
+    });
+    await collect(p.probes);
+  } else {
+    const clip = model as ClipTextModel;
+    const cfg: ClipTextConfig = clip.config;
+    const ids = need(inputs, "input_ids", 2, component);
+    for (const v of ids.data) {
+      if (!Number.isInteger(v) || v < 0 || v >= cfg.vocab_size) {
+        throw new InputError(`clip: token id ${v} outside the vocabulary (0..${cfg.vocab_size - 1})`);
+      }
+    }
+    const p = clip.plan(ids.shape[0], ids.shape[1]);
+    gpu.device.queue.writeBuffer(p.ids.buffer, 0, Uint32Array.from(ids.data));
+    p.plan.run("clip");
+    outputs.set("last_hidden_state", {
+      shape: [...p.lastHidden.shape],
+      data: await readTensor(gpu, p.lastHidden),
+    });
+    outputs.set("penultimate_hidden_state", {
+      shape: [...p.penultimate.shape],
+      data: await readTensor(gpu, p.penultimate),
+    });
+    outputs.set("penultimate_hidden_state_final_ln", {
+      shape: [...p.penultimateFinalLn.shape],
+      data: await readTensor(gpu, p.penultimateFinalLn),
+    });
+  }
+  return { outputs, probes };
+}

@@ -1,0 +1,327 @@
+// Multi-head attention builder (self and cross), flash style: the score matrix is never stored.
+//
+//   out[b, i, h·D + d] = Σ_j softmax_j(scale · q[b, i, h·D:(h+1)·D] · k[b, j, h·D:(h+1)·D]) · v[b, j, h·D + d]
+//                        (+ residual[b, i, h·D + d])
+//
+// Q, K, V are token-major with heads interleaved in channels ([B, N, H·D], as Linear outputs give them) or
+// slices of a fused buffer (e.g. [B, N, 3·H·D] with offsets 0, H·D, 2·H·D: pass `{tensor, offset, rowStride}`).
+//
+// Two dispatches: K and V are first copied into rgba32f storage textures (cheap loads on lavapipe; see
+// shaders/attention.wgsl), then the attention kernel runs. The textures are scratch shared by every attention
+// built on the same Gpu with the same K/V texture shape (dispatches run in order, so sharing is safe).
+
+import type { Dispatch, Gpu } from "../gpu/device.ts";
+import type { ActDType } from "../gpu/pipelines.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+
+/** A [B, N, ·] token tensor or a channel slice of one (offset and strides in elements). */
+export interface TokenSlice {
+  tensor: Tensor;
+  /** Element offset of (b=0, token=0, head=0, d=0). Default 0. */
+  offset?: number;
+  /** Elements between consecutive tokens. Default: the tensor's last dimension. */
+  rowStride?: number;
+  /** Elements between consecutive batch items. Default: tokens · rowStride. */
+  batchStride?: number;
+}
+
+export interface AttentionParams {
+  /** [B, Nq, H·D] (or a slice) */
+  q: Tensor | TokenSlice;
+  /** [B, Nk, H·D] (or a slice) */
+  k: Tensor | TokenSlice;
+  /** [B, Nk, H·D] (or a slice) */
+  v: Tensor | TokenSlice;
+  /** [B, Nq, H·D] (or a slice); must not share a buffer with q or residual. */
+  out: Tensor | TokenSlice;
+  heads: number;
+  /** Head dim D; default: out's last dim / heads (pass it when out is a slice of a wider tensor). */
+  headDim?: number;
+  /** Default D^-0.5. */
+  scale?: number;
+  /** Mask keys j > i (CLIP's causal self-attention). */
+  causal?: boolean;
+  /** out = attention + residual; same layout (offset, strides) as out. */
+  residual?: Tensor | TokenSlice;
+  act: ActDType;
+}
+
+interface View {
+  tensor: Tensor;
+  batch: number;
+  tokens: number;
+  offset: number;
+  rowStride: number;
+  batchStride: number;
+}
+
+function view(x: Tensor | TokenSlice, what: string): View {
+  const s: TokenSlice = "tensor" in x ? x : { tensor: x };
+  const shape = s.tensor.shape;
+  if (shape.length !== 3) throw new Error(`attention: ${what} must be [B, N, C], got [${shape}]`);
+  const [batch, tokens, channels] = shape;
+  const rowStride = s.rowStride ?? channels;
+  return {
+    tensor: s.tensor,
+    batch,
+    tokens,
+    offset: s.offset ?? 0,
+    rowStride,
+    batchStride: s.batchStride ?? tokens * rowStride,
+  };
+}
+
+/**
+ * Tiling per head dim: QPI queries per invocation (a register budget of ~80 vec4 of queries; more makes
+ * lavapipe's compile time explode), KB keys per softmax block, WG invocations per workgroup (one SIMD row).
+ */
+export function attentionTiling(headDim: number): { qpi: number; kb: number; wg: number } {
+  const dv = Math.ceil(headDim / 4);
+  const qpi = Math.max(1, Math.min(16, Math.floor(80 / dv)));
+  const kb = qpi * dv <= 40 ? 2 : 1;
+  return { qpi, kb, wg: 8 };
+}
+
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
+/** The unrolled parts of the attention kernel for one (head dim, tiling, masking). */
+function generateBodies(
+  headDim: number,
+  tiling: { qpi: number; kb: number },
+  causal: boolean,
+): { Q_INIT: string; KEY_BLOCK: string; RESULTS: string } {
+  const dv = Math.ceil(headDim / 4);
+  const Q = range(tiling.qpi);
+  const V = range(dv);
+  const J = range(tiling.kb);
+
+  const init: string[] = [];
+  for (const i of Q) {
+    init.push(`let qrow${i} = qrows[${i}];`);
+    for (const v of V) init.push(`let q${i}_${v} = qa[${i * dv + v}];`);
+    for (const v of V) init.push(`var o${i}_${v} = vec4<f32>(0.0);`);
+    init.push(`var m${i} = MASKED;`, `var l${i} = 0.0;`);
+  }
+
+  const block: string[] = [];
+  // Scores, one key at a time so that only one key row is live.
+  for (const j of J) {
+    block.push(`let key${j} = j0 + ${j}u;`, `let row${j} = min(key${j}, nk - 1u);`);
+    for (const v of V) block.push(`let k${j}_${v} = textureLoad(ktex, vec2<u32>(tx + ${v}u, row${j}), b);`);
+    for (const i of Q) {
+      block.push(`let a${i}_${j}_0 = q${i}_0 * k${j}_0;`);
+      for (const v of V.slice(1)) {
+        block.push(`let a${i}_${j}_${v} = fma(q${i}_${v}, k${j}_${v}, a${i}_${j}_${v - 1});`);
+      }
+      const masked = causal ? `key${j} >= nk || key${j} > qrow${i}` : `key${j} >= nk`;
+      block.push(`let s${i}_${j} = select(dot(a${i}_${j}_${dv - 1}, vec4<f32>(1.0)), MASKED, ${masked});`);
+    }
+  }
+  // Online softmax: new running max, rescale of the old sum and accumulator, block probabilities.
+  for (const i of Q) {
+    const blockMax = J.map((j) => `s${i}_${j}`).reduce((a, b) => `max(${a}, ${b})`);
+    block.push(`let mx${i} = max(m${i}, ${blockMax});`);
+    block.push(`let c${i} = exp2(m${i} - mx${i});`);
+    block.push(`m${i} = mx${i};`);
+    for (const j of J) block.push(`let p${i}_${j} = exp2(s${i}_${j} - mx${i});`);
+    block.push(`l${i} = fma(l${i}, c${i}, ${J.map((j) => `p${i}_${j}`).join(" + ")});`);
+    for (const v of V) block.push(`o${i}_${v} *= c${i};`);
+  }
+  // P·V
+  for (const j of J) {
+    for (const v of V) {
+      block.push(`let v${j}_${v} = textureLoad(vtex, vec2<u32>(tx + ${v}u, row${j}), b);`);
+      for (const i of Q) block.push(`o${i}_${v} = fma(vec4<f32>(p${i}_${j}), v${j}_${v}, o${i}_${v});`);
+    }
+  }
+
+  const results: string[] = [];
+  for (const i of Q) {
+    results.push(`let inv${i} = 1.0 / l${i};`);
+    for (const v of V) results.push(`res[${i * dv + v}] = o${i}_${v} * inv${i};`);
+  }
+  return { Q_INIT: init.join("\n"), KEY_BLOCK: block.join("\n"), RESULTS: results.join("\n") };
+}
+
+/** Q/out/residual access defines: 4-element units when aligned, else scalar. */
+function accessDefines(act: ActDType, vec: boolean): Record<string, string | boolean> {
+  if (!vec) return { VEC: false };
+  return act === "f32"
+    ? { VEC: true, ELEM: "vec4<f32>", UNPACK: "vec4<f32>", PACK: "vec4<f32>" }
+    : { VEC: true, ELEM: "vec2<u32>", UNPACK: "h4", PACK: "pk4" };
+}
+
+/** A dispatch whose bindings include texture views (gpu.dispatch takes buffers only). */
+function textureDispatch(
+  gpu: Gpu,
+  pipeline: GPUComputePipeline,
+  resources: (GPUBuffer | GPUTextureView)[],
+  workgroups: [number, number, number],
+  label: string,
+): Dispatch {
+  const limit = gpu.device.limits.maxComputeWorkgroupsPerDimension;
+  if (workgroups.some((n) => n > limit)) {
+    throw new Error(`${label}: workgroup count ${workgroups} exceeds ${limit}`);
+  }
+  const bindGroup = gpu.device.createBindGroup({
+    label,
+    layout: pipeline.getBindGroupLayout(0),
+    entries: resources.map((r, i) => ({ binding: i, resource: r instanceof GPUBuffer ? { buffer: r } : r })),
+  });
+  return { pipeline, bindGroup, workgroups, label };
+}
+
+/** Scratch K/V textures, shared per Gpu by shape. */
+const scratchTextures = new WeakMap<Gpu, Map<string, GPUTexture>>();
+
+function scratchTexture(gpu: Gpu, role: string, width: number, height: number, layers: number): GPUTexture {
+  let map = scratchTextures.get(gpu);
+  if (!map) {
+    map = new Map();
+    scratchTextures.set(gpu, map);
+  }
+  const key = `${role}:${width}x${height}x${layers}`;
+  let tex = map.get(key);
+  if (!tex) {
+    const max = gpu.device.limits;
+    if (width > max.maxTextureDimension2D || height > max.maxTextureDimension2D) {
+      throw new Error(`attention: K/V texture ${width}×${height} exceeds maxTextureDimension2D`);
+    }
+    if (layers > max.maxTextureArrayLayers) {
+      throw new Error(`attention: batch ${layers} exceeds maxTextureArrayLayers`);
+    }
+    tex = gpu.device.createTexture({
+      label: `attention ${key}`,
+      size: [width, height, layers],
+      format: "rgba32float",
+      usage: GPUTextureUsage.STORAGE_BINDING,
+    });
+    map.set(key, tex);
+  }
+  return tex;
+}
+
+export function attention(gpu: Gpu, p: AttentionParams): Dispatch[] {
+  const q = view(p.q, "q");
+  const k = view(p.k, "k");
+  const v = view(p.v, "v");
+  const out = view(p.out, "out");
+  const residual = p.residual ? view(p.residual, "residual") : null;
+  const heads = p.heads;
+  const headDim = p.headDim ?? out.tensor.shape[2] / heads;
+  if (!Number.isInteger(headDim) || headDim <= 0) throw new Error(`attention: bad head dim ${headDim}`);
+  const batch = q.batch;
+  const nq = q.tokens;
+  const nk = k.tokens;
+  if (k.batch !== batch || v.batch !== batch || out.batch !== batch) {
+    throw new Error(`attention: batch mismatch q ${q.batch}, k ${k.batch}, v ${v.batch}, out ${out.batch}`);
+  }
+  if (v.tokens !== nk || out.tokens !== nq) {
+    throw new Error(`attention: token mismatch q ${nq}, k ${nk}, v ${v.tokens}, out ${out.tokens}`);
+  }
+  for (const t of [q, k, v, out, ...(residual ? [residual] : [])]) {
+    if (t.tensor.dtype !== p.act) {
+      throw new Error(`attention: tensor ${t.tensor.label} is ${t.tensor.dtype}, act is ${p.act}`);
+    }
+  }
+  if (q.tensor.buffer === out.tensor.buffer || residual?.tensor.buffer === out.tensor.buffer) {
+    throw new Error("attention: out must not share a buffer with q or residual");
+  }
+  if (
+    residual && (residual.tokens !== nq || residual.batch !== batch || residual.offset !== out.offset ||
+      residual.rowStride !== out.rowStride || residual.batchStride !== out.batchStride)
+  ) {
+    throw new Error("attention: residual must have out's shape, offset and strides");
+  }
+
+  // 1. K, V → textures [batch][token][heads · dv texels].
+  const dv = Math.ceil(headDim / 4);
+  const width = heads * dv;
+  const ktex = scratchTexture(gpu, "k", width, nk, batch);
+  const vtex = scratchTexture(gpu, "v", width, nk, batch);
+  const kvAligned = headDim % 4 === 0 &&
+    [k, v].every((t) => t.offset % 4 === 0 && t.rowStride % 4 === 0 && t.batchStride % 4 === 0);
+  const pack = gpu.kernel(
+    "attention",
+    { ACT: p.act, PACK_KV: true, ...accessDefines(p.act, kvAligned) },
+    "pack_kv",
+  );
+  const packParams = new Uint32Array([
+    nk,
+    dv,
+    width,
+    headDim,
+    k.offset,
+    k.rowStride,
+    k.batchStride,
+    0,
+    v.offset,
+    v.rowStride,
+    v.batchStride,
+    0,
+  ]);
+  const packDispatch = textureDispatch(
+    gpu,
+    pack,
+    [
+      k.tensor.buffer,
+      v.tensor.buffer,
+      ktex.createView({ dimension: "2d-array" }),
+      vtex.createView({ dimension: "2d-array" }),
+      gpu.uniform(packParams),
+    ],
+    [Math.ceil(width / 64), nk, batch],
+    `attention pack K/V ${nk}×${width}`,
+  );
+
+  // 2. Attention.
+  const aligned = headDim % 4 === 0 &&
+    [q, out].every((t) => t.offset % 4 === 0 && t.rowStride % 4 === 0 && t.batchStride % 4 === 0);
+  const tiling = attentionTiling(headDim);
+  const causal = p.causal ?? false;
+  const pipeline = gpu.kernel("attention", {
+    ACT: p.act,
+    ...accessDefines(p.act, aligned),
+    D: headDim,
+    DV: dv,
+    QPI: tiling.qpi,
+    QD: tiling.qpi * dv,
+    WG: tiling.wg,
+    KB: tiling.kb,
+    CAUSAL: causal,
+    RESIDUAL: residual !== null,
+    ...generateBodies(headDim, tiling, causal),
+  });
+  const params = new Uint32Array(12);
+  params[0] = nq;
+  params[1] = nk;
+  new Float32Array(params.buffer)[2] = (p.scale ?? 1 / Math.sqrt(headDim)) * Math.LOG2E;
+  params.set([q.offset, q.rowStride, q.batchStride, 0, out.offset, out.rowStride, out.batchStride, 0], 4);
+  const resources = [
+    q.tensor.buffer,
+    ktex.createView({ dimension: "2d-array" }),
+    vtex.createView({ dimension: "2d-array" }),
+    out.tensor.buffer,
+    gpu.uniform(params),
+  ];
+  if (residual) resources.push(residual.tensor.buffer);
+  const attend = textureDispatch(
+    gpu,
+    pipeline,
+    resources,
+    [Math.ceil(nq / (tiling.wg * tiling.qpi)), heads, batch],
+    `attention ${nq}×${nk}×${heads}h×${headDim}`,
+  );
+  return [packDispatch, attend];
+}
+
+/** Floating-point operations of one attention call (QKᵀ and PV, a multiply-add counted as 2). */
+export function attentionFlops(
+  batch: number,
+  heads: number,
+  nq: number,
+  nk: number,
+  headDim: number,
+): number {
+  return 4 * batch * heads * nq * nk * headDim;
+}

@@ -1,0 +1,611 @@
+// Linear layers, GEGLU and batched matmul: builders for the GEMM kernels in shaders/matmul.wgsl.
+//
+//   linear: y[M, N] = act(x[M, K] · Wᵀ + b) (+ residual),  W [N, K] f16 (checkpoint Linear layout)
+//   geglu:  y[M, D] = (x·W[0:D]ᵀ + b[0:D]) * gelu_erf(x·W[D:2D]ᵀ + b[D:2D]), one kernel, [M, 2D] never stored
+//   bmm:    out[b] = alpha · A[b] · B[b] for act × act operands (optionally transposed), small and simple
+//
+// Operand layout (see the header of shaders/matmul.wgsl): both GEMM operands are streams of 16-byte texels
+// with K zero-padded to a multiple of 8. The weight is repacked once (`prepareLinearWeight`, cached per
+// weight buffer), x is packed by a small dispatch at the start of every call when needed:
+//   texture mode (llvmpipe): x and W live in rgba32uint textures 8192 texels wide (straight-line texture
+//     gathers are much cheaper than lavapipe's per-lane storage-buffer loads); x is packed into a scratch
+//     texture shared by all GEMMs of the same size class.
+//   buffer mode (other adapters): x and W are read from storage buffers; when K % 8 == 0 the tensors are
+//     bound as they are (no packing, no copy), otherwise they are packed into padded buffers.
+// The tile body is generated here as straight-line WGSL (one variable per accumulator) and spliced into the
+// kernel through the {{SETUP}}/{{STEP}}/{{STORE}} defines; pipelines are cached per variant, not per shape
+// (shapes travel in a uniform).
+
+import { type Dispatch, type Gpu, GpuError } from "../gpu/device.ts";
+import type { ActDType, ShaderDefines } from "../gpu/pipelines.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+
+export type Activation = "none" | "gelu" | "gelu_tanh" | "quick_gelu" | "silu";
+
+/** Register tile and operand storage of the GEMM kernels. */
+export interface GemmTiling {
+  /** Where packed operands live: textures (llvmpipe) or storage buffers. */
+  mode: "texture" | "buffer";
+  /** Output rows per invocation. */
+  tm: number;
+  /** Output columns per invocation (a multiple of 4 enables vec4 stores). */
+  tn: number;
+  /** Invocations per workgroup. */
+  wg: number;
+}
+
+/**
+ * Per-adapter tiling table. llvmpipe: big register tiles, operands in textures, one SIMD row (8 lanes) per
+ * workgroup (measured, see shaders/matmul.wgsl). Other adapters: small register tiles from storage buffers.
+ */
+export const GEMM_TILINGS: Record<"llvmpipe" | "gpu", GemmTiling> = {
+  llvmpipe: { mode: "texture", tm: 16, tn: 16, wg: 8 },
+  gpu: { mode: "buffer", tm: 4, tn: 4, wg: 64 },
+};
+
+const tilingCache = new WeakMap<Gpu, { name: keyof typeof GEMM_TILINGS; tiling: GemmTiling }>();
+
+/** The tiling chosen for this adapter, and the table row it came from. */
+export function gemmTiling(gpu: Gpu): { name: keyof typeof GEMM_TILINGS; tiling: GemmTiling } {
+  let choice = tilingCache.get(gpu);
+  if (!choice) {
+    const a = gpu.report.adapter;
+    const name = /llvmpipe|lavapipe|swiftshader/i.test(a.description) || a.fallback ? "llvmpipe" : "gpu";
+    choice = { name, tiling: GEMM_TILINGS[name] };
+    tilingCache.set(gpu, choice);
+  }
+  return choice;
+}
+
+export function resolveTiling(gpu: Gpu, override?: Partial<GemmTiling>): GemmTiling {
+  const t = { ...gemmTiling(gpu).tiling, ...override };
+  for (const k of ["tm", "tn", "wg"] as const) {
+    if (!Number.isInteger(t[k]) || t[k] < 1 || t[k] > 256) throw new Error(`GEMM tiling: bad ${k}=${t[k]}`);
+  }
+  return t;
+}
+
+// ---------------------------------------------------------------- packed operands
+
+/** Texture width in texels; the kernels map a linear texel index t to (t & 8191, t >> 13). */
+export const TEXTURE_WIDTH = 8192;
+const TEXTURE_FORMAT: GPUTextureFormat = "rgba32uint";
+
+/** A stream of 16-byte texels in a texture or a storage buffer. */
+export interface Operand {
+  mode: GemmTiling["mode"];
+  texels: number;
+  resource: GPUBuffer | GPUTextureView;
+  texture?: GPUTexture;
+}
+
+function textureRows(texels: number): number {
+  return Math.max(1, Math.ceil(texels / TEXTURE_WIDTH));
+}
+
+export function createOperand(gpu: Gpu, mode: GemmTiling["mode"], texels: number, label: string): Operand {
+  if (mode === "buffer") {
+    const bytes = texels * 16;
+    if (bytes > gpu.maxBinding) {
+      throw new GpuError(label, `${bytes} bytes exceed the ${gpu.maxBinding}-byte storage binding limit`);
+    }
+    return { mode, texels, resource: gpu.storage(bytes, label) };
+  }
+  const rows = textureRows(texels);
+  const maxRows = gpu.device.limits.maxTextureDimension2D;
+  if (rows > maxRows) {
+    throw new GpuError(label, `${texels} texels need ${rows} texture rows, more than the limit ${maxRows}`);
+  }
+  const texture = gpu.device.createTexture({
+    label,
+    size: [TEXTURE_WIDTH, rows],
+    format: TEXTURE_FORMAT,
+    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
+  });
+  return { mode, texels, resource: texture.createView({ label }), texture };
+}
+
+/**
+ * Scratch operand for per-call packing of activations. Shared by every op of the same gpu, mode and size
+ * class: an op's pack dispatch and GEMM dispatch are adjacent in the dispatch list and WebGPU orders
+ * dispatches, so a later op overwriting the scratch cannot disturb an earlier one.
+ */
+const scratch = new WeakMap<Gpu, Map<string, Operand>>();
+
+function sizeClass(n: number): number {
+  // Powers of two up to 256, then multiples of 256 (bounded waste for the large VAE feature maps).
+  if (n <= 256) return 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+  return Math.ceil(n / 256) * 256;
+}
+
+export function scratchOperand(gpu: Gpu, mode: GemmTiling["mode"], texels: number): Operand {
+  let byGpu = scratch.get(gpu);
+  if (!byGpu) scratch.set(gpu, byGpu = new Map());
+  // Textures are classed by rows of 8192 texels, buffers by 64 KiB blocks.
+  const units = mode === "texture" ? sizeClass(textureRows(texels)) : sizeClass(Math.ceil(texels / 4096));
+  const key = `${mode}:${units}`;
+  let op = byGpu.get(key);
+  if (!op) {
+    op = createOperand(gpu, mode, mode === "texture" ? units * TEXTURE_WIDTH : units * 4096, `gemm scratch ${key}`);
+    byGpu.set(key, op);
+  }
+  return op;
+}
+
+// ---------------------------------------------------------------- dispatch helpers
+
+export type Resource = GPUBuffer | GPUTextureView;
+
+/** A dispatch whose bindings may include texture views (gpu.dispatch binds buffers only). */
+export function makeDispatch(
+  gpu: Gpu,
+  pipeline: GPUComputePipeline,
+  resources: Resource[],
+  workgroups: number,
+  label: string,
+): Dispatch {
+  const lim = gpu.device.limits.maxComputeWorkgroupsPerDimension;
+  const x = Math.min(workgroups, lim);
+  const y = Math.ceil(workgroups / lim);
+  if (y > lim) throw new GpuError(label, `${workgroups} workgroups exceed the ${lim}×${lim} grid limit`);
+  const bindGroup = gpu.device.createBindGroup({
+    label,
+    layout: pipeline.getBindGroupLayout(0),
+    entries: resources.map((r, i) => ({ binding: i, resource: r instanceof GPUBuffer ? { buffer: r } : r })),
+  });
+  return { pipeline, bindGroup, workgroups: [x, y, 1], label };
+}
+
+/** Throws unless the tensor fits one storage binding. */
+export function checkBinding(gpu: Gpu, t: Tensor, what: string, op: string): void {
+  if (t.buffer.size > gpu.maxBinding) {
+    throw new GpuError(
+      op,
+      `${what} [${t.shape}] occupies ${t.buffer.size} bytes, more than the ${gpu.maxBinding}-byte storage ` +
+        `binding limit; split the batch or use f16 activations`,
+    );
+  }
+}
+
+export function checkDType(t: Tensor, dtype: string, what: string, op: string): void {
+  if (t.dtype !== dtype) throw new Error(`${op}: ${what} [${t.shape}] is ${t.dtype}, expected ${dtype}`);
+}
+
+export function checkAct(gpu: Gpu, act: ActDType, op: string): void {
+  if (act !== "f32" && act !== "f16") throw new Error(`${op}: act must be "f32" or "f16", got ${act}`);
+  if (act === "f16" && !gpu.f16) throw new Error(`${op}: f16 activations need shader-f16, which this GPU lacks`);
+}
+
+export function checkDistinct(op: string, out: Tensor, inputs: Record<string, Tensor | undefined>): void {
+  for (const [name, t] of Object.entries(inputs)) {
+    if (t && t.buffer === out.buffer) throw new Error(`${op}: out must not share its buffer with ${name}`);
+  }
+}
+
+/** Texels per x row: 8 values of K per texel for f16, 4 for f32; K padded to a multiple of 8. */
+export function xRowTexels(k: number, act: ActDType): number {
+  const k8 = Math.ceil(k / 8);
+  return act === "f16" ? k8 : 2 * k8;
+}
+
+/**
+ * The x operand of a GEMM: [rows, k] activations as texel rows. Returns the operand and the pack
+ * dispatches to run first (none when the tensor can be bound as it is).
+ */
+export function activationOperand(
+  gpu: Gpu,
+  x: Tensor,
+  rows: number,
+  k: number,
+  act: ActDType,
+  mode: GemmTiling["mode"],
+  label: string,
+): { operand: Resource; dispatches: Dispatch[] } {
+  const aligned = k % 8 === 0;
+  if (mode === "buffer" && aligned) return { operand: x.buffer, dispatches: [] };
+  const xRow = xRowTexels(k, act);
+  const total = rows * xRow;
+  const dst = scratchOperand(gpu, mode, total);
+  const pipeline = gpu.kernel("matmul", {
+    PACK_ROWS: true,
+    ACT: act,
+    TEX: mode === "texture",
+    ALIGNED: aligned,
+    XF16: act === "f16",
+  }, "pack_rows");
+  const params = gpu.uniform(new Uint32Array([k, xRow, total, 0]), `${label} pack params`);
+  const d = makeDispatch(gpu, pipeline, [x.buffer, dst.resource, params], Math.ceil(total / 64), `${label} pack x`);
+  return { operand: dst.resource, dispatches: [d] };
+}
+
+// ---------------------------------------------------------------- tile code generation
+
+export interface TileCodeOptions {
+  tm: number;
+  tn: number;
+  /** x texels hold f16 (one per k-step) instead of f32 (two per k-step). */
+  xf16: boolean;
+  /** Store four adjacent columns at once (N % 4 == 0, tn % 4 == 0). */
+  vecOut: boolean;
+  /** GEGLU: second accumulator set g_i_j over the gate weight rows (offset p.gate). */
+  geglu?: boolean;
+  /** conv: x offsets come from the per-tap {{TAP}} block and zero-padding taps are masked. */
+  conv?: boolean;
+}
+
+/** Straight-line WGSL for the register tile: {SETUP, TAP, STEP, STORE} (see matmul.wgsl / conv.wgsl). */
+export function tileCode(o: TileCodeOptions): { SETUP: string; TAP: string; STEP: string; STORE: string } {
+  const rows = [...Array(o.tm).keys()];
+  const cols = [...Array(o.tn).keys()];
+  const setup: string[] = [];
+  const tap: string[] = [];
+  const step: string[] = [];
+  const store: string[] = [];
+  if (o.conv) {
+    for (const i of rows) {
+      setup.push(
+        `  let m${i} = min(row0 + ${i}u, p.M - 1u); let b${i} = m${i} / p.HWo; let r${i} = m${i} % p.HWo;`,
+        `  let pb${i} = b${i} * p.H * p.W;`,
+        `  let iy${i} = i32(r${i} / p.Wo) * i32(p.stride) - i32(p.padTop);` +
+          ` let ix${i} = i32(r${i} % p.Wo) * i32(p.stride) - i32(p.padLeft);`,
+      );
+      tap.push(
+        `    let y${i} = iy${i} + ky; let x${i} = ix${i} + kx;`,
+        `    let ok${i} = y${i} >= 0 && y${i} < i32(p.H) && x${i} >= 0 && x${i} < i32(p.W);`,
+        `    let xr${i} = select(0u, (pb${i} + u32(y${i}) * p.W + u32(x${i})) * p.xPix, ok${i});`,
+      );
+    }
+    for (const j of cols) setup.push(`  let wr${j} = min(col0 + ${j}u, p.N - 1u) * p.taps * p.C8;`);
+  } else {
+    for (const i of rows) setup.push(`  let xr${i} = min(row0 + ${i}u, p.M - 1u) * p.xRow;`);
+    for (const j of cols) setup.push(`  let wr${j} = min(col0 + ${j}u, p.N - 1u) * p.K8;`);
+  }
+  for (const i of rows) {
+    for (const j of cols) setup.push(`  var a${i}_${j} = 0.0;${o.geglu ? ` var g${i}_${j} = 0.0;` : ""}`);
+  }
+  // One k-step: 8 values of K. Conv masks padding taps on the raw texels (zero bits are 0.0 in f16 and f32).
+  const k = o.conv ? "c" : "k";
+  const wOff = o.conv ? `wt + c` : "k";
+  const xLoad = (i: number, t: string) => o.conv ? `select(vec4<u32>(), load_x(${t}), ok${i})` : `load_x(${t})`;
+  for (const i of rows) {
+    if (o.xf16) {
+      step.push(`      let xt${i} = ${xLoad(i, `xr${i} + ${k}`)}; let xa${i} = lo8(xt${i}); let xb${i} = hi8(xt${i});`);
+    } else {
+      step.push(
+        `      let xa${i} = bitcast<vec4<f32>>(${xLoad(i, `xr${i} + 2u * ${k}`)});` +
+          ` let xb${i} = bitcast<vec4<f32>>(${xLoad(i, `xr${i} + 2u * ${k} + 1u`)});`,
+      );
+    }
+  }
+  for (const j of cols) {
+    step.push(`      let wt${j} = load_w(wr${j} + ${wOff}); let wa${j} = lo8(wt${j}); let wb${j} = hi8(wt${j});`);
+    for (const i of rows) step.push(`      a${i}_${j} += dot(xa${i}, wa${j}) + dot(xb${i}, wb${j});`);
+    if (o.geglu) {
+      step.push(`      let vt${j} = load_w(wr${j} + p.gate + ${wOff}); let va${j} = lo8(vt${j}); let vb${j} = hi8(vt${j});`);
+      for (const i of rows) step.push(`      g${i}_${j} += dot(xa${i}, va${j}) + dot(xb${i}, vb${j});`);
+    }
+  }
+  const batch = (i: number) => (o.conv ? `b${i}, ` : "");
+  const gate = (i: number, j: number) => (o.conv ? "" : o.geglu ? `, g${i}_${j}` : ", 0.0");
+  for (const i of rows) {
+    if (o.vecOut) {
+      for (let j = 0; j < o.tn; j += 4) {
+        const a = `vec4<f32>(a${i}_${j}, a${i}_${j + 1}, a${i}_${j + 2}, a${i}_${j + 3})`;
+        const g = o.conv ? "" : o.geglu
+          ? `, vec4<f32>(g${i}_${j}, g${i}_${j + 1}, g${i}_${j + 2}, g${i}_${j + 3})`
+          : ", vec4<f32>()";
+        store.push(`  store4(row0 + ${i}u, ${batch(i)}col0 + ${j}u, ${a}${g});`);
+      }
+    } else {
+      for (const j of cols) store.push(`  store1(row0 + ${i}u, ${batch(i)}col0 + ${j}u, a${i}_${j}${gate(i, j)});`);
+    }
+  }
+  return { SETUP: setup.join("\n"), TAP: tap.join("\n"), STEP: step.join("\n"), STORE: store.join("\n") };
+}
+
+// ---------------------------------------------------------------- weights
+
+/** A Linear weight [N, K] f16 repacked into texels [N, ceil(K/8)] for one operand mode. */
+export interface LinearWeight {
+  readonly kind: "linear-weight";
+  readonly n: number;
+  readonly k: number;
+  readonly k8: number;
+  readonly mode: GemmTiling["mode"];
+  readonly operand: Resource;
+}
+
+const preparedLinear = new WeakMap<GPUBuffer, Map<string, LinearWeight>>();
+
+/**
+ * Repacks a checkpoint Linear weight [N, K] f16 once (cached per weight buffer and mode). In texture mode
+ * this makes a texture copy (the caller may destroy the original afterwards); in buffer mode with
+ * K % 8 == 0 the original buffer is used as it is and must stay alive.
+ */
+export function prepareLinearWeight(gpu: Gpu, weight: Tensor, mode?: GemmTiling["mode"]): LinearWeight {
+  const op = "prepareLinearWeight";
+  if (weight.shape.length !== 2) throw new Error(`${op}: weight must be [N, K], got [${weight.shape}]`);
+  checkDType(weight, "f16", "weight", op);
+  const m = mode ?? gemmTiling(gpu).tiling.mode;
+  let byMode = preparedLinear.get(weight.buffer);
+  const hit = byMode?.get(m);
+  if (hit) return hit;
+  const [n, k] = weight.shape;
+  const k8 = Math.ceil(k / 8);
+  let operand: Resource;
+  if (m === "buffer" && k % 8 === 0) {
+    operand = weight.buffer;
+  } else {
+    const total = n * k8;
+    const dst = createOperand(gpu, m, total, `${weight.label || "linear weight"} packed`);
+    const pipeline = gpu.kernel("matmul", { PACK_WEIGHT: true, TEX: m === "texture" }, "pack_weight");
+    const params = gpu.uniform(new Uint32Array([k, k8, total, 0]), "pack weight params");
+    gpu.run([makeDispatch(gpu, pipeline, [weight.buffer, dst.resource, params], Math.ceil(total / 64), op)], op);
+    operand = dst.resource;
+  }
+  const w: LinearWeight = { kind: "linear-weight", n, k, k8, mode: m, operand };
+  if (!byMode) preparedLinear.set(weight.buffer, byMode = new Map());
+  byMode.set(m, w);
+  return w;
+}
+
+function asLinearWeight(gpu: Gpu, weight: Tensor | LinearWeight, mode: GemmTiling["mode"], op: string): LinearWeight {
+  if ("kind" in weight && weight.kind === "linear-weight") {
+    if (weight.mode !== mode) throw new Error(`${op}: weight was prepared for ${weight.mode} mode, tiling is ${mode}`);
+    return weight;
+  }
+  return prepareLinearWeight(gpu, weight as Tensor, mode);
+}
+
+// ---------------------------------------------------------------- linear / geglu
+
+export interface LinearParams {
+  /** [..., K] activations (M = numel / K rows). */
+  x: Tensor;
+  /** [N, K] f16 checkpoint weight, or one prepared by prepareLinearWeight. */
+  weight: Tensor | LinearWeight;
+  /** [N] f16. */
+  bias?: Tensor;
+  /** [..., N] activations, M rows. */
+  out: Tensor;
+  /** [..., N] added after the activation: out = act(x·Wᵀ + b) + residual. */
+  residual?: Tensor;
+  activation?: Activation;
+  act: ActDType;
+  /** Overrides the adapter's tiling (tests, benchmarks). */
+  tiling?: Partial<GemmTiling>;
+  label?: string;
+}
+
+const ACTIVATION_DEFINES: Record<Activation, string | null> = {
+  none: null,
+  gelu: "GELU",
+  gelu_tanh: "GELU_TANH",
+  quick_gelu: "QUICK_GELU",
+  silu: "SILU",
+};
+
+interface GemmSpec {
+  op: string;
+  label: string;
+  x: Tensor;
+  weight: LinearWeight;
+  m: number;
+  /** Output columns (GEGLU: D). */
+  n: number;
+  geglu: boolean;
+  bias?: Tensor;
+  residual?: Tensor;
+  out: Tensor;
+  activation: Activation;
+  act: ActDType;
+  tiling: GemmTiling;
+}
+
+function gemm(gpu: Gpu, s: GemmSpec): Dispatch[] {
+  const { tm, tn, wg, mode } = s.tiling;
+  const k = s.weight.k;
+  const xPack = activationOperand(gpu, s.x, s.m, k, s.act, mode, s.label);
+  const vecOut = s.n % 4 === 0 && tn % 4 === 0;
+  const code = tileCode({ tm, tn, xf16: s.act === "f16", vecOut, geglu: s.geglu });
+  const defines: ShaderDefines = {
+    GEMM: true,
+    ACT: s.act,
+    TEX: mode === "texture",
+    VEC_OUT: vecOut,
+    GEGLU: s.geglu,
+    HAS_BIAS: !!s.bias,
+    HAS_RESIDUAL: !!s.residual,
+    TM: tm,
+    TN: tn,
+    WG: wg,
+    ...code,
+  };
+  const activation = ACTIVATION_DEFINES[s.activation];
+  if (activation === undefined) throw new Error(`${s.op}: unknown activation "${s.activation}"`);
+  if (activation) defines[activation] = true;
+  const resources: Resource[] = [xPack.operand, s.weight.operand, s.out.buffer];
+  const tilesN = Math.ceil(s.n / tn);
+  const tiles = tilesN * Math.ceil(s.m / tm);
+  const params = gpu.uniform(
+    new Uint32Array([s.m, s.n, s.weight.k8, tilesN, tiles, xRowTexels(k, s.act), s.n * s.weight.k8, 0]),
+    `${s.label} params`,
+  );
+  resources.push(params);
+  if (s.bias) {
+    defines.BIAS_BINDING = resources.length;
+    resources.push(s.bias.buffer);
+  }
+  if (s.residual) {
+    defines.RESIDUAL_BINDING = resources.length;
+    resources.push(s.residual.buffer);
+  }
+  const pipeline = gpu.kernel("matmul", defines, "gemm");
+  return [...xPack.dispatches, makeDispatch(gpu, pipeline, resources, Math.ceil(tiles / wg), s.label)];
+}
+
+function lastDim(t: Tensor): number {
+  return t.shape[t.shape.length - 1];
+}
+
+function checkRows(op: string, what: string, t: Tensor, cols: number): number {
+  if (t.shape.length < 1 || lastDim(t) !== cols) {
+    throw new Error(`${op}: ${what} [${t.shape}] must have last dimension ${cols}`);
+  }
+  return t.numel / cols;
+}
+
+/** y = act(x · Wᵀ + b) + residual. Returns [pack x (when needed), gemm]. */
+export function linear(gpu: Gpu, p: LinearParams): Dispatch[] {
+  const op = `linear${p.label ? ` ${p.label}` : ""}`;
+  checkAct(gpu, p.act, op);
+  const tiling = resolveTiling(gpu, p.tiling);
+  const weight = asLinearWeight(gpu, p.weight, tiling.mode, op);
+  const { n, k } = weight;
+  const m = checkRows(op, "x", p.x, k);
+  checkDType(p.x, p.act, "x", op);
+  checkDType(p.out, p.act, "out", op);
+  if (checkRows(op, "out", p.out, n) !== m) {
+    throw new Error(`${op}: out [${p.out.shape}] must hold ${m}×${n} values for x [${p.x.shape}]`);
+  }
+  if (p.bias) {
+    checkDType(p.bias, "f16", "bias", op);
+    if (p.bias.numel !== n) throw new Error(`${op}: bias [${p.bias.shape}] must have ${n} values`);
+  }
+  if (p.residual) {
+    checkDType(p.residual, p.act, "residual", op);
+    if (p.residual.numel !== m * n) throw new Error(`${op}: residual [${p.residual.shape}] must match out`);
+  }
+  for (const [what, t] of [["x", p.x], ["out", p.out], ["residual", p.residual]] as const) {
+    if (t) checkBinding(gpu, t, what, op);
+  }
+  checkDistinct(op, p.out, { x: p.x, residual: p.residual, bias: p.bias });
+  return gemm(gpu, {
+    op,
+    label: op,
+    x: p.x,
+    weight,
+    m,
+    n,
+    geglu: false,
+    bias: p.bias,
+    residual: p.residual,
+    out: p.out,
+    activation: p.activation ?? "none",
+    act: p.act,
+    tiling,
+  });
+}
+
+export interface GegluParams {
+  /** [..., K] */
+  x: Tensor;
+  /** [2·D, K] f16: rows 0..D-1 the value projection, D..2D-1 the gate. */
+  weight: Tensor | LinearWeight;
+  /** [2·D] f16. */
+  bias?: Tensor;
+  /** [..., D] */
+  out: Tensor;
+  act: ActDType;
+  tiling?: Partial<GemmTiling>;
+  label?: string;
+}
+
+/** Diffusers GEGLU: (x·W_aᵀ + b_a) * gelu_erf(x·W_gᵀ + b_g) in one GEMM kernel. */
+export function geglu(gpu: Gpu, p: GegluParams): Dispatch[] {
+  const op = `geglu${p.label ? ` ${p.label}` : ""}`;
+  checkAct(gpu, p.act, op);
+  const tiling = resolveTiling(gpu, p.tiling);
+  const weight = asLinearWeight(gpu, p.weight, tiling.mode, op);
+  const { n: n2, k } = weight;
+  if (n2 % 2 !== 0) throw new Error(`${op}: weight has ${n2} rows, expected an even 2·D`);
+  const d = n2 / 2;
+  const m = checkRows(op, "x", p.x, k);
+  checkDType(p.x, p.act, "x", op);
+  checkDType(p.out, p.act, "out", op);
+  if (checkRows(op, "out", p.out, d) !== m) {
+    throw new Error(`${op}: out [${p.out.shape}] must hold ${m}×${d} values for x [${p.x.shape}]`);
+  }
+  if (p.bias) {
+    checkDType(p.bias, "f16", "bias", op);
+    if (p.bias.numel !== n2) throw new Error(`${op}: bias [${p.bias.shape}] must have ${n2} values`);
+  }
+  checkBinding(gpu, p.x, "x", op);
+  checkBinding(gpu, p.out, "out", op);
+  checkDistinct(op, p.out, { x: p.x });
+  return gemm(gpu, {
+    op,
+    label: op,
+    x: p.x,
+    weight,
+    m,
+    n: d,
+    geglu: true,
+    bias: p.bias,
+    out: p.out,
+    activation: "none",
+    act: p.act,
+    tiling,
+  });
+}
+
+// ---------------------------------------------------------------- batched matmul
+
+export interface BmmParams {
+  /** [B, M, K] ([B, K, M] with transA); 2-D means B = 1. */
+  a: Tensor;
+  /** [B, K, N] ([B, N, K] with transB). */
+  b: Tensor;
+  /** [B, M, N] */
+  out: Tensor;
+  transA?: boolean;
+  transB?: boolean;
+  alpha?: number;
+  act: ActDType;
+  label?: string;
+}
+
+function as3d(t: Tensor, op: string, what: string): [number, number, number] {
+  if (t.shape.length === 2) return [1, t.shape[0], t.shape[1]];
+  if (t.shape.length === 3) return [t.shape[0], t.shape[1], t.shape[2]];
+  throw new Error(`${op}: ${what} must be 2-D or 3-D, got [${t.shape}]`);
+}
+
+/** out[b] = alpha · op(A[b]) · op(B[b]), both operands activations. */
+export function bmm(gpu: Gpu, p: BmmParams): Dispatch[] {
+  const op = `bmm${p.label ? ` ${p.label}` : ""}`;
+  checkAct(gpu, p.act, op);
+  for (const [what, t] of [["a", p.a], ["b", p.b], ["out", p.out]] as const) {
+    checkDType(t, p.act, what, op);
+    checkBinding(gpu, t, what, op);
+  }
+  const [ba, a1, a2] = as3d(p.a, op, "a");
+  const [bb, b1, b2] = as3d(p.b, op, "b");
+  const [bo, m, n] = as3d(p.out, op, "out");
+  const [am, ak] = p.transA ? [a2, a1] : [a1, a2];
+  const [bk, bn] = p.transB ? [b2, b1] : [b1, b2];
+  if (ak !== bk || am !== m || bn !== n || ba !== bo || bb !== bo) {
+    throw new Error(
+      `${op}: shapes a [${p.a.shape}]${p.transA ? "ᵀ" : ""} · b [${p.b.shape}]${p.transB ? "ᵀ" : ""} ` +
+        `do not give out [${p.out.shape}]`,
+    );
+  }
+  checkDistinct(op, p.out, { a: p.a, b: p.b });
+  const k = ak;
+  // Element strides: A (m, k), B (k, n).
+  const [aRow, aCol] = p.transA ? [1, m] : [k, 1];
+  const [bRow, bCol] = p.transB ? [1, k] : [n, 1];
+  const words = new Uint32Array(12);
+  const f = new Float32Array(words.buffer);
+  words.set([m, n, k]);
+  f[3] = p.alpha ?? 1;
+  words.set([m * k, aRow, aCol, k * n, bRow, bCol], 4);
+  const params = gpu.uniform(words, `${op} params`);
+  const pipeline = gpu.kernel("matmul", { BMM: true, ACT: p.act }, "bmm");
+  const gx = Math.ceil(n / 32);
+  const gy = Math.ceil(m / 32);
+  const lim = gpu.device.limits.maxComputeWorkgroupsPerDimension;
+  if (gx > lim || gy > lim || bo > lim) throw new GpuError(op, `grid ${gx}×${gy}×${bo} exceeds the limit ${lim}`);
+  const bindGroup = gpu.bind(pipeline, [p.a.buffer, p.b.buffer, p.out.buffer, params], op);
+  return [{ pipeline, bindGroup, workgroups: [gx, gy, bo], label: op }];
+}

@@ -1,0 +1,111 @@
+// Loading a whole model (diffusers folder or single-file checkpoint) into a ready pipeline.
+
+import type { Gpu } from "../gpu/device.ts";
+import type { ActDType } from "../gpu/pipelines.ts";
+import { assertValid, type ModelComponent, openModel, type OpenModelOptions } from "../weights/checkpoint.ts";
+import { isIgnorableTensor } from "../weights/expected.ts";
+import type { ComponentConfig } from "../weights/expected.ts";
+import { Weights, type WeightSource } from "../models/graph.ts";
+import { ClipTextModel } from "../models/clip.ts";
+import { UNet } from "../models/unet.ts";
+import { Vae } from "../models/vae.ts";
+import { ClipTokenizer } from "./tokenizer.ts";
+import { StableDiffusionPipeline } from "./pipeline.ts";
+import type { SamplerName } from "./types.ts";
+import type { SchedulerConfig } from "./schedulers/common.ts";
+
+export interface LoadOptions extends OpenModelOptions {
+  /** Activation precision; default f16 where shader-f16 works, else f32. */
+  precision?: ActDType;
+  /** Tokenizer folder for single-file checkpoints (which ship none). */
+  tokenizerDir?: string;
+  /** Called as weights upload: fraction in [0, 1]. */
+  onProgress?: (fraction: number, what: string) => void;
+}
+
+/** diffusers scheduler class → our sampler name (the folder's default sampler). */
+const SCHEDULER_CLASSES: Record<string, SamplerName> = {
+  PNDMScheduler: "pndm",
+  DDIMScheduler: "ddim",
+  DDPMScheduler: "ddpm",
+  EulerDiscreteScheduler: "euler",
+  EulerAncestralDiscreteScheduler: "euler_a",
+  HeunDiscreteScheduler: "heun",
+  DPMSolverMultistepScheduler: "dpmpp_2m",
+  UniPCMultistepScheduler: "unipc",
+  LCMScheduler: "lcm",
+};
+
+export function defaultSamplerOf(schedulerConfig: Record<string, unknown>): SamplerName {
+  const cls = String(schedulerConfig._class_name ?? "PNDMScheduler");
+  const name = SCHEDULER_CLASSES[cls] ?? "pndm";
+  if (name === "dpmpp_2m" && schedulerConfig.use_karras_sigmas === true) return "dpmpp_2m_karras";
+  return name;
+}
+
+function sourceOf(c: ModelComponent): WeightSource {
+  return {
+    names: () => c.names(),
+    info: (name) => c.tensor(name),
+    uploadF16: (gpu, name) => c.uploadF16(gpu, name),
+  };
+}
+
+async function loadWeights(
+  gpu: Gpu,
+  component: ModelComponent<ComponentConfig>,
+  onProgress: (done: number, total: number) => void,
+): Promise<Weights> {
+  assertValid(component);
+  return await Weights.load(gpu, component.kind, sourceOf(component), component.expectedTensors(), {
+    allowExtra: (n) => isIgnorableTensor(component.kind, n),
+    onProgress,
+  });
+}
+
+export async function loadPipeline(
+  gpu: Gpu,
+  path: string,
+  options: LoadOptions = {},
+): Promise<StableDiffusionPipeline> {
+  const act: ActDType = options.precision ?? (gpu.f16 ? "f16" : "f32");
+  if (act === "f16" && !gpu.f16) throw new Error("f16 precision needs shader-f16, which this adapter lacks");
+  const model = await openModel(path, options);
+  try {
+    const missing = [
+      !model.unet && "unet",
+      !model.vae && "vae",
+      !model.textEncoder && "text_encoder",
+    ].filter(Boolean);
+    if (missing.length) throw new Error(`${path}: no ${missing.join(", ")} found`);
+    const tokenizerDir = options.tokenizerDir ?? model.tokenizerDir;
+    if (!tokenizerDir) {
+      throw new Error(
+        `${path}: a single-file checkpoint ships no tokenizer; pass a tokenizer folder (vocab.json + merges.txt)`,
+      );
+    }
+    const tokenizer = await ClipTokenizer.load(tokenizerDir);
+    const counts = [model.textEncoder!, model.unet!, model.vae!].map((c) => c.expectedTensors().size);
+    const total = counts.reduce((a, b) => a + b, 0);
+    let before = 0;
+    const progress = (what: string) => (done: number) => options.onProgress?.((before + done) / total, what);
+    const teWeights = await loadWeights(gpu, model.textEncoder!, progress("text encoder"));
+    before += counts[0];
+    const unetWeights = await loadWeights(gpu, model.unet!, progress("unet"));
+    before += counts[1];
+    const vaeWeights = await loadWeights(gpu, model.vae!, progress("vae"));
+    const name = path.replace(/\/+$/, "").split("/").pop() ?? path;
+    return new StableDiffusionPipeline({
+      gpu,
+      name,
+      tokenizer,
+      textEncoder: new ClipTextModel(gpu, model.textEncoder!.config, teWeights, act),
+      unet: new UNet(gpu, model.unet!.config, unetWeights, act),
+      vae: new Vae(gpu, model.vae!.config, vaeWeights, act),
+      schedulerConfig: { ...model.scheduler, prediction_type: model.predictionType } as SchedulerConfig,
+      defaultSampler: defaultSamplerOf(model.scheduler),
+    });
+  } finally {
+    model.close();
+  }
+}

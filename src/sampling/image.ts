@@ -1,0 +1,191 @@
+// Images in and out of the pipeline: PNG (with the A1111 `parameters` tEXt chunk) and JPEG encoding,
+// decoding of img2img inputs, the cheap latent → RGB preview, and the A1111 parameters text.
+
+import { decode as decodePng, encode as encodePng } from "fast-png";
+import jpeg from "jpeg-js";
+import type { ImageFormat } from "./types.ts";
+
+/** 8-bit RGB pixels, row-major HWC. */
+export interface RgbImage {
+  width: number;
+  height: number;
+  data: Uint8Array;
+}
+
+export function mimeOf(format: ImageFormat): string {
+  return format === "png" ? "image/png" : "image/jpeg";
+}
+
+/** Encodes RGB pixels; PNGs carry `text` as tEXt chunks (A1111 reads "parameters"). */
+export function encodeImage(
+  img: RgbImage,
+  format: ImageFormat,
+  text?: Record<string, string>,
+  quality = 90,
+): Uint8Array {
+  if (format === "png") {
+    return encodePng({ width: img.width, height: img.height, data: img.data, channels: 3, depth: 8, text });
+  }
+  const rgba = new Uint8Array(img.width * img.height * 4);
+  for (let i = 0, j = 0; i < img.data.length; i += 3, j += 4) {
+    rgba[j] = img.data[i];
+    rgba[j + 1] = img.data[i + 1];
+    rgba[j + 2] = img.data[i + 2];
+    rgba[j + 3] = 255;
+  }
+  return new Uint8Array(jpeg.encode({ width: img.width, height: img.height, data: rgba }, quality).data);
+}
+
+/** Decodes a PNG or JPEG (any channel count / bit depth) to 8-bit RGB; alpha is dropped. */
+export function decodeImage(bytes: Uint8Array): RgbImage {
+  const isPng = bytes.length > 8 && bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e &&
+    bytes[3] === 0x47;
+  const isJpeg = bytes.length > 3 && bytes[0] === 0xff && bytes[1] === 0xd8;
+  if (isPng) {
+    const png = decodePng(bytes);
+    if (png.palette) throw new Error("indexed-colour PNGs are not supported; save the image as RGB");
+    const { width, height, channels } = png;
+    const src = png.data;
+    const shift = png.depth === 16 ? 8 : 0;
+    const out = new Uint8Array(width * height * 3);
+    for (let p = 0; p < width * height; p++) {
+      for (let c = 0; c < 3; c++) {
+        const srcC = channels >= 3 ? c : 0; // grey (+alpha) → replicate
+        out[p * 3 + c] = Number(src[p * channels + srcC]) >> shift;
+      }
+    }
+    return { width, height, data: out };
+  }
+  if (isJpeg) {
+    const j = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: true, maxMemoryUsageInMB: 1024 });
+    const out = new Uint8Array(j.width * j.height * 3);
+    for (let p = 0; p < j.width * j.height; p++) {
+      out[p * 3] = j.data[p * 4];
+      out[p * 3 + 1] = j.data[p * 4 + 1];
+      out[p * 3 + 2] = j.data[p * 4 + 2];
+    }
+    return { width: j.width, height: j.height, data: out };
+  }
+  throw new Error("the image is neither PNG nor JPEG");
+}
+
+/** diffusers' output: NCHW [1, 3, H, W] in about [-1, 1] → clamp(x/2 + 0.5, 0, 1) → round(·255). */
+export function decodedToRgb(nchw: Float32Array, height: number, width: number): RgbImage {
+  const data = new Uint8Array(width * height * 3);
+  const plane = width * height;
+  for (let c = 0; c < 3; c++) {
+    for (let p = 0; p < plane; p++) {
+      const v = Math.min(1, Math.max(0, Math.fround(Math.fround(nchw[c * plane + p] / 2) + 0.5)));
+      data[p * 3 + c] = roundHalfEven(Math.fround(v * 255));
+    }
+  }
+  return { width, height, data };
+}
+
+/** numpy's round(): halves go to the even neighbour. */
+function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** img2img input: 8-bit RGB → NCHW [1, 3, H, W] in [-1, 1] (x/255·2 − 1, as diffusers' VaeImageProcessor). */
+export function rgbToNchw(img: RgbImage): Float32Array {
+  const plane = img.width * img.height;
+  const out = new Float32Array(3 * plane);
+  for (let p = 0; p < plane; p++) {
+    for (let c = 0; c < 3; c++) {
+      out[c * plane + p] = Math.fround(Math.fround(img.data[p * 3 + c] / 255) * 2 - 1);
+    }
+  }
+  return out;
+}
+
+/** Nearest-neighbour resize (only used to fit an img2img input to the requested size). */
+export function resizeNearest(img: RgbImage, width: number, height: number): RgbImage {
+  if (img.width === width && img.height === height) return img;
+  const data = new Uint8Array(width * height * 3);
+  for (let y = 0; y < height; y++) {
+    const sy = Math.min(img.height - 1, Math.floor(((y + 0.5) * img.height) / height));
+    for (let x = 0; x < width; x++) {
+      const sx = Math.min(img.width - 1, Math.floor(((x + 0.5) * img.width) / width));
+      for (let c = 0; c < 3; c++) data[(y * width + x) * 3 + c] = img.data[(sy * img.width + sx) * 3 + c];
+    }
+  }
+  return { width, height, data };
+}
+
+/**
+ * A1111's "Approx cheap" latent → RGB map for SD 1.x/2.x latents (rows: latent channels 0..3, columns R, G, B):
+ * rgb = Σ_c latent[c]·coef[c], then (rgb + 1)/2 clamped to [0, 1].
+ */
+export const LATENT_RGB_FACTORS: readonly (readonly [number, number, number])[] = [
+  [0.298, 0.207, 0.208],
+  [0.187, 0.286, 0.173],
+  [-0.158, 0.189, 0.264],
+  [-0.184, -0.271, -0.473],
+];
+
+/** Cheap preview of NCHW latents [1, 4, h, w], upscaled `scale`× by pixel replication. */
+export function latentPreview(latents: Float32Array, h: number, w: number, scale = 4): RgbImage {
+  const plane = h * w;
+  const W = w * scale;
+  const H = h * scale;
+  const data = new Uint8Array(W * H * 3);
+  const px = new Uint8Array(3);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      for (let k = 0; k < 3; k++) {
+        let v = 0;
+        for (let c = 0; c < 4; c++) v += latents[c * plane + y * w + x] * LATENT_RGB_FACTORS[c][k];
+        px[k] = Math.round(Math.min(1, Math.max(0, (v + 1) / 2)) * 255);
+      }
+      for (let dy = 0; dy < scale; dy++) {
+        let o = ((y * scale + dy) * W + x * scale) * 3;
+        for (let dx = 0; dx < scale; dx++, o += 3) data.set(px, o);
+      }
+    }
+  }
+  return { width: W, height: H, data };
+}
+
+const A1111_SAMPLER_NAMES: Record<string, string> = {
+  pndm: "PLMS",
+  ddim: "DDIM",
+  ddpm: "DDPM",
+  euler: "Euler",
+  euler_a: "Euler a",
+  heun: "Heun",
+  dpmpp_2m: "DPM++ 2M",
+  dpmpp_2m_karras: "DPM++ 2M Karras",
+  unipc: "UniPC",
+  lcm: "LCM",
+};
+
+/** The generation parameters in A1111's text format (the PNG's "parameters" chunk). */
+export function a1111Parameters(p: {
+  prompt: string;
+  negativePrompt?: string;
+  steps: number;
+  sampler: string;
+  guidanceScale: number;
+  seed: number | bigint;
+  width: number;
+  height: number;
+  model?: string;
+  strength?: number;
+}): string {
+  const fields = [
+    `Steps: ${p.steps}`,
+    `Sampler: ${A1111_SAMPLER_NAMES[p.sampler] ?? p.sampler}`,
+    `CFG scale: ${p.guidanceScale}`,
+    `Seed: ${p.seed}`,
+    `Size: ${p.width}x${p.height}`,
+  ];
+  if (p.model) fields.push(`Model: ${p.model.replaceAll(",", " ")}`);
+  if (p.strength !== undefined) fields.push(`Denoising strength: ${p.strength}`);
+  fields.push("Version: sd-webgpu");
+  const lines = [p.prompt];
+  if (p.negativePrompt) lines.push(`Negative prompt: ${p.negativePrompt}`);
+  lines.push(fields.join(", "));
+  return lines.join("\n");
+}

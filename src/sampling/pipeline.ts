@@ -1,0 +1,344 @@
+// The generation pipeline (diffusers' StableDiffusionPipeline / StableDiffusionImg2ImgPipeline) as an
+// async iterator of typed events. One seeded torch-compatible generator per run supplies every random
+// draw in diffusers' order, so a seed reproduces diffusers' image.
+
+import type { Gpu } from "../gpu/device.ts";
+import { readTensor } from "../gpu/tensor.ts";
+import type { ClipTextModel } from "../models/clip.ts";
+import type { UNet } from "../models/unet.ts";
+import type { Vae } from "../models/vae.ts";
+import { nchwToNhwc, nhwcToNchw, writeActivation } from "../models/component.ts";
+import { TorchGenerator } from "./rng.ts";
+import { createScheduler, img2imgSchedule } from "./schedulers.ts";
+import type { NoiseSource, Scheduler, SchedulerConfig } from "./schedulers/common.ts";
+import type { ClipTokenizer } from "./tokenizer.ts";
+import {
+  a1111Parameters,
+  decodedToRgb,
+  decodeImage,
+  encodeImage,
+  latentPreview,
+  mimeOf,
+  resizeNearest,
+  rgbToNchw,
+} from "./image.ts";
+import {
+  type Engine,
+  type GenerateRequest,
+  type GenerationEvent,
+  RequestError,
+  SAMPLER_NAMES,
+  type SamplerName,
+} from "./types.ts";
+
+export interface PipelineParts {
+  gpu: Gpu;
+  name: string;
+  tokenizer: ClipTokenizer;
+  textEncoder: ClipTextModel;
+  unet: UNet;
+  vae: Vae;
+  schedulerConfig: SchedulerConfig;
+  defaultSampler: SamplerName;
+  /** Extra bytes held by the caller (e.g. nothing); weights and plans are counted from the models. */
+}
+
+export class AbortError extends Error {
+  constructor() {
+    super("generation cancelled");
+    this.name = "AbortError";
+  }
+}
+
+/** Latent channels × 8 pixels per latent: the UNet needs the latent divisible by 2^(levels-1). */
+export function sizeMultiple(unet: UNet): number {
+  return 8 * 2 ** (unet.config.block_out_channels.length - 1);
+}
+
+export class StableDiffusionPipeline implements Engine {
+  readonly modelName: string;
+  readonly defaultSampler: SamplerName;
+
+  constructor(readonly parts: PipelineParts) {
+    this.modelName = parts.name;
+    this.defaultSampler = parts.defaultSampler;
+  }
+
+  gpuBytes(): number {
+    const p = this.parts;
+    return p.textEncoder.weights.bytes + p.unet.weights.bytes + p.vae.weights.bytes + p.unet.activationBytes;
+  }
+
+  /** Checks a request before it is queued; throws RequestError naming the field. */
+  validate(req: GenerateRequest): void {
+    const m = sizeMultiple(this.parts.unet);
+    for (const [field, v] of [["width", req.width], ["height", req.height]] as const) {
+      if (!Number.isInteger(v) || v <= 0) {
+        throw new RequestError(field, `${field} must be a positive integer`);
+      }
+      if (v % 8) throw new RequestError(field, `${field} ${v} is not a multiple of 8`);
+      if (v % m) {
+        throw new RequestError(field, `${field} ${v} is not a multiple of ${m}, which this UNet needs`);
+      }
+    }
+    if (!Number.isInteger(req.steps) || req.steps < 1) {
+      throw new RequestError("steps", "steps must be an integer ≥ 1");
+    }
+    if (!Number.isFinite(req.guidanceScale)) {
+      throw new RequestError("guidance_scale", "guidance_scale must be a number");
+    }
+    if (req.sampler !== undefined && !SAMPLER_NAMES.includes(req.sampler)) {
+      throw new RequestError(
+        "sampler",
+        `unknown sampler "${req.sampler}"; one of ${SAMPLER_NAMES.join(", ")}`,
+      );
+    }
+    if (req.initImage && !(req.strength !== undefined && req.strength > 0 && req.strength <= 1)) {
+      throw new RequestError("strength", "img2img needs a strength in (0, 1]");
+    }
+  }
+
+  async *generate(req: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+    this.validate(req);
+    const { gpu, unet, vae } = this.parts;
+    const t0 = performance.now();
+    const seed = req.seed ?? Math.floor(Math.random() * 2 ** 32);
+    const sampler = req.sampler ?? this.defaultSampler;
+    const scheduler = createScheduler(sampler, this.parts.schedulerConfig, { eta: req.eta });
+    scheduler.setTimesteps(req.steps);
+    const generator = new TorchGenerator(seed);
+    const h = req.height / 8;
+    const w = req.width / 8;
+    const latentC = unet.config.in_channels;
+    const shape = [1, latentC, h, w];
+    const cfg = req.guidanceScale > 1;
+    const checkAbort = () => {
+      if (signal?.aborted) throw new AbortError();
+    };
+    yield { type: "started", seed, steps: req.steps, width: req.width, height: req.height };
+
+    // Text → embeddings: [B, T, C], unconditional rows first (as diffusers concatenates them).
+    const { context, tokens } = await this.encodeText(
+      req.prompt,
+      req.negativePrompt ?? "",
+      cfg,
+      req.longPrompt ?? "chunk",
+    );
+    const tText = performance.now();
+    checkAbort();
+
+    // Initial latents (txt2img) or the encoded, noised init image (img2img).
+    let latents: Float32Array;
+    let startIndex = 0;
+    const scaling = vae.config.scaling_factor;
+    if (req.initImage) {
+      let img;
+      try {
+        img = decodeImage(req.initImage);
+      } catch (e) {
+        throw new RequestError("image", `cannot decode the init image: ${(e as Error).message}`);
+      }
+      img = resizeNearest(img, req.width, req.height);
+      const moments = await this.vaeEncode(rgbToNchw(img), req.height, req.width);
+      const n = latentC * h * w;
+      const eps = generator.randn(shape); // the posterior sample's draw comes first
+      const clean = new Float32Array(n);
+      for (let i = 0; i < n; i++) {
+        const logvar = Math.min(20, Math.max(-30, moments[n + i]));
+        const std = Math.fround(Math.exp(Math.fround(0.5 * logvar)));
+        clean[i] = Math.fround(scaling * Math.fround(moments[i] + Math.fround(std * eps[i])));
+      }
+      const schedule = img2imgSchedule(scheduler, req.steps, req.strength!);
+      startIndex = schedule.startIndex;
+      latents = scheduler.addNoise(clean, generator.randn(shape), startIndex);
+    } else {
+      const noise = generator.randn(shape);
+      latents = noise.map((v) => Math.fround(v * scheduler.initNoiseSigma));
+    }
+
+    // Denoising loop.
+    const evaluations = scheduler.timesteps.length - startIndex;
+    const tLoop = performance.now();
+    const loop = this.denoise({
+      context,
+      tokens,
+      guidanceScale: req.guidanceScale,
+      latents,
+      latentSize: [h, w],
+      scheduler,
+      startIndex,
+      noise: () => generator.randn(shape),
+      signal,
+    });
+    for await (const step of loop) {
+      latents = step.latents;
+      const done = step.index - startIndex + 1;
+      yield { type: "step", i: done, n: evaluations, elapsedMs: performance.now() - t0 };
+      if (req.previewEvery && req.previewEvery > 0 && done % req.previewEvery === 0 && done < evaluations) {
+        yield await this.preview(latents, h, w, done, req);
+      }
+    }
+    const tDenoise = performance.now();
+    checkAbort();
+
+    // Decode: latents / scaling_factor → VAE → clamp(x/2 + 0.5) → 8-bit.
+    const decoded = await this.vaeDecode(latents.map((v) => Math.fround(v / scaling)), h, w);
+    const rgb = decodedToRgb(decoded, req.height, req.width);
+    const tEnd = performance.now();
+    const parameters = a1111Parameters({
+      prompt: req.prompt,
+      negativePrompt: req.negativePrompt,
+      steps: req.steps,
+      sampler,
+      guidanceScale: req.guidanceScale,
+      seed,
+      width: req.width,
+      height: req.height,
+      model: this.modelName,
+      strength: req.initImage ? req.strength : undefined,
+    });
+    const format = req.outputFormat ?? "png";
+    yield {
+      type: "done",
+      image: encodeImage(rgb, format, { parameters }),
+      mime: mimeOf(format),
+      seed,
+      parameters,
+      timings: {
+        totalMs: tEnd - t0,
+        textEncoderMs: tText - t0,
+        denoiseMs: tDenoise - tLoop,
+        vaeMs: tEnd - tDenoise,
+        stepsPerSecond: evaluations / Math.max(1e-9, (tDenoise - tLoop) / 1000),
+      },
+    };
+  }
+
+  /**
+   * The denoising loop on given text embeddings (`context` [B, T, C], unconditional rows first when
+   * guidanceScale > 1) from `latents` (NCHW [1, C, h, w]); yields the latents after every scheduler step.
+   * One recorded UNet plan is replayed per evaluation, with uncond and cond batched in one call.
+   */
+  async *denoise(o: {
+    context: Float32Array;
+    tokens: number;
+    guidanceScale: number;
+    latents: Float32Array;
+    /** Latent [height, width]. */
+    latentSize: [number, number];
+    scheduler: Scheduler;
+    startIndex?: number;
+    noise: NoiseSource;
+    signal?: AbortSignal;
+  }): AsyncGenerator<{ index: number; latents: Float32Array; modelOutput: Float32Array }> {
+    const { gpu, unet } = this.parts;
+    const cfg = o.guidanceScale > 1;
+    const B = cfg ? 2 : 1;
+    const C = unet.config.in_channels;
+    const [h, w] = o.latentSize;
+    const n = C * h * w;
+    if (o.latents.length !== n) {
+      throw new Error(`denoise: ${o.latents.length} latent values for [1, ${C}, ${h}, ${w}]`);
+    }
+    const plan = unet.plan(B, h, w, o.tokens);
+    writeActivation(gpu, plan.context, o.context);
+    const input = new Float32Array(B * n);
+    let latents = o.latents;
+    for (let i = o.startIndex ?? 0; i < o.scheduler.timesteps.length; i++) {
+      if (o.signal?.aborted) throw new AbortError();
+      const t = o.scheduler.timesteps[i];
+      const x = o.scheduler.scaleModelInput(latents, i);
+      for (let b = 0; b < B; b++) input.set(x, b * n);
+      writeActivation(gpu, plan.sample, nchwToNhwc({ shape: [B, C, h, w], data: input }).data);
+      gpu.device.queue.writeBuffer(plan.timestep.buffer, 0, new Float32Array(B).fill(t));
+      plan.plan.run("unet");
+      const out = nhwcToNchw({ shape: [B, h, w, C], data: await readTensor(gpu, plan.out) }).data;
+      let noisePred = out;
+      if (cfg) {
+        // noise_pred = uncond + g·(cond − uncond), in float32 as torch computes it.
+        noisePred = new Float32Array(n);
+        const g = o.guidanceScale;
+        for (let k = 0; k < n; k++) {
+          const u = out[k];
+          noisePred[k] = Math.fround(u + Math.fround(g * Math.fround(out[n + k] - u)));
+        }
+      }
+      latents = o.scheduler.step(noisePred, i, latents, o.noise).prevSample;
+      yield { index: i, latents, modelOutput: out };
+    }
+  }
+
+  private async preview(latents: Float32Array, h: number, w: number, step: number, req: GenerateRequest) {
+    const format = req.previewFormat ?? "jpeg";
+    if (req.preview === "vae") {
+      const decoded = await this.vaeDecode(
+        latents.map((v) => Math.fround(v / this.parts.vae.config.scaling_factor)),
+        h,
+        w,
+      );
+      const rgb = decodedToRgb(decoded, h * 8, w * 8);
+      return {
+        type: "preview" as const,
+        i: step,
+        image: encodeImage(rgb, format),
+        mime: mimeOf(format),
+        width: rgb.width,
+        height: rgb.height,
+      };
+    }
+    const rgb = latentPreview(latents, h, w, 4);
+    return {
+      type: "preview" as const,
+      i: step,
+      image: encodeImage(rgb, format),
+      mime: mimeOf(format),
+      width: rgb.width,
+      height: rgb.height,
+    };
+  }
+
+  /**
+   * Prompt (and negative prompt) → CLIP last hidden states. Long prompts: "chunk" encodes 75-token chunks
+   * and concatenates them along the sequence (A1111), the shorter side padded with empty chunks;
+   * "truncate" cuts at 75 tokens as diffusers does.
+   */
+  async encodeText(
+    prompt: string,
+    negative: string,
+    cfg: boolean,
+    mode: "chunk" | "truncate",
+  ): Promise<{ context: Float32Array; tokens: number }> {
+    const { tokenizer, textEncoder, gpu } = this.parts;
+    const cond = tokenizer.chunks(prompt, mode).ids;
+    const uncond = cfg ? tokenizer.chunks(negative, mode).ids : [];
+    const chunks = Math.max(cond.length, uncond.length);
+    const empty = tokenizer.chunks("", "truncate").ids[0];
+    while (cond.length < chunks) cond.push(empty);
+    while (cfg && uncond.length < chunks) uncond.push(empty);
+    const rows = [...uncond, ...cond];
+    const L = rows[0].length;
+    const plan = textEncoder.plan(rows.length, L);
+    gpu.device.queue.writeBuffer(plan.ids.buffer, 0, Uint32Array.from(rows.flat()));
+    plan.plan.run("text encoder");
+    const hidden = await readTensor(gpu, plan.lastHidden); // [rows, L, C]: row r = chunk r
+    // Rows are already in [uncond chunks..., cond chunks...] order, so the flat array is [B, chunks·L, C].
+    return { context: hidden, tokens: chunks * L };
+  }
+
+  private async vaeEncode(image: Float32Array, height: number, width: number): Promise<Float32Array> {
+    const { gpu, vae } = this.parts;
+    const p = vae.encodePlan(height, width);
+    writeActivation(gpu, p.image, nchwToNhwc({ shape: [1, 3, height, width], data: image }).data);
+    p.plan.run("vae encode");
+    const m = p.moments;
+    return nhwcToNchw({ shape: [...m.shape], data: await readTensor(gpu, m) }).data;
+  }
+
+  private async vaeDecode(z: Float32Array, h: number, w: number): Promise<Float32Array> {
+    const { gpu, vae } = this.parts;
+    const p = vae.decodePlan(h, w);
+    writeActivation(gpu, p.z, nchwToNhwc({ shape: [1, vae.config.latent_channels, h, w], data: z }).data);
+    p.plan.run("vae decode");
+    return nhwcToNchw({ shape: [...p.image.shape], data: await readTensor(gpu, p.image) }).data;
+  }
+}

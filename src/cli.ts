@@ -1,18 +1,44 @@
 // Command-line entry: one binary, several subcommands.
-//   serve [--port N] [--host H]        HTTP server (PORT / HOST environment variables too)
+//   serve [--port N] [--host H] [--model PATH] …   HTTP server; `serve --help` lists every flag and env variable
 //   gpu-check                          prints the adapter report and runs one kernel (used by the compile test)
+//   weights [--model sd15] [--dir weights]   downloads a model's fp16 diffusers files from the Hugging Face Hub
 
 import { parseArgs } from "node:util";
 import { Gpu } from "./gpu/device.ts";
-import { createApp, type ServerState } from "./server/app.ts";
+import { createApp } from "./server/app.ts";
+import { parseServeConfig, SERVE_USAGE } from "./server/config.ts";
+import { gpuInfoOf, modelEngineLoader } from "./server/model_loader.ts";
+import { serveApp } from "./server/serve.ts";
 import { emptyTensor, readTensor, uploadTensor } from "./gpu/tensor.ts";
+import { componentCommand } from "./commands/component.ts";
+import { tokenizeCommand } from "./commands/tokenize.ts";
+import { generateCommand } from "./commands/generate.ts";
+import { synthWeightsMain } from "./weights/synth.ts";
+import { describeModel } from "./weights/checkpoint.ts";
+import { weightsCommand } from "./weights/download.ts";
 
 type Command = (args: string[]) => Promise<number>;
 
-const COMMANDS: Record<string, Command> = {
+export const COMMANDS: Record<string, Command> = {
   serve,
   "gpu-check": gpuCheck,
+  component: componentCommand,
+  tokenize: tokenizeCommand,
+  generate: generateCommand,
+  "synth-weights": synthWeightsMain,
+  inspect: inspectCommand,
+  weights: weightsCommand,
 };
+
+/** `inspect PATH`: what a model folder or single-file checkpoint is, and what is missing. */
+async function inspectCommand(args: string[]): Promise<number> {
+  if (args.length !== 1) {
+    console.error("usage: inspect MODEL_DIR_OR_FILE");
+    return 2;
+  }
+  console.log(await describeModel(args[0]));
+  return 0;
+}
 
 export async function runCli(argv: string[]): Promise<number> {
   const [first, ...rest] = argv;
@@ -32,29 +58,32 @@ export async function runCli(argv: string[]): Promise<number> {
 }
 
 async function serve(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      port: { type: "string" },
-      host: { type: "string" },
-      "no-f16": { type: "boolean" },
-    },
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(SERVE_USAGE);
+    return 0;
+  }
+  const config = parseServeConfig(args, Deno.env.toObject());
+  const gpu = Gpu.create({ disableF16: config.disableF16 });
+  const sd = createApp({
+    // The model loads in the background; /healthz reports starting → loading {progress} → ready | failed.
+    engine: config.model
+      ? modelEngineLoader(config.model, gpu, { tokenizerDir: config.tokenizer })
+      : undefined,
+    gpu: gpu.then(gpuInfoOf),
+    options: config.options,
   });
-  const port = Number(values.port ?? Deno.env.get("PORT") ?? 8000);
-  const hostname = values.host ?? Deno.env.get("HOST") ?? "127.0.0.1";
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`invalid port ${values.port}`);
-  const state: ServerState = { gpu: Gpu.create({ disableF16: values["no-f16"] }) };
-  state.gpu.then((g) => (state.gpuReady = g), (e) => (state.gpuError = String(e?.message ?? e)));
-  const app = createApp(state);
-  const server = Deno.serve({
-    port,
-    hostname,
-    onListen: ({ hostname, port }) => console.log(`listening on http://${hostname}:${port}`),
-  }, app.fetch);
-  const stop = () => server.shutdown();
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
-  await server.finished;
+  const handle = serveApp(sd, {
+    hostname: config.hostname,
+    port: config.port,
+    shutdownGraceMs: config.shutdownGraceMs,
+    handleSignals: true,
+    onListen: ({ hostname, port }) =>
+      console.log(
+        `listening on http://${hostname}:${port}` +
+          (config.model ? ` (loading ${config.model})` : " (no --model: generation answers 503)"),
+      ),
+  });
+  await handle.finished;
   return 0;
 }
 

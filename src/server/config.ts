@@ -1,0 +1,104 @@
+// `serve` configuration from flags and environment variables (flags win), with errors naming the flag.
+
+import { parseArgs } from "node:util";
+import { DEFAULT_SERVER_OPTIONS, type ServerOptions } from "./app.ts";
+
+export interface ServeConfig {
+  hostname: string;
+  port: number;
+  /** Diffusers folder or single-file checkpoint; undefined: serve without a model (generation → 503). */
+  model?: string;
+  /** Tokenizer folder for single-file checkpoints. */
+  tokenizer?: string;
+  disableF16: boolean;
+  /** How long a running job may take to finish after SIGINT/SIGTERM before it is aborted. */
+  shutdownGraceMs: number;
+  options: ServerOptions;
+}
+
+export const SERVE_USAGE =
+  `serve [flags]                          HTTP server (web page, native and OpenAI-compatible API)
+  --host H            HOST            listen address (default 127.0.0.1)
+  --port N            PORT            listen port (default 8000)
+  --model PATH        MODEL           diffusers folder or single-file .safetensors checkpoint
+  --tokenizer DIR     TOKENIZER       tokenizer folder for single-file checkpoints
+  --token T           API_TOKEN       require "Authorization: Bearer T" on /v1/* and /metrics
+  --queue-length N    QUEUE_LENGTH    jobs allowed to wait behind the running one (default ${DEFAULT_SERVER_OPTIONS.maxQueued})
+  --max-size PX       MAX_SIZE        largest width/height (default ${DEFAULT_SERVER_OPTIONS.maxSize})
+  --max-steps N       MAX_STEPS       most denoising steps per request (default ${DEFAULT_SERVER_OPTIONS.maxSteps})
+  --max-images N      MAX_IMAGES      most images per OpenAI request (default ${DEFAULT_SERVER_OPTIONS.maxImages})
+  --max-body-mb N     MAX_BODY_MB     largest request body (default ${
+    DEFAULT_SERVER_OPTIONS.maxBodyBytes / 2 ** 20
+  })
+  --default-size PX   DEFAULT_SIZE    width/height when a request names none (default ${DEFAULT_SERVER_OPTIONS.defaultSize})
+  --default-steps N   DEFAULT_STEPS   steps when a request names none (default ${DEFAULT_SERVER_OPTIONS.defaultSteps})
+  --shutdown-grace S  SHUTDOWN_GRACE  seconds a running job may finish after SIGINT/SIGTERM (default 30)
+  --no-f16                            force the f32 shader path`;
+
+type Env = Record<string, string | undefined>;
+
+export function parseServeConfig(args: string[], env: Env): ServeConfig {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: {
+      host: { type: "string" },
+      port: { type: "string" },
+      model: { type: "string" },
+      tokenizer: { type: "string" },
+      token: { type: "string" },
+      "queue-length": { type: "string" },
+      "max-size": { type: "string" },
+      "max-steps": { type: "string" },
+      "max-images": { type: "string" },
+      "max-body-mb": { type: "string" },
+      "default-size": { type: "string" },
+      "default-steps": { type: "string" },
+      "shutdown-grace": { type: "string" },
+      "no-f16": { type: "boolean" },
+    },
+  });
+  const pick = (flag: keyof typeof values, name: string) => {
+    const v = values[flag];
+    return typeof v === "string"
+      ? { v, what: `--${flag}` }
+      : env[name] !== undefined && env[name] !== ""
+      ? { v: env[name]!, what: name }
+      : undefined;
+  };
+  const int = (flag: keyof typeof values, name: string, def: number, min: number, max: number): number => {
+    const got = pick(flag, name);
+    if (!got) return def;
+    const n = Number(got.v);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      throw new Error(`${got.what} must be an integer between ${min} and ${max}, got "${got.v}"`);
+    }
+    return n;
+  };
+  const d = DEFAULT_SERVER_OPTIONS;
+  const maxSize = int("max-size", "MAX_SIZE", d.maxSize, 8, 8192);
+  if (maxSize % 8) throw new Error(`--max-size must be a multiple of 8, got ${maxSize}`);
+  const defaultSize = int("default-size", "DEFAULT_SIZE", Math.min(d.defaultSize, maxSize), 8, maxSize);
+  if (defaultSize % 8) throw new Error(`--default-size must be a multiple of 8, got ${defaultSize}`);
+  const maxSteps = int("max-steps", "MAX_STEPS", d.maxSteps, 1, 10_000);
+  const token = pick("token", "API_TOKEN")?.v;
+  return {
+    hostname: pick("host", "HOST")?.v ?? "127.0.0.1",
+    port: int("port", "PORT", 8000, 0, 65535),
+    model: pick("model", "MODEL")?.v,
+    tokenizer: pick("tokenizer", "TOKENIZER")?.v,
+    disableF16: values["no-f16"] ?? false,
+    shutdownGraceMs: int("shutdown-grace", "SHUTDOWN_GRACE", 30, 0, 3600) * 1000,
+    options: {
+      ...d,
+      maxQueued: int("queue-length", "QUEUE_LENGTH", d.maxQueued, 0, 10_000),
+      maxSize,
+      maxSteps,
+      maxImages: int("max-images", "MAX_IMAGES", d.maxImages, 1, 64),
+      maxBodyBytes: int("max-body-mb", "MAX_BODY_MB", d.maxBodyBytes / 2 ** 20, 1, 4096) * 2 ** 20,
+      defaultSize,
+      defaultSteps: int("default-steps", "DEFAULT_STEPS", Math.min(d.defaultSteps, maxSteps), 1, maxSteps),
+      token: token || undefined,
+    },
+  };
+}

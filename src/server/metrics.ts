@@ -1,0 +1,94 @@
+// Prometheus text exposition (format 0.0.4) of the server's counters and gauges.
+
+import type { GenerationTimings } from "../sampling/types.ts";
+
+export type JobOutcome = "completed" | "failed" | "cancelled" | "rejected";
+
+export interface MetricsSnapshot {
+  queueLength: number;
+  running: number;
+  gpuBytes: number;
+  modelReady: boolean;
+}
+
+export class Metrics {
+  readonly jobs: Record<JobOutcome, number> = { completed: 0, failed: 0, cancelled: 0, rejected: 0 };
+  readonly responses = new Map<number, number>();
+  stepsTotal = 0;
+  stepSecondsTotal = 0;
+  /** Steps per second of the last completed job's denoising loop. */
+  lastStepsPerSecond = 0;
+
+  jobFinished(outcome: Exclude<JobOutcome, "rejected">): void {
+    this.jobs[outcome]++;
+  }
+
+  jobRejected(count: number): void {
+    this.jobs.rejected += count;
+  }
+
+  stepsDone(steps: number, seconds: number): void {
+    this.stepsTotal += steps;
+    this.stepSecondsTotal += seconds;
+  }
+
+  jobTimings(t: GenerationTimings): void {
+    if (Number.isFinite(t.stepsPerSecond)) this.lastStepsPerSecond = t.stepsPerSecond;
+  }
+
+  response(status: number): void {
+    this.responses.set(status, (this.responses.get(status) ?? 0) + 1);
+  }
+
+  render(s: MetricsSnapshot): string {
+    const lines: string[] = [];
+    const metric = (name: string, type: string, help: string, samples: [string, number][]) => {
+      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+      for (const [labels, value] of samples) lines.push(`${name}${labels} ${formatValue(value)}`);
+    };
+    metric("sd_queue_length", "gauge", "Generation jobs waiting behind the running one.", [[
+      "",
+      s.queueLength,
+    ]]);
+    metric("sd_jobs_running", "gauge", "Generation jobs running on the GPU (0 or 1).", [["", s.running]]);
+    metric(
+      "sd_jobs_total",
+      "counter",
+      "Generation jobs by outcome (rejected: refused with 429 because the queue was full).",
+      Object.entries(this.jobs).map(([outcome, n]) => [`{outcome="${outcome}"}`, n]),
+    );
+    metric("sd_steps_total", "counter", "Denoising steps run.", [["", this.stepsTotal]]);
+    metric("sd_step_seconds_total", "counter", "Seconds spent in denoising steps.", [[
+      "",
+      this.stepSecondsTotal,
+    ]]);
+    const avg = this.stepSecondsTotal > 0 ? this.stepsTotal / this.stepSecondsTotal : 0;
+    metric(
+      "sd_steps_per_second",
+      "gauge",
+      "Denoising steps per second (last job, and average since start).",
+      [
+        ['{window="last_job"}', this.lastStepsPerSecond],
+        ['{window="lifetime"}', avg],
+      ],
+    );
+    metric("sd_gpu_bytes", "gauge", "Bytes the engine holds on the GPU (weights and activations).", [[
+      "",
+      s.gpuBytes,
+    ]]);
+    metric("sd_model_ready", "gauge", "1 once the model is loaded.", [["", s.modelReady ? 1 : 0]]);
+    metric(
+      "sd_http_responses_total",
+      "counter",
+      "HTTP responses by status code.",
+      [...this.responses.entries()].sort((a, b) => a[0] - b[0]).map(([code, n]) => [`{code="${code}"}`, n]),
+    );
+    return lines.join("\n") + "\n";
+  }
+}
+
+function formatValue(v: number): string {
+  if (Number.isNaN(v)) return "NaN";
+  if (!Number.isFinite(v)) return v > 0 ? "+Inf" : "-Inf";
+  return String(Math.round(v * 1e6) / 1e6);
+}

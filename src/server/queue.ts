@@ -1,0 +1,334 @@
+// The generation queue: one GPU worker, first in first out, bounded. Each job carries an AbortController;
+// cancelling a waiting job drops it, cancelling the running one aborts the engine between steps, and the
+// worker then moves on to the next job.
+
+import { type GenerateRequest, type GenerationTimings, RequestError } from "../sampling/types.ts";
+import { type EngineHost, errorText, UnavailableError } from "./engine_host.ts";
+import type { Metrics } from "./metrics.ts";
+
+export type JobErrorCode = "cancelled" | "shutting_down" | "invalid_request" | "unavailable" | "engine_error";
+
+export type JobEvent =
+  /** Jobs ahead of this one (the running job included); 0: it starts now. */
+  | { type: "queued"; position: number }
+  | { type: "started"; seed: number; steps: number; width: number; height: number }
+  /** `step` counts steps finished (1..steps). */
+  | { type: "progress"; step: number; steps: number; elapsedMs: number; etaMs: number }
+  | { type: "preview"; step: number; mime: string; image: Uint8Array; width: number; height: number }
+  | {
+    type: "done";
+    image: Uint8Array;
+    mime: string;
+    seed: number;
+    parameters: string;
+    timings: GenerationTimings;
+    width: number;
+    height: number;
+  }
+  | { type: "error"; code: JobErrorCode; message: string; status: number; param?: string };
+
+/** Too many waiting jobs: the server answers 429 with Retry-After. */
+export class QueueFullError extends Error {
+  constructor(readonly retryAfterSeconds: number, readonly waiting: number) {
+    super(`the queue is full (${waiting} waiting); retry in about ${retryAfterSeconds} s`);
+    this.name = "QueueFullError";
+  }
+}
+
+/** An unbounded single-consumer event channel: the job pushes, one HTTP handler iterates. */
+class Channel<T> {
+  #items: T[] = [];
+  #wake?: () => void;
+  #closed = false;
+
+  push(item: T): void {
+    if (this.#closed) return;
+    this.#items.push(item);
+    this.#wake?.();
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#wake?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<T> {
+    while (true) {
+      if (this.#items.length) {
+        yield this.#items.shift()!;
+        continue;
+      }
+      if (this.#closed) return;
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+      this.#wake = undefined;
+    }
+  }
+}
+
+export class Job {
+  /** Unguessable: knowing the id is what lets a client cancel the job (DELETE /v1/jobs/:id). */
+  readonly id = `job-${crypto.randomUUID()}`;
+  readonly createdAt = Date.now();
+  state: "queued" | "running" | "finished" = "queued";
+  position = -1;
+  readonly #controller = new AbortController();
+  readonly #events = new Channel<JobEvent>();
+  #cancelReason: "cancelled" | "shutting_down" = "cancelled";
+  #onCancel?: (job: Job) => void;
+  #finished: Promise<void>;
+  #resolveFinished!: () => void;
+
+  constructor(readonly request: GenerateRequest) {
+    this.#finished = new Promise((r) => (this.#resolveFinished = r));
+  }
+
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  get cancelReason(): "cancelled" | "shutting_down" {
+    return this.#cancelReason;
+  }
+
+  /** Resolves once the job has ended (done, error or cancelled), and the GPU is free of it. */
+  get finished(): Promise<void> {
+    return this.#finished;
+  }
+
+  /** The job's events, ending with `done` or `error`. */
+  events(): AsyncIterable<JobEvent> {
+    return this.#events;
+  }
+
+  /** Cancels the job: a waiting one is dropped, a running one is aborted between steps. Idempotent. */
+  cancel(reason: "cancelled" | "shutting_down" = "cancelled"): void {
+    if (this.state === "finished" || this.#controller.signal.aborted) return;
+    this.#cancelReason = reason;
+    this.#controller.abort(new DOMException(reason, "AbortError"));
+    this.#onCancel?.(this);
+  }
+
+  /** @internal queue plumbing */
+  setCancelHook(hook: (job: Job) => void): void {
+    this.#onCancel = hook;
+  }
+
+  /** @internal */
+  emit(event: JobEvent): void {
+    if (this.state === "finished") return;
+    this.#events.push(event);
+    if (event.type === "done" || event.type === "error") {
+      this.state = "finished";
+      this.#events.close();
+      this.#resolveFinished();
+    }
+  }
+}
+
+export interface QueueOptions {
+  /** Jobs allowed to wait behind the running one. */
+  maxQueued: number;
+}
+
+export class GenerationQueue {
+  #waiting: Job[] = [];
+  /** Jobs not yet finished, by id. */
+  #active = new Map<string, Job>();
+  #running?: Job;
+  #closed = false;
+  /** Recent job durations (ms, exponential moving average) for Retry-After. */
+  #avgJobMs = 5_000;
+
+  constructor(
+    private readonly host: EngineHost,
+    private readonly options: QueueOptions,
+    private readonly metrics: Metrics,
+  ) {}
+
+  get waiting(): number {
+    return this.#waiting.length;
+  }
+
+  get running(): Job | undefined {
+    return this.#running;
+  }
+
+  /** A waiting or running job. */
+  find(id: string): Job | undefined {
+    return this.#active.get(id);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Queues the requests as consecutive jobs (all or none). Throws UnavailableError (no model, load failed,
+   * shutting down) or QueueFullError.
+   */
+  submit(requests: GenerateRequest[]): Job[] {
+    if (this.#closed) throw new UnavailableError("the server is shutting down");
+    const reason = this.host.unavailableReason();
+    if (reason) throw new UnavailableError(reason);
+    const free = this.options.maxQueued + (this.#running || this.#waiting.length ? 0 : 1) -
+      this.#waiting.length;
+    if (requests.length > free) {
+      this.metrics.jobRejected(requests.length);
+      const ahead = this.#waiting.length + (this.#running ? 1 : 0);
+      throw new QueueFullError(Math.max(1, Math.ceil((this.#avgJobMs * Math.max(1, ahead)) / 1000)), ahead);
+    }
+    const jobs = requests.map((r) => new Job(r));
+    for (const job of jobs) {
+      this.#active.set(job.id, job);
+      job.finished.then(() => this.#active.delete(job.id));
+    }
+    for (const job of jobs) {
+      job.setCancelHook((j) => this.#cancelled(j));
+      this.#waiting.push(job);
+    }
+    this.#updatePositions();
+    this.#pump();
+    return jobs;
+  }
+
+  /** Stops accepting jobs, cancels the waiting ones, lets the running one finish for up to `graceMs`, then
+   * aborts it; resolves when the worker is idle. */
+  async drain(graceMs: number): Promise<void> {
+    this.#closed = true;
+    for (const job of [...this.#waiting]) job.cancel("shutting_down");
+    const running = this.#running;
+    if (!running) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)));
+    await Promise.race([running.finished, timeout]);
+    clearTimeout(timer);
+    running.cancel("shutting_down");
+    await running.finished;
+  }
+
+  #cancelled(job: Job): void {
+    const i = this.#waiting.indexOf(job);
+    if (i >= 0) {
+      this.#waiting.splice(i, 1);
+      this.metrics.jobFinished("cancelled");
+      job.emit(cancelEvent(job));
+      this.#updatePositions();
+    }
+    // A running job notices its aborted signal in #run.
+  }
+
+  #updatePositions(): void {
+    const base = this.#running ? 1 : 0;
+    this.#waiting.forEach((job, i) => {
+      const position = base + i;
+      if (job.position !== position) {
+        job.position = position;
+        job.emit({ type: "queued", position });
+      }
+    });
+  }
+
+  #pump(): void {
+    if (this.#running || this.#waiting.length === 0) return;
+    const job = this.#waiting.shift()!;
+    this.#running = job;
+    job.state = "running";
+    this.#updatePositions();
+    this.#run(job).finally(() => {
+      this.#running = undefined;
+      this.#pump();
+    });
+  }
+
+  async #run(job: Job): Promise<void> {
+    const t0 = performance.now();
+    let outcome: "completed" | "failed" | "cancelled" = "failed";
+    try {
+      const engine = await this.host.engine();
+      job.signal.throwIfAborted();
+      let stepsDone = 0;
+      let lastElapsed = 0;
+      let stepsTotal = job.request.steps;
+      for await (const ev of engine.generate(job.request, job.signal)) {
+        if (job.signal.aborted) break;
+        switch (ev.type) {
+          case "started":
+            stepsTotal = ev.steps;
+            job.emit({ type: "started", seed: ev.seed, steps: ev.steps, width: ev.width, height: ev.height });
+            break;
+          case "step": {
+            stepsDone++;
+            stepsTotal = ev.n;
+            this.metrics.stepsDone(1, Math.max(0, ev.elapsedMs - lastElapsed) / 1000);
+            lastElapsed = ev.elapsedMs;
+            const perStep = ev.elapsedMs / stepsDone;
+            job.emit({
+              type: "progress",
+              step: stepsDone,
+              steps: ev.n,
+              elapsedMs: Math.round(ev.elapsedMs),
+              etaMs: Math.round(perStep * Math.max(0, ev.n - stepsDone)),
+            });
+            break;
+          }
+          case "preview":
+            job.emit({
+              type: "preview",
+              step: stepsDone,
+              mime: ev.mime,
+              image: ev.image,
+              width: ev.width,
+              height: ev.height,
+            });
+            break;
+          case "done":
+            this.metrics.jobTimings(ev.timings);
+            job.emit({
+              type: "done",
+              image: ev.image,
+              mime: ev.mime,
+              seed: ev.seed,
+              parameters: ev.parameters,
+              timings: ev.timings,
+              width: job.request.width,
+              height: job.request.height,
+            });
+            outcome = "completed";
+            break;
+        }
+      }
+      job.signal.throwIfAborted();
+      if (outcome !== "completed") {
+        throw new Error(`the engine finished without an image (${stepsDone}/${stepsTotal} steps)`);
+      }
+    } catch (e) {
+      if (job.signal.aborted) {
+        outcome = "cancelled";
+        job.emit(cancelEvent(job));
+      } else if (e instanceof RequestError) {
+        job.emit({ type: "error", code: "invalid_request", status: 400, param: e.field, message: e.message });
+      } else if (e instanceof UnavailableError) {
+        job.emit({ type: "error", code: "unavailable", status: 503, message: e.message });
+      } else {
+        console.error(`generation ${job.id} failed:`, e);
+        job.emit({ type: "error", code: "engine_error", status: 500, message: errorText(e) });
+      }
+    } finally {
+      this.metrics.jobFinished(outcome);
+      if (outcome === "completed") this.#avgJobMs = 0.7 * this.#avgJobMs + 0.3 * (performance.now() - t0);
+      // Never leave a subscriber hanging, whatever the engine did.
+      job.emit({
+        type: "error",
+        code: "engine_error",
+        status: 500,
+        message: "generation ended unexpectedly",
+      });
+    }
+  }
+}
+
+function cancelEvent(job: Job): JobEvent {
+  return job.cancelReason === "shutting_down"
+    ? { type: "error", code: "shutting_down", status: 503, message: "the server is shutting down" }
+    : { type: "error", code: "cancelled", status: 499, message: "the generation was cancelled" };
+}

@@ -1,0 +1,374 @@
+// Request validation (zod) for the native and the OpenAI-compatible endpoints. Each schema turns a body
+// into a `GenerateRequest` for the engine; every rejection names the offending field.
+
+import { z } from "zod";
+import { type GenerateRequest, SAMPLER_NAMES } from "../sampling/types.ts";
+import { sniffImageMime } from "./images.ts";
+
+export interface RequestLimits {
+  /** Largest width or height in pixels. */
+  maxSize: number;
+  /** Smallest width or height in pixels. */
+  minSize: number;
+  maxSteps: number;
+  /** Images per OpenAI request (`n`). */
+  maxImages: number;
+  maxPromptChars: number;
+  /** Default width and height when a request names none. */
+  defaultSize: number;
+  defaultSteps: number;
+  defaultGuidance: number;
+}
+
+export const DEFAULT_LIMITS: RequestLimits = {
+  maxSize: 1024,
+  minSize: 8,
+  maxSteps: 150,
+  maxImages: 4,
+  maxPromptChars: 10_000,
+  defaultSize: 512,
+  defaultSteps: 20,
+  defaultGuidance: 7.5,
+};
+
+/** A 400 answer: which field was wrong and why (OpenAI's error shape, so its client reports it). */
+export interface FieldError {
+  param: string;
+  message: string;
+}
+
+/** The first zod issue as a FieldError: `steps: must be between 1 and 150`. `input` is what was validated
+ * (to tell a missing field from a mistyped one). */
+export function fieldErrorFromZod(error: z.core.$ZodError, input?: unknown): FieldError {
+  const issue = error.issues[0];
+  let param = issue.path.map(String).join(".");
+  if (issue.code === "unrecognized_keys") {
+    param = [param, issue.keys[0]].filter(Boolean).join(".");
+    return { param, message: `${param}: ${issue.message}` };
+  }
+  if (!param) param = "body";
+  let message = issue.message;
+  if (issue.code === "invalid_type" && issue.path.length > 0 && lookup(input, issue.path) === undefined) {
+    message = "required";
+  }
+  return { param, message: `${param}: ${message}` };
+}
+
+function lookup(value: unknown, path: PropertyKey[]): unknown {
+  let v = value;
+  for (const key of path) {
+    if (v === null || typeof v !== "object" || !Object.hasOwn(v, key)) return undefined;
+    v = (v as Record<PropertyKey, unknown>)[key];
+  }
+  return v;
+}
+
+// ---- shared field rules ---------------------------------------------------------------------------
+
+/** JSON numbers, or (for query strings) their text. */
+function numberField(fromQuery: boolean): z.ZodType<number> {
+  if (!fromQuery) return z.number({ error: (i) => `must be a number, got ${describe(i.input)}` });
+  return queryString().refine((v) => NUMBER_TEXT.test(v), {
+    error: (i) => `must be a number, got ${describe(i.input)}`,
+  }).transform(Number).pipe(z.number({ error: "must be a finite number" }));
+}
+
+const NUMBER_TEXT = /^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/;
+
+/** One query-string value (a repeated parameter arrives as an array). */
+function queryString(): z.ZodType<string> {
+  return z.string({
+    error: (i) => Array.isArray(i.input) ? "given more than once" : `must be text, got ${describe(i.input)}`,
+  });
+}
+
+function intField(fromQuery: boolean, min: number, max: number): z.ZodType<number> {
+  return numberField(fromQuery).pipe(
+    z.number().refine(Number.isInteger, "must be an integer").refine(
+      (v) => v >= min && v <= max,
+      `must be between ${min} and ${max}`,
+    ),
+  );
+}
+
+function boolField(): z.ZodType<boolean> {
+  return z.boolean({ error: (i) => `must be true or false, got ${describe(i.input)}` });
+}
+
+function sizeField(fromQuery: boolean, limits: RequestLimits): z.ZodType<number> {
+  return intField(fromQuery, limits.minSize, limits.maxSize).refine(
+    (v) => v % 8 === 0,
+    "must be a multiple of 8",
+  );
+}
+
+function textField(max: number, what = "text"): z.ZodType<string> {
+  return z.string({ error: (i) => `must be a string, got ${describe(i.input)}` }).max(
+    max,
+    `${what} is longer than ${max} characters`,
+  ).refine((s) => !s.includes("\u0000"), "must not contain NUL characters");
+}
+
+const samplerField = z.enum(SAMPLER_NAMES, {
+  error: (i) => `unknown sampler ${describe(i.input)}; one of ${SAMPLER_NAMES.join(", ")}`,
+});
+
+const formatField = z.enum(["png", "jpeg"], {
+  error: (i) => `unsupported format ${describe(i.input)}; one of png, jpeg`,
+});
+
+/** Base64 (optionally a data: URL) of a PNG or JPEG; decoded to bytes. */
+const imageField = z.string({ error: "must be a base64-encoded PNG or JPEG string" }).transform((s, ctx) => {
+  const b64 = s.replace(/^data:image\/[a-z+.-]+;base64,/i, "").replace(/\s+/g, "");
+  let bytes: Uint8Array;
+  try {
+    bytes = Uint8Array.fromBase64(b64);
+  } catch {
+    ctx.addIssue({ code: "custom", message: "is not valid base64" });
+    return z.NEVER;
+  }
+  if (!sniffImageMime(bytes)) {
+    ctx.addIssue({ code: "custom", message: "is not a PNG or JPEG image" });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+const seedField = (fromQuery: boolean) => intField(fromQuery, -1, Number.MAX_SAFE_INTEGER);
+
+function describe(v: unknown): string {
+  if (v === undefined) return "nothing";
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "an array";
+  if (typeof v === "string") return JSON.stringify(v.length > 40 ? v.slice(0, 40) + "…" : v);
+  if (typeof v === "object") return "an object";
+  return `${typeof v} ${String(v).slice(0, 40)}`;
+}
+
+// ---- native endpoint -------------------------------------------------------------------------------
+
+export interface NativeRequest {
+  request: GenerateRequest;
+  /** Whether the caller set preview_every (else a streamed run gets a default). */
+  previewEveryGiven: boolean;
+}
+
+/** POST /v1/generate (JSON) or GET /v1/generate?… (query strings: `fromQuery`). */
+export function nativeSchema(limits: RequestLimits, fromQuery: boolean) {
+  const shape = {
+    prompt: textField(limits.maxPromptChars, "prompt").refine(
+      (s) => s.trim().length > 0,
+      "must not be empty",
+    ),
+    negative_prompt: textField(limits.maxPromptChars, "negative_prompt").optional(),
+    width: sizeField(fromQuery, limits).optional(),
+    height: sizeField(fromQuery, limits).optional(),
+    steps: intField(fromQuery, 1, limits.maxSteps).optional(),
+    guidance_scale: numberField(fromQuery).pipe(
+      z.number().min(0, "must be between 0 and 50").max(50, "must be between 0 and 50"),
+    ).optional(),
+    sampler: samplerField.optional(),
+    seed: seedField(fromQuery).optional(),
+    eta: numberField(fromQuery).pipe(z.number().min(0, "must be in [0, 1]").max(1, "must be in [0, 1]"))
+      .optional(),
+    preview_every: intField(fromQuery, 0, limits.maxSteps).optional(),
+    preview: z.enum(["cheap", "vae"], { error: "must be cheap or vae" }).optional(),
+    preview_format: formatField.optional(),
+    output_format: formatField.optional(),
+    long_prompt: z.enum(["chunk", "truncate"], { error: "must be chunk or truncate" }).optional(),
+    image: imageField.optional(),
+    strength: numberField(fromQuery).pipe(
+      z.number().gt(0, "must be in (0, 1]").max(1, "must be in (0, 1]"),
+    ).optional(),
+    // EventSource cannot send headers: the bearer token may come as ?access_token= (checked by the auth
+    // middleware), and `_` is the usual cache-buster.
+    ...(fromQuery ? { access_token: z.string().optional(), _: z.string().optional() } : {}),
+  };
+  const allowed = Object.keys(shape).filter((k) => k !== "access_token" && k !== "_").join(", ");
+  return z.strictObject(shape, {
+    error: (i) =>
+      i.code === "invalid_type"
+        ? "expected a JSON object"
+        : i.code === "unrecognized_keys"
+        ? `unknown field; the fields are ${allowed}`
+        : undefined,
+  })
+    .superRefine((v, ctx) => {
+      if (v.strength !== undefined && v.image === undefined) {
+        ctx.addIssue({ code: "custom", path: ["strength"], message: "only applies with an init image" });
+      }
+    })
+    .transform((v): NativeRequest => ({
+      previewEveryGiven: v.preview_every !== undefined,
+      request: {
+        prompt: v.prompt,
+        negativePrompt: v.negative_prompt,
+        width: v.width ?? limits.defaultSize,
+        height: v.height ?? limits.defaultSize,
+        steps: v.steps ?? limits.defaultSteps,
+        guidanceScale: v.guidance_scale ?? limits.defaultGuidance,
+        sampler: v.sampler,
+        seed: v.seed === undefined || v.seed < 0 ? undefined : v.seed,
+        eta: v.eta,
+        initImage: v.image,
+        strength: v.image ? v.strength ?? 0.75 : undefined,
+        previewEvery: v.preview_every ?? 0,
+        preview: v.preview ?? "cheap",
+        previewFormat: v.preview_format ?? "png",
+        outputFormat: v.output_format ?? "png",
+        longPrompt: v.long_prompt,
+      },
+    }));
+}
+
+// ---- OpenAI Images API -----------------------------------------------------------------------------
+
+export interface OpenAIRequest {
+  request: GenerateRequest;
+  n: number;
+  stream: boolean;
+  partialImages: number;
+  size: string;
+  quality: "low" | "medium" | "high" | "auto";
+  outputFormat: "png" | "jpeg";
+}
+
+/** OpenAI's quality names, folded onto the three levels this server distinguishes. */
+const QUALITY_NAMES = {
+  low: "low",
+  medium: "medium",
+  standard: "medium",
+  high: "high",
+  hd: "high",
+  xhigh: "high",
+  max: "high",
+  auto: "auto",
+} as const;
+
+/** Steps for OpenAI's `quality` (times the default steps) when the request gives no `steps`. */
+const QUALITY_STEPS = { low: 0.5, medium: 1, high: 1.5 } as const;
+
+/** POST /v1/images/generations: OpenAI's fields plus our extensions (negative_prompt, steps, …). */
+export function openAISchema(limits: RequestLimits) {
+  const nullable = <T extends z.ZodType>(t: T) => t.nullish();
+  return z.looseObject({
+    prompt: textField(limits.maxPromptChars, "prompt").refine(
+      (s) => s.trim().length > 0,
+      "must not be empty",
+    ),
+    model: nullable(z.string({ error: "must be a string" })),
+    n: nullable(intField(false, 1, limits.maxImages)),
+    size: nullable(z.string({ error: "must be a string like 512x512" })),
+    response_format: nullable(z.enum(["b64_json", "url"], { error: "must be b64_json" })),
+    output_format: nullable(z.enum(["png", "jpeg", "webp", "gif", "svg"], { error: "must be png or jpeg" })),
+    output_compression: nullable(intField(false, 0, 100)),
+    quality: nullable(
+      z.enum(["low", "medium", "high", "xhigh", "max", "auto", "standard", "hd"], {
+        error: "must be low, medium, high or auto",
+      }),
+    ),
+    stream: nullable(boolField()),
+    partial_images: nullable(intField(false, 0, 3)),
+    background: nullable(z.enum(["transparent", "opaque", "auto"], { error: "must be opaque or auto" })),
+    user: nullable(z.string({ error: "must be a string" })),
+    // Extensions.
+    negative_prompt: nullable(textField(limits.maxPromptChars, "negative_prompt")),
+    steps: nullable(intField(false, 1, limits.maxSteps)),
+    guidance_scale: nullable(
+      numberField(false).pipe(
+        z.number().min(0, "must be between 0 and 50").max(50, "must be between 0 and 50"),
+      ),
+    ),
+    sampler: nullable(samplerField),
+    seed: nullable(seedField(false)),
+    image: nullable(imageField),
+    strength: nullable(
+      numberField(false).pipe(z.number().gt(0, "must be in (0, 1]").max(1, "must be in (0, 1]")),
+    ),
+  }, { error: (i) => i.code === "invalid_type" ? "expected a JSON object" : undefined })
+    .superRefine((v, ctx) => {
+      if (v.response_format === "url") {
+        ctx.addIssue({
+          code: "custom",
+          path: ["response_format"],
+          message: "'url' is not supported by this server (images are not stored); use b64_json",
+        });
+      }
+      if (v.output_format && v.output_format !== "png" && v.output_format !== "jpeg") {
+        ctx.addIssue({
+          code: "custom",
+          path: ["output_format"],
+          message: `'${v.output_format}' is not supported; use png or jpeg`,
+        });
+      }
+      if (v.background === "transparent") {
+        ctx.addIssue({
+          code: "custom",
+          path: ["background"],
+          message: "transparent backgrounds are not supported",
+        });
+      }
+      if (v.size && v.size !== "auto") {
+        const m = /^(\d{1,5})x(\d{1,5})$/.exec(v.size);
+        if (!m) {
+          ctx.addIssue({
+            code: "custom",
+            path: ["size"],
+            message: "must be WIDTHxHEIGHT, e.g. 512x512, or auto",
+          });
+          return;
+        }
+        for (const px of [Number(m[1]), Number(m[2])]) {
+          if (px % 8 !== 0) {
+            ctx.addIssue({ code: "custom", path: ["size"], message: `${px} is not a multiple of 8` });
+          } else if (px < limits.minSize || px > limits.maxSize) {
+            ctx.addIssue({
+              code: "custom",
+              path: ["size"],
+              message: `${px} is outside ${limits.minSize}..${limits.maxSize} pixels`,
+            });
+          }
+        }
+      }
+      if (v.strength != null && v.image == null) {
+        ctx.addIssue({ code: "custom", path: ["strength"], message: "only applies with an init image" });
+      }
+    })
+    .transform((v): OpenAIRequest => {
+      const [width, height] = v.size && v.size !== "auto"
+        ? v.size.split("x").map(Number)
+        : [limits.defaultSize, limits.defaultSize];
+      const quality = QUALITY_NAMES[v.quality ?? "auto"];
+      const qualitySteps = quality === "auto"
+        ? limits.defaultSteps
+        : Math.max(1, Math.round(limits.defaultSteps * QUALITY_STEPS[quality]));
+      const steps = v.steps ?? Math.min(limits.maxSteps, qualitySteps);
+      const outputFormat = v.output_format === "jpeg" ? "jpeg" : "png";
+      const partialImages = v.stream ? v.partial_images ?? 0 : 0;
+      return {
+        n: v.n ?? 1,
+        stream: v.stream ?? false,
+        partialImages,
+        size: `${width}x${height}`,
+        quality,
+        outputFormat,
+        request: {
+          prompt: v.prompt,
+          negativePrompt: v.negative_prompt ?? undefined,
+          width,
+          height,
+          steps,
+          guidanceScale: v.guidance_scale ?? limits.defaultGuidance,
+          sampler: v.sampler ?? undefined,
+          seed: v.seed == null || v.seed < 0 ? undefined : v.seed,
+          initImage: v.image ?? undefined,
+          strength: v.image ? v.strength ?? 0.75 : undefined,
+          // Previews spread over the run: the server forwards the first `partialImages` of them.
+          previewEvery: partialImages > 0 ? Math.max(1, Math.floor(steps / (partialImages + 1))) : 0,
+          preview: "cheap",
+          previewFormat: outputFormat,
+          outputFormat,
+        },
+      };
+    });
+}

@@ -1,0 +1,253 @@
+/// <reference lib="dom" />
+// The web page's script: reads the form, POSTs /v1/generate asking for server-sent events, and shows the
+// queue position, progress, previews as they arrive and the final image with its parameters. Cancel aborts
+// the request; the server cancels the job when the connection closes. Bundled by src/web/build.ts.
+
+import { SAMPLER_NAMES } from "../sampling/types.ts";
+
+interface SseEvent {
+  event: string;
+  data: string;
+}
+
+const $ = <T extends HTMLElement>(id: string): T => {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`#${id} missing`);
+  return el as T;
+};
+
+const form = $<HTMLFormElement>("form");
+const generateButton = $<HTMLButtonElement>("generate");
+const cancelButton = $<HTMLButtonElement>("cancel");
+const statusLine = $<HTMLParagraphElement>("status");
+const healthLine = $<HTMLSpanElement>("health");
+const progressBar = $<HTMLProgressElement>("progress");
+const mainImage = $<HTMLImageElement>("image");
+const placeholder = $<HTMLDivElement>("placeholder");
+const previews = $<HTMLDivElement>("previews");
+const parametersBox = $<HTMLPreElement>("parameters");
+const downloadLink = $<HTMLAnchorElement>("download");
+const samplerSelect = $<HTMLSelectElement>("sampler");
+const sizePreset = $<HTMLSelectElement>("size");
+const widthInput = $<HTMLInputElement>("width");
+const heightInput = $<HTMLInputElement>("height");
+const tokenInput = $<HTMLInputElement>("token");
+
+let running: AbortController | undefined;
+/** The running generation's job id (from its first event), for DELETE /v1/jobs/:id. */
+let runningJob: string | undefined;
+
+function setState(state: "idle" | "running" | "done" | "error" | "cancelled"): void {
+  document.body.dataset.state = state;
+  generateButton.disabled = state === "running";
+  cancelButton.disabled = state !== "running";
+}
+
+function setStatus(text: string, kind: "info" | "error" = "info"): void {
+  statusLine.textContent = text;
+  statusLine.className = kind;
+}
+
+function showImage(mime: string, base64: string): void {
+  mainImage.src = `data:${mime};base64,${base64}`;
+  mainImage.hidden = false;
+  placeholder.hidden = true;
+}
+
+function formatMs(ms: number): string {
+  return ms >= 10_000 ? `${Math.round(ms / 1000)} s` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+/** The form as a /v1/generate body; empty optional fields are left out. */
+function requestBody(): Record<string, unknown> {
+  const data = new FormData(form);
+  const text = (name: string) => String(data.get(name) ?? "").trim();
+  const num = (name: string) => (text(name) === "" ? undefined : Number(text(name)));
+  const body: Record<string, unknown> = {
+    prompt: text("prompt"),
+    negative_prompt: text("negative_prompt") || undefined,
+    width: num("width"),
+    height: num("height"),
+    steps: num("steps"),
+    guidance_scale: num("guidance_scale"),
+    sampler: text("sampler") || undefined,
+    seed: num("seed"),
+    preview_every: num("preview_every"),
+    preview: text("preview") || undefined,
+  };
+  return Object.fromEntries(Object.entries(body).filter(([, v]) => v !== undefined));
+}
+
+/** Splits a text/event-stream body into events. */
+async function* readSse(body: ReadableStream<Uint8Array>, signal: AbortSignal): AsyncGenerator<SseEvent> {
+  const decoder = new TextDecoderStream() as unknown as TransformStream<Uint8Array, string>;
+  const reader = body.pipeThrough(decoder).getReader();
+  signal.addEventListener("abort", () => reader.cancel().catch(() => {}), { once: true });
+  let buffer = "";
+  while (true) {
+    const { done, value } = await reader.read();
+    if (done) return;
+    buffer += value.replace(/\r\n?/g, "\n");
+    let end: number;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let event = "message";
+      const data: string[] = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "event") event = value;
+        else if (field === "data") data.push(value);
+      }
+      if (data.length) yield { event, data: data.join("\n") };
+    }
+  }
+}
+
+function authHeaders(): Record<string, string> {
+  const token = tokenInput.value.trim();
+  localStorage.setItem("sd-token", token);
+  return token ? { authorization: `Bearer ${token}` } : {};
+}
+
+async function generate(): Promise<void> {
+  const controller = new AbortController();
+  running = controller;
+  setState("running");
+  previews.replaceChildren();
+  parametersBox.textContent = "";
+  downloadLink.hidden = true;
+  progressBar.value = 0;
+  setStatus("Submitting…");
+  const started = performance.now();
+  try {
+    const res = await fetch("/v1/generate", {
+      method: "POST",
+      headers: { "content-type": "application/json", accept: "text/event-stream", ...authHeaders() },
+      body: JSON.stringify(requestBody()),
+      signal: controller.signal,
+    });
+    if (!res.ok || !res.body) {
+      const err = await res.json().catch(() => ({}));
+      throw new Error(err?.error?.message ?? `HTTP ${res.status}`);
+    }
+    for await (const { event, data } of readSse(res.body, controller.signal)) {
+      const msg = JSON.parse(data);
+      switch (event) {
+        case "queued":
+          runningJob = msg.job_id;
+          setStatus(msg.position === 0 ? "Starting…" : `Queued: ${msg.position} ahead`);
+          break;
+        case "started":
+          setStatus(`Seed ${msg.seed}: ${msg.steps} steps at ${msg.width}×${msg.height}`);
+          progressBar.max = msg.steps;
+          break;
+        case "progress":
+          progressBar.max = msg.steps;
+          progressBar.value = msg.step;
+          setStatus(`Step ${msg.step}/${msg.steps} · about ${formatMs(msg.eta_ms)} left`);
+          break;
+        case "preview": {
+          showImage(msg.mime, msg.data);
+          const thumb = document.createElement("img");
+          thumb.src = `data:${msg.mime};base64,${msg.data}`;
+          thumb.alt = `preview at step ${msg.step}`;
+          thumb.title = `step ${msg.step}`;
+          previews.append(thumb);
+          break;
+        }
+        case "done": {
+          showImage(msg.mime, msg.image);
+          progressBar.value = progressBar.max;
+          parametersBox.textContent = msg.parameters;
+          downloadLink.href = mainImage.src;
+          downloadLink.download = `sd-${msg.seed}.${msg.mime === "image/jpeg" ? "jpg" : "png"}`;
+          downloadLink.hidden = false;
+          const t = msg.timings;
+          setStatus(
+            `Done in ${formatMs(performance.now() - started)} · seed ${msg.seed} · ` +
+              `${t.steps_per_second.toFixed(2)} steps/s`,
+          );
+          setState("done");
+          return;
+        }
+        case "error":
+          throw new Error(msg.message);
+      }
+    }
+    throw new Error("the connection closed before the image was ready");
+  } catch (e) {
+    if (controller.signal.aborted) {
+      setStatus("Cancelled.");
+      setState("cancelled");
+    } else {
+      setStatus(`Error: ${(e as Error).message}`, "error");
+      setState("error");
+    }
+  } finally {
+    if (running === controller) {
+      running = undefined;
+      runningJob = undefined;
+    }
+  }
+}
+
+async function pollHealth(): Promise<void> {
+  try {
+    const res = await fetch("/healthz");
+    const h = await res.json();
+    if (h.status === "ready") {
+      healthLine.textContent = h.model
+        ? `${h.model} · ${h.adapter ?? "GPU"}${h.f16 ? " · f16" : ""}`
+        : "no model";
+      healthLine.className = h.model ? "ok" : "warn";
+      return;
+    }
+    healthLine.textContent = h.status === "loading"
+      ? `loading model ${Math.round(h.progress * 100)}%`
+      : h.status === "failed"
+      ? `failed: ${h.reason}`
+      : h.status;
+    healthLine.className = h.status === "failed" ? "bad" : "warn";
+    if (h.status === "failed") return;
+  } catch {
+    healthLine.textContent = "server unreachable";
+    healthLine.className = "bad";
+  }
+  setTimeout(pollHealth, 1000);
+}
+
+for (const name of SAMPLER_NAMES) samplerSelect.add(new Option(name, name));
+sizePreset.addEventListener("change", () => {
+  if (!sizePreset.value) return;
+  const [w, h] = sizePreset.value.split("x");
+  widthInput.value = w;
+  heightInput.value = h;
+});
+for (const input of [widthInput, heightInput]) {
+  input.addEventListener("input", () => {
+    const match = `${widthInput.value}x${heightInput.value}`;
+    sizePreset.value = [...sizePreset.options].some((o) => o.value === match) ? match : "";
+  });
+}
+$<HTMLButtonElement>("random-seed").addEventListener("click", () => {
+  ($<HTMLInputElement>("seed")).value = "";
+});
+form.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  if (!running) generate();
+});
+cancelButton.addEventListener("click", () => {
+  // Tell the server explicitly: a browser may keep an aborted stream's connection open for a while.
+  if (runningJob) {
+    fetch(`/v1/jobs/${encodeURIComponent(runningJob)}`, { method: "DELETE", headers: authHeaders() })
+      .catch(() => {});
+  }
+  running?.abort();
+});
+tokenInput.value = localStorage.getItem("sd-token") ?? "";
+setState("idle");
+pollHealth();

@@ -1,0 +1,109 @@
+/// <reference lib="dom" />
+// The web page in headless Chromium (Debian's `chromium`, driven by playwright-core): submit a prompt, see
+// previews arrive, get the final image (decoded and checked for its size) with its parameters; then start
+// another run and cancel it, which must cancel the job on the server. Saves a screenshot to
+// $BROWSER_SCREENSHOT when set.
+
+import { chromium } from "playwright-core";
+import { decodeImage } from "../src/server/images.ts";
+import { fakeEngineFactory, startTestServer, type TestEngineFactory, waitFor } from "./server_harness.ts";
+
+const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
+const ENGINE: TestEngineFactory = fakeEngineFactory({ stepDelayMs: 60 });
+
+Deno.test({
+  name: "web page: previews appear, the final image shows and decodes, cancel stops the job",
+  // playwright keeps its pipe to the browser open past close(); it is not a leak of ours.
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const server = await startTestServer({ engine: ENGINE });
+    const userDataDir = await Deno.makeTempDir({ prefix: "chromium-profile-" });
+    const context = await chromium.launchPersistentContext(userDataDir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
+      viewport: { width: 1200, height: 860 },
+    });
+    try {
+      const page = context.pages()[0] ?? await context.newPage();
+      const pageErrors: string[] = [];
+      page.on("pageerror", (e) => pageErrors.push(String(e)));
+      await page.goto(server.url);
+      await page.waitForFunction(() => document.getElementById("health")?.className === "ok");
+
+      await page.fill("#prompt", "a lighthouse on a cliff at sunset, oil painting");
+      await page.fill("#negative_prompt", "blurry");
+      await page.selectOption("#size", "256x256");
+      await page.fill("#steps", "12");
+      await page.fill("#preview_every", "3");
+      await page.fill("#seed", "4242");
+      await page.selectOption("#sampler", "euler_a");
+      await page.click("#generate");
+
+      // Previews arrive while the job runs (the fake engine takes ~60 ms a step).
+      await page.waitForFunction(() => document.querySelectorAll("#previews img").length >= 2, null, {
+        timeout: 30_000,
+      });
+      if (await page.evaluate(() => document.body.dataset.state) !== "running") {
+        throw new Error("previews only appeared after the run had ended");
+      }
+      await page.waitForFunction(() => document.body.dataset.state === "done", null, { timeout: 30_000 });
+
+      const result = await page.evaluate(() => {
+        const img = document.getElementById("image") as HTMLImageElement;
+        return {
+          src: img.src,
+          naturalWidth: img.naturalWidth,
+          naturalHeight: img.naturalHeight,
+          previews: document.querySelectorAll("#previews img").length,
+          parameters: document.getElementById("parameters")!.textContent,
+          status: document.getElementById("status")!.textContent,
+          progress: (document.getElementById("progress") as HTMLProgressElement).value,
+        };
+      });
+      if (result.previews !== 3) throw new Error(`${result.previews} previews, want 3 (steps 3, 6, 9)`);
+      const [, mime, b64] = /^data:([^;]+);base64,(.*)$/.exec(result.src) ?? [];
+      if (mime !== "image/png") throw new Error(`final image is ${mime}`);
+      const decoded = decodeImage(Uint8Array.fromBase64(b64));
+      if (decoded.width !== 256 || decoded.height !== 256) {
+        throw new Error(`${decoded.width}x${decoded.height}`);
+      }
+      if (result.naturalWidth !== 256 || result.naturalHeight !== 256) {
+        throw new Error("browser did not render it");
+      }
+      if (!result.parameters?.includes("Seed: 4242") || !result.parameters.includes("Sampler: euler_a")) {
+        throw new Error(`parameters: ${result.parameters}`);
+      }
+      if (result.progress !== 12) throw new Error(`progress bar at ${result.progress}`);
+      const shot = Deno.env.get("BROWSER_SCREENSHOT");
+      if (shot) await page.screenshot({ path: shot, fullPage: true });
+
+      // Cancel: a long run, stopped from the page, is cancelled on the server.
+      await page.fill("#steps", "150");
+      await page.click("#generate");
+      await page.waitForFunction(() =>
+        Number((document.getElementById("progress") as HTMLProgressElement).value) >= 2
+      );
+      await page.click("#cancel");
+      await page.waitForFunction(() => document.body.dataset.state === "cancelled");
+      const fake = server.fake!;
+      await waitFor(() => fake.runs[1]?.outcome === "aborted", 5_000, "the server to cancel the job");
+      if (fake.runs[1].stepsDone >= 150) throw new Error("job was not cancelled");
+      if (pageErrors.length) throw new Error(`page errors: ${pageErrors.join("; ")}`);
+    } finally {
+      await context.close();
+      await server.close();
+      await Deno.remove(userDataDir, { recursive: true }).catch(() => {});
+    }
+  },
+});

@@ -25,8 +25,8 @@ fn act_silu(x: {{UT}}) -> {{UT}} {
 fn act_quick_gelu(x: {{UT}}) -> {{UT}} {
   return x / (1.0 + exp(-1.702 * x));
 }
-// erf(x) for x ≥ 0, Abramowitz & Stegun 7.1.26 refined: W. J. Cody-style rational would be overkill; this
-// formula has |error| ≤ 1.5e-7, below f32 resolution of gelu's output scale.
+// erf(x) for x ≥ 0 by Abramowitz & Stegun 7.1.26: |error| ≤ 1.5e-7, about f32 resolution at gelu's scale
+// (WGSL has no erf).
 fn erf_pos(x: {{UT}}) -> {{UT}} {
   let t = 1.0 / (1.0 + 0.3275911 * x);
   let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));

@@ -5,7 +5,7 @@
 // $BROWSER_SCREENSHOT when set.
 
 import { chromium } from "playwright-core";
-import { decodeImage } from "../src/server/images.ts";
+import { decodeImage } from "../src/image/codec.ts";
 import { fakeEngineFactory, startTestServer, type TestEngineFactory, waitFor } from "./server_harness.ts";
 
 const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";

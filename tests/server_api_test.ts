@@ -7,7 +7,7 @@
 
 import OpenAI from "openai";
 import { decode as decodePng } from "fast-png";
-import { decodeImage, encodeImage } from "../src/server/images.ts";
+import { decodeImage, encodeImage } from "../src/image/codec.ts";
 import {
   collectSse,
   fakeEngineFactory,

@@ -14,7 +14,7 @@ import {
   type SamplerName,
 } from "../src/sampling/types.ts";
 import type { EngineLoader, GpuInfo } from "../src/server/engine_host.ts";
-import { decodeImage, encodeImage } from "../src/server/images.ts";
+import { decodeImage, encodeImage } from "../src/image/codec.ts";
 
 export interface FakeEngineOptions {
   /** Sleep per denoising step. */

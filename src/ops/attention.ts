@@ -6,12 +6,13 @@
 // Q, K, V are token-major with heads interleaved in channels ([B, N, H·D], as Linear outputs give them) or
 // slices of a fused buffer (e.g. [B, N, 3·H·D] with offsets 0, H·D, 2·H·D: pass `{tensor, offset, rowStride}`).
 //
-// Two dispatches: K and V are first copied into rgba32f storage textures (cheap loads on lavapipe; see
+// Four dispatches: Q, K and V are first copied into rgba32f storage textures (cheap loads on lavapipe; see
 // shaders/attention.wgsl), then the attention kernel runs. The textures are scratch shared by every attention
-// built on the same Gpu with the same K/V texture shape (dispatches run in order, so sharing is safe).
+// built on the same Gpu with the same texture shape: safe because dispatches run in order and each
+// attention's four dispatches stay together (run the returned array as one unit).
 
 import type { Dispatch, Gpu } from "../gpu/device.ts";
-import type { ActDType } from "../gpu/pipelines.ts";
+import type { ActDType, ShaderDefines } from "../gpu/pipelines.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 
 /** A [B, N, ·] token tensor or a channel slice of one (offset and strides in elements). */
@@ -32,7 +33,7 @@ export interface AttentionParams {
   k: Tensor | TokenSlice;
   /** [B, Nk, H·D] (or a slice) */
   v: Tensor | TokenSlice;
-  /** [B, Nq, H·D] (or a slice); must not share a buffer with q or residual. */
+  /** [B, Nq, H·D] (or a slice). May share q/k/v's buffer (they are copied to textures first), not residual's. */
   out: Tensor | TokenSlice;
   heads: number;
   /** Head dim D; default: out's last dim / heads (pass it when out is a slice of a wider tensor). */
@@ -71,6 +72,16 @@ function view(x: Tensor | TokenSlice, what: string): View {
   };
 }
 
+/** How out/residual rows are read and written: the views must be aligned to the mode's unit. */
+type Mode = "v4f32" | "p8f16" | "p4f16" | "scalar";
+
+const ELEM: Record<Mode, string> = {
+  v4f32: "vec4<f32>",
+  p8f16: "vec4<u32>",
+  p4f16: "vec2<u32>",
+  scalar: "act",
+};
+
 /**
  * Tiling per head dim: QPI queries per invocation (a register budget of ~80 vec4 of queries; more makes
  * lavapipe's compile time explode), KB keys per softmax block, WG invocations per workgroup (one SIMD row).
@@ -84,12 +95,76 @@ export function attentionTiling(headDim: number): { qpi: number; kb: number; wg:
 
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 
-/** The unrolled parts of the attention kernel for one (head dim, tiling, masking). */
-function generateBodies(
+/** Statements `let NAME(v) = <vec4<f32>: elements 4v..4v+3 of the head row starting at element BASE>`. */
+function emitLoad(
+  mode: Mode,
+  buf: string,
+  base: string,
   headDim: number,
-  tiling: { qpi: number; kb: number },
+  name: (v: number) => string,
+): string {
+  const dv = Math.ceil(headDim / 4);
+  const lines: string[] = [];
+  if (mode === "v4f32" || mode === "p4f16") {
+    lines.push(`let ${name(0)}_u = (${base}) >> 2u;`);
+    for (const v of range(dv)) {
+      const raw = `${buf}[${name(0)}_u + ${v}u]`;
+      lines.push(`let ${name(v)} = ${mode === "v4f32" ? raw : `h4(${raw})`};`);
+    }
+  } else if (mode === "p8f16") {
+    lines.push(`let ${name(0)}_u = (${base}) >> 3u;`);
+    for (const u of range(dv / 2)) {
+      lines.push(`let ${name(2 * u)}_p = ${buf}[${name(0)}_u + ${u}u];`);
+      lines.push(`let ${name(2 * u)} = h4(${name(2 * u)}_p.xy);`);
+      lines.push(`let ${name(2 * u + 1)} = h4(${name(2 * u)}_p.zw);`);
+    }
+  } else {
+    lines.push(`let ${name(0)}_e = ${base};`);
+    for (const v of range(dv)) {
+      const c = range(4).map((
+        x,
+      ) => (4 * v + x < headDim ? `f32(${buf}[${name(0)}_e + ${4 * v + x}u])` : "0.0"));
+      lines.push(`let ${name(v)} = vec4<f32>(${c.join(", ")});`);
+    }
+  }
+  return lines.join("\n");
+}
+
+/** Statements storing VALUE(v) (vec4<f32> expressions) to the head row of `obuf` starting at element BASE. */
+function emitStore(mode: Mode, base: string, headDim: number, value: (v: number) => string): string {
+  const dv = Math.ceil(headDim / 4);
+  const lines: string[] = [];
+  if (mode === "v4f32" || mode === "p4f16") {
+    lines.push(`let out_u = (${base}) >> 2u;`);
+    for (const v of range(dv)) {
+      lines.push(`obuf[out_u + ${v}u] = ${mode === "v4f32" ? value(v) : `pk4(${value(v)})`};`);
+    }
+  } else if (mode === "p8f16") {
+    lines.push(`let out_u = (${base}) >> 3u;`);
+    for (const u of range(dv / 2)) {
+      lines.push(`obuf[out_u + ${u}u] = vec4<u32>(pk4(${value(2 * u)}), pk4(${value(2 * u + 1)}));`);
+    }
+  } else {
+    lines.push(`let out_e = ${base};`);
+    for (const v of range(dv)) {
+      lines.push(`{`, `  let value = ${value(v)};`);
+      for (const x of range(4)) {
+        if (4 * v + x < headDim) lines.push(`  obuf[out_e + ${4 * v + x}u] = act(value[${x}]);`);
+      }
+      lines.push("}");
+    }
+  }
+  return lines.join("\n");
+}
+
+/** The unrolled bodies of the attention kernel for one (mode, head dim, tiling, masking, residual). */
+function generateBodies(
+  mode: Mode,
+  headDim: number,
+  tiling: { qpi: number; kb: number; wg: number },
   causal: boolean,
-): { Q_INIT: string; KEY_BLOCK: string; RESULTS: string } {
+  residual: boolean,
+): { Q_INIT: string; KEY_BLOCK: string; STORE: string } {
   const dv = Math.ceil(headDim / 4);
   const Q = range(tiling.qpi);
   const V = range(dv);
@@ -97,8 +172,13 @@ function generateBodies(
 
   const init: string[] = [];
   for (const i of Q) {
-    init.push(`let qrow${i} = qrows[${i}];`);
-    for (const v of V) init.push(`let q${i}_${v} = qa[${i * dv + v}];`);
+    init.push(`let qrow${i} = first_query + ${i * tiling.wg}u + lane;`);
+    init.push(`let qtexrow${i} = min(qrow${i}, nq - 1u);`);
+    for (const v of V) {
+      init.push(
+        `let q${i}_${v} = textureLoad(qtex, vec2<u32>(tx + ${v}u, qtexrow${i}), b) * params.scale_log2;`,
+      );
+    }
     for (const v of V) init.push(`var o${i}_${v} = vec4<f32>(0.0);`);
     init.push(`var m${i} = MASKED;`, `var l${i} = 0.0;`);
   }
@@ -135,20 +215,20 @@ function generateBodies(
     }
   }
 
-  const results: string[] = [];
+  const store: string[] = [];
   for (const i of Q) {
-    results.push(`let inv${i} = 1.0 / l${i};`);
-    for (const v of V) results.push(`res[${i * dv + v}] = o${i}_${v} * inv${i};`);
+    store.push(`if (qrow${i} < nq) {`);
+    const base = `params.o.x + b * params.o.z + qrow${i} * params.o.y + h * D`;
+    store.push(`let inv${i} = 1.0 / l${i};`);
+    if (residual) {
+      store.push(emitLoad(mode, "rbuf", base, headDim, (v) => `r${i}_${v}`));
+      store.push(emitStore(mode, base, headDim, (v) => `fma(o${i}_${v}, vec4<f32>(inv${i}), r${i}_${v})`));
+    } else {
+      store.push(emitStore(mode, base, headDim, (v) => `o${i}_${v} * inv${i}`));
+    }
+    store.push("}");
   }
-  return { Q_INIT: init.join("\n"), KEY_BLOCK: block.join("\n"), RESULTS: results.join("\n") };
-}
-
-/** Q/out/residual access defines: 4-element units when aligned, else scalar. */
-function accessDefines(act: ActDType, vec: boolean): Record<string, string | boolean> {
-  if (!vec) return { VEC: false };
-  return act === "f32"
-    ? { VEC: true, ELEM: "vec4<f32>", UNPACK: "vec4<f32>", PACK: "vec4<f32>" }
-    : { VEC: true, ELEM: "vec2<u32>", UNPACK: "h4", PACK: "pk4" };
+  return { Q_INIT: init.join("\n"), KEY_BLOCK: block.join("\n"), STORE: store.join("\n") };
 }
 
 /** A dispatch whose bindings include texture views (gpu.dispatch takes buffers only). */
@@ -201,6 +281,47 @@ function scratchTexture(gpu: Gpu, role: string, width: number, height: number, l
   return tex;
 }
 
+/** Copies a token slice into a texture [b][token][h·dv + d/4] (one dispatch). */
+function packTokens(
+  gpu: Gpu,
+  src: View,
+  texture: GPUTexture,
+  headDim: number,
+  width: number,
+  act: ActDType,
+): { dispatch: Dispatch; view: GPUTextureView } {
+  const aligned = headDim % 4 === 0 && src.offset % 4 === 0 && src.rowStride % 4 === 0 &&
+    src.batchStride % 4 === 0;
+  const defines: ShaderDefines = aligned
+    ? {
+      VEC: true,
+      ELEM: act === "f32" ? "vec4<f32>" : "vec2<u32>",
+      UNPACK: act === "f32" ? "vec4<f32>" : "h4",
+    }
+    : { VEC: false };
+  const pipeline = gpu.kernel("attention", { ACT: act, PACK_KV: true, ...defines }, "pack_tokens");
+  const dv = Math.ceil(headDim / 4);
+  const params = new Uint32Array([
+    src.tokens,
+    dv,
+    width,
+    headDim,
+    src.offset,
+    src.rowStride,
+    src.batchStride,
+    0,
+  ]);
+  const view = texture.createView({ dimension: "2d-array" });
+  const dispatch = textureDispatch(
+    gpu,
+    pipeline,
+    [src.tensor.buffer, view, gpu.uniform(params)],
+    [Math.ceil(width / 64), src.tokens, src.batch],
+    `attention pack ${src.tokens}×${width}`,
+  );
+  return { dispatch, view };
+}
+
 export function attention(gpu: Gpu, p: AttentionParams): Dispatch[] {
   const q = view(p.q, "q");
   const k = view(p.k, "k");
@@ -224,8 +345,8 @@ export function attention(gpu: Gpu, p: AttentionParams): Dispatch[] {
       throw new Error(`attention: tensor ${t.tensor.label} is ${t.tensor.dtype}, act is ${p.act}`);
     }
   }
-  if (q.tensor.buffer === out.tensor.buffer || residual?.tensor.buffer === out.tensor.buffer) {
-    throw new Error("attention: out must not share a buffer with q or residual");
+  if (residual?.tensor.buffer === out.tensor.buffer) {
+    throw new Error("attention: out must not share a buffer with residual");
   }
   if (
     residual && (residual.tokens !== nq || residual.batch !== batch || residual.offset !== out.offset ||
@@ -234,73 +355,56 @@ export function attention(gpu: Gpu, p: AttentionParams): Dispatch[] {
     throw new Error("attention: residual must have out's shape, offset and strides");
   }
 
-  // 1. K, V → textures [batch][token][heads · dv texels].
+  for (const [t, what] of [[q, "q"], [k, "k"], [v, "v"], [out, "out"]] as const) {
+    const last = t.offset + (t.batch - 1) * t.batchStride + (t.tokens - 1) * t.rowStride + heads * headDim;
+    if (last > t.tensor.numel || t.offset < 0) {
+      throw new Error(
+        `attention: ${what} slice (offset ${t.offset}, strides ${t.rowStride}/${t.batchStride}) ` +
+          `exceeds its tensor [${t.tensor.shape}]`,
+      );
+    }
+  }
+
+  // 1. Q, K, V → textures [batch][token][heads · dv texels].
   const dv = Math.ceil(headDim / 4);
   const width = heads * dv;
-  const ktex = scratchTexture(gpu, "k", width, nk, batch);
-  const vtex = scratchTexture(gpu, "v", width, nk, batch);
-  const kvAligned = headDim % 4 === 0 &&
-    [k, v].every((t) => t.offset % 4 === 0 && t.rowStride % 4 === 0 && t.batchStride % 4 === 0);
-  const pack = gpu.kernel(
-    "attention",
-    { ACT: p.act, PACK_KV: true, ...accessDefines(p.act, kvAligned) },
-    "pack_kv",
-  );
-  const packParams = new Uint32Array([
-    nk,
-    dv,
-    width,
-    headDim,
-    k.offset,
-    k.rowStride,
-    k.batchStride,
-    0,
-    v.offset,
-    v.rowStride,
-    v.batchStride,
-    0,
-  ]);
-  const packDispatch = textureDispatch(
-    gpu,
-    pack,
-    [
-      k.tensor.buffer,
-      v.tensor.buffer,
-      ktex.createView({ dimension: "2d-array" }),
-      vtex.createView({ dimension: "2d-array" }),
-      gpu.uniform(packParams),
-    ],
-    [Math.ceil(width / 64), nk, batch],
-    `attention pack K/V ${nk}×${width}`,
-  );
+  const textures = [
+    packTokens(gpu, q, scratchTexture(gpu, "q", width, nq, batch), headDim, width, p.act),
+    packTokens(gpu, k, scratchTexture(gpu, "k", width, nk, batch), headDim, width, p.act),
+    packTokens(gpu, v, scratchTexture(gpu, "v", width, nk, batch), headDim, width, p.act),
+  ];
 
   // 2. Attention.
-  const aligned = headDim % 4 === 0 &&
-    [q, out].every((t) => t.offset % 4 === 0 && t.rowStride % 4 === 0 && t.batchStride % 4 === 0);
+  const aligned = (n: number) =>
+    headDim % n === 0 && out.offset % n === 0 && out.rowStride % n === 0 && out.batchStride % n === 0;
+  const mode: Mode = p.act === "f32"
+    ? (aligned(4) ? "v4f32" : "scalar")
+    : aligned(8)
+    ? "p8f16"
+    : aligned(4)
+    ? "p4f16"
+    : "scalar";
   const tiling = attentionTiling(headDim);
   const causal = p.causal ?? false;
   const pipeline = gpu.kernel("attention", {
     ACT: p.act,
-    ...accessDefines(p.act, aligned),
+    ELEM: ELEM[mode],
     D: headDim,
     DV: dv,
-    QPI: tiling.qpi,
-    QD: tiling.qpi * dv,
     WG: tiling.wg,
+    QBLOCK: tiling.wg * tiling.qpi,
     KB: tiling.kb,
     CAUSAL: causal,
     RESIDUAL: residual !== null,
-    ...generateBodies(headDim, tiling, causal),
+    ...generateBodies(mode, headDim, tiling, causal, residual !== null),
   });
-  const params = new Uint32Array(12);
+  const params = new Uint32Array(8);
   params[0] = nq;
   params[1] = nk;
   new Float32Array(params.buffer)[2] = (p.scale ?? 1 / Math.sqrt(headDim)) * Math.LOG2E;
-  params.set([q.offset, q.rowStride, q.batchStride, 0, out.offset, out.rowStride, out.batchStride, 0], 4);
-  const resources = [
-    q.tensor.buffer,
-    ktex.createView({ dimension: "2d-array" }),
-    vtex.createView({ dimension: "2d-array" }),
+  params.set([out.offset, out.rowStride, out.batchStride, 0], 4);
+  const resources: (GPUBuffer | GPUTextureView)[] = [
+    ...textures.map((t) => t.view),
     out.tensor.buffer,
     gpu.uniform(params),
   ];
@@ -312,7 +416,7 @@ export function attention(gpu: Gpu, p: AttentionParams): Dispatch[] {
     [Math.ceil(nq / (tiling.wg * tiling.qpi)), heads, batch],
     `attention ${nq}×${nk}×${heads}h×${headDim}`,
   );
-  return [packDispatch, attend];
+  return [...textures.map((t) => t.dispatch), attend];
 }
 
 /** Floating-point operations of one attention call (QKᵀ and PV, a multiply-add counted as 2). */

@@ -37,7 +37,7 @@ function checkNumel(t: Tensor, n: number, what: string): void {
   }
 }
 
-/** A uniform buffer from a list of 32-bit words, each given as ["u32" | "f32", value]. */
+/** A uniform buffer from 32-bit words, each given as [value, "u"] (u32) or [value, "f"] (f32). */
 export function uniformOf(gpu: Gpu, words: ([number, "u"] | [number, "f"])[]): GPUBuffer {
   const data = new Uint32Array(Math.max(4, Math.ceil(words.length / 4) * 4));
   const f = new Float32Array(data.buffer);

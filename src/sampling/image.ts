@@ -1,8 +1,7 @@
-// Images in and out of the pipeline: PNG (with the A1111 `parameters` tEXt chunk) and JPEG encoding,
-// decoding of img2img inputs, the cheap latent → RGB preview, and the A1111 parameters text.
+// Images in and out of the pipeline: the diffusers-exact float → 8-bit conversion, img2img input
+// preparation, the cheap latent → RGB preview and A1111's parameters text (codecs in src/image/codec.ts).
 
-import { decode as decodePng, encode as encodePng } from "fast-png";
-import jpeg from "jpeg-js";
+import * as codec from "../image/codec.ts";
 import type { ImageFormat } from "./types.ts";
 
 /** 8-bit RGB pixels, row-major HWC. */
@@ -13,60 +12,24 @@ export interface RgbImage {
 }
 
 export function mimeOf(format: ImageFormat): string {
-  return format === "png" ? "image/png" : "image/jpeg";
+  return codec.MIME_BY_FORMAT[format];
 }
 
-/** Encodes RGB pixels; PNGs carry `text` as tEXt chunks (A1111 reads "parameters"). */
-export function encodeImage(
-  img: RgbImage,
-  format: ImageFormat,
-  text?: Record<string, string>,
-  quality = 90,
-): Uint8Array {
-  if (format === "png") {
-    return encodePng({ width: img.width, height: img.height, data: img.data, channels: 3, depth: 8, text });
-  }
-  const rgba = new Uint8Array(img.width * img.height * 4);
-  for (let i = 0, j = 0; i < img.data.length; i += 3, j += 4) {
-    rgba[j] = img.data[i];
-    rgba[j + 1] = img.data[i + 1];
-    rgba[j + 2] = img.data[i + 2];
-    rgba[j + 3] = 255;
-  }
-  return new Uint8Array(jpeg.encode({ width: img.width, height: img.height, data: rgba }, quality).data);
+/** Encodes RGB pixels; PNGs carry `parameters` (A1111's chunk: tEXt, or iTXt when not Latin-1). */
+export function encodeImage(img: RgbImage, format: ImageFormat, parameters?: string): Uint8Array {
+  return codec.encodeImage(img.data, img.width, img.height, format, { parameters, quality: 90 }).bytes;
 }
 
-/** Decodes a PNG or JPEG (any channel count / bit depth) to 8-bit RGB; alpha is dropped. */
+/** Decodes a PNG or JPEG to 8-bit RGB; alpha is dropped. */
 export function decodeImage(bytes: Uint8Array): RgbImage {
-  const isPng = bytes.length > 8 && bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e &&
-    bytes[3] === 0x47;
-  const isJpeg = bytes.length > 3 && bytes[0] === 0xff && bytes[1] === 0xd8;
-  if (isPng) {
-    const png = decodePng(bytes);
-    if (png.palette) throw new Error("indexed-colour PNGs are not supported; save the image as RGB");
-    const { width, height, channels } = png;
-    const src = png.data;
-    const shift = png.depth === 16 ? 8 : 0;
-    const out = new Uint8Array(width * height * 3);
-    for (let p = 0; p < width * height; p++) {
-      for (let c = 0; c < 3; c++) {
-        const srcC = channels >= 3 ? c : 0; // grey (+alpha) → replicate
-        out[p * 3 + c] = Number(src[p * channels + srcC]) >> shift;
-      }
-    }
-    return { width, height, data: out };
+  const d = codec.decodeImage(bytes);
+  const data = new Uint8Array(d.width * d.height * 3);
+  for (let p = 0, q = 0; p < data.length; p += 3, q += 4) {
+    data[p] = d.rgba[q];
+    data[p + 1] = d.rgba[q + 1];
+    data[p + 2] = d.rgba[q + 2];
   }
-  if (isJpeg) {
-    const j = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: true, maxMemoryUsageInMB: 1024 });
-    const out = new Uint8Array(j.width * j.height * 3);
-    for (let p = 0; p < j.width * j.height; p++) {
-      out[p * 3] = j.data[p * 4];
-      out[p * 3 + 1] = j.data[p * 4 + 1];
-      out[p * 3 + 2] = j.data[p * 4 + 2];
-    }
-    return { width: j.width, height: j.height, data: out };
-  }
-  throw new Error("the image is neither PNG nor JPEG");
+  return { width: d.width, height: d.height, data };
 }
 
 /** diffusers' output: NCHW [1, 3, H, W] in about [-1, 1] → clamp(x/2 + 0.5, 0, 1) → round(·255). */

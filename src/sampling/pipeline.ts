@@ -200,7 +200,7 @@ export class StableDiffusionPipeline implements Engine {
     const format = req.outputFormat ?? "png";
     yield {
       type: "done",
-      image: encodeImage(rgb, format, { parameters }),
+      image: encodeImage(rgb, format, parameters),
       mime: mimeOf(format),
       seed,
       parameters,

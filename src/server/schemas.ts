@@ -3,7 +3,7 @@
 
 import { z } from "zod";
 import { type GenerateRequest, SAMPLER_NAMES } from "../sampling/types.ts";
-import { sniffImageMime } from "./images.ts";
+import { sniffImageMime } from "../image/codec.ts";
 
 export interface RequestLimits {
   /** Largest width or height in pixels. */

@@ -35,6 +35,8 @@ fn wscalar2(p: wvec2, c: u32) -> f32 {
 // Pass 1: per (batch, chunk of rows, channel unit): the chunk's mean and sum of squared deviations, by two
 // passes over the chunk (the second from cache). Sums are taken relative to the chunk's first row so that a
 // large common offset does not eat the f32 mantissa. Workgroup 8 units × 8 chunks: small C still fills it.
+// Banded (maps larger than one binding, B = 1): `xin` is a window of whole chunks starting at chunk
+// `chunk_base`; unbanded, the window is the whole map (band_rows = hw, band_chunks = chunks, chunk_base = 0).
 struct PartialParams {
   hw: u32,
   units: u32,
@@ -42,6 +44,10 @@ struct PartialParams {
   chunks: u32,
   // element offset (in UT units) of the M2 half of `stats`: B · chunks · units
   m2_offset: u32,
+  // rows and chunks in the bound window of x; global index of its first chunk
+  band_rows: u32,
+  band_chunks: u32,
+  chunk_base: u32,
 }
 @group(0) @binding(0) var<storage, read> xin: array<{{ELEM}}>;
 @group(0) @binding(1) var<storage, read_write> stats: array<{{UT}}>; // [2][B][chunks][units]
@@ -52,9 +58,9 @@ fn gn_partial(@builtin(global_invocation_id) gid: vec3<u32>) {
   let u = gid.x;
   let chunk = gid.y;
   let b = gid.z;
-  if (u >= pp.units || chunk >= pp.chunks) { return; }
-  let r0 = chunk * pp.rows_per_chunk;
-  let r1 = min(pp.hw, r0 + pp.rows_per_chunk);
+  if (u >= pp.units || chunk >= pp.band_chunks) { return; }
+  let r0 = chunk * pp.rows_per_chunk; // rows within the window
+  let r1 = min(pp.band_rows, r0 + pp.rows_per_chunk);
   let base = b * pp.hw * pp.units + u;
   let shift = {{UNPACK}}(xin[base + r0 * pp.units]);
   var sum = {{UT}}(0.0);
@@ -66,7 +72,7 @@ fn gn_partial(@builtin(global_invocation_id) gid: vec3<u32>) {
     let d = ({{UNPACK}}(xin[base + r * pp.units]) - shift) - mean_shifted;
     m2 = fma(d, d, m2);
   }
-  let slot = (b * pp.chunks + chunk) * pp.units + u;
+  let slot = (b * pp.chunks + pp.chunk_base + chunk) * pp.units + u;
   stats[slot] = shift + mean_shifted;
   stats[pp.m2_offset + slot] = m2;
 }
@@ -144,11 +150,13 @@ fn gn_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
 //#if GN_APPLY
 // Pass 3: y = ((x − mean_hi) − mean_lo) · scale + beta (+ SiLU). Each invocation handles one channel unit over
 // a block of rows, so its four table values are loaded once. Workgroup 8 units × 8 row blocks.
+// Banded (B = 1), xin/outp are windows of band_rows rows; unbanded, band_rows = hw.
 struct ApplyParams {
   hw: u32,
   units: u32,
   rows_per_block: u32,
   blocks: u32,
+  band_rows: u32,
 }
 //#if INPLACE
 @group(0) @binding(1) var<storage, read_write> outp: array<{{ELEM}}>;
@@ -171,7 +179,7 @@ fn gn_apply(@builtin(global_invocation_id) gid: vec3<u32>) {
   let scale = table[t + 2u * ap.units];
   let shift = table[t + 3u * ap.units];
   let r0 = block * ap.rows_per_block;
-  let r1 = min(ap.hw, r0 + ap.rows_per_block);
+  let r1 = min(ap.band_rows, r0 + ap.rows_per_block);
   let base = b * ap.hw * ap.units + u;
   for (var r = r0; r < r1; r++) {
     let i = base + r * ap.units;

@@ -2,10 +2,14 @@
 // GELU, quick GELU), GEGLU, channel concat/slice, nearest ×2 upsampling (NHWC), diffusers' sinusoidal
 // timestep embedding, NCHW ↔ NHWC layout conversion, dtype casts and classifier-free guidance.
 // Each builder returns Dispatch[] built once per shape (pipelines cached, uniforms written at build time).
+// add, map (and its activations), copyChannels (concat/slice) and upsampleNearest2x split into row bands
+// when a tensor exceeds one storage binding (see bands.ts): one dispatch per band, binding only the band's
+// window of each tensor, with the same per-element arithmetic (results equal the unbanded op's).
 
-import type { Dispatch, Gpu } from "../gpu/device.ts";
+import type { Binding, Dispatch, Gpu } from "../gpu/device.ts";
 import type { ActDType, ShaderDefines } from "../gpu/pipelines.ts";
-import { type DType, type Tensor, uploadTensor } from "../gpu/tensor.ts";
+import { bytesPerElement, type DType, type Tensor, uploadTensor } from "../gpu/tensor.ts";
+import { bandBinding, type BandedTensor, bandsIfNeeded, bindingLimit } from "./bands.ts";
 
 // ---- shared helpers (also used by norm.ts) ----
 
@@ -29,6 +33,32 @@ export function unitDefines(act: ActDType, vec: boolean): ShaderDefines {
 
 export function checkDType(t: Tensor, act: DType, what: string): void {
   if (t.dtype !== act) throw new Error(`${what}: tensor ${t.label || "?"} is ${t.dtype}, expected ${act}`);
+}
+
+/** A bind group resource for a whole buffer or a window of one. */
+export function resourceOf(b: Binding): GPUBufferBinding {
+  return b instanceof GPUBuffer ? { buffer: b } : { buffer: b.buffer, offset: b.offset, size: b.size };
+}
+
+/**
+ * Flat bands over `units` vector units of `unitBytes` shared by all `tensors` (same shape and dtype), or a
+ * single unbanded range [0, units) when they fit in one binding.
+ */
+function flatBands(
+  gpu: Gpu,
+  what: string,
+  tensors: Tensor[],
+  units: number,
+  unitBytes: number,
+  maxBindingBytes: number | undefined,
+): { bind: (t: Tensor) => Binding; count: number }[] {
+  const limit = bindingLimit(gpu, maxBindingBytes);
+  const parts = tensors.map((tensor): BandedTensor => ({ tensor, rowBytes: unitBytes }));
+  const bands = bandsIfNeeded(gpu, what, units, parts, limit);
+  return (bands ?? [null]).map((band) => ({
+    bind: (t: Tensor) => bandBinding(gpu, { tensor: t, rowBytes: unitBytes }, band),
+    count: band ? band.end - band.start : units,
+  }));
 }
 
 function checkNumel(t: Tensor, n: number, what: string): void {
@@ -76,6 +106,8 @@ export interface AddParams {
   alpha?: number;
   beta?: number;
   act: ActDType;
+  /** Storage binding limit to split at (tests); defaults to the device's. */
+  maxBindingBytes?: number;
 }
 
 /** out = a · alpha + b · beta (residual add; diffusers' (x + h) / s is alpha = beta = 1/s). */
@@ -94,17 +126,21 @@ export function add(gpu: Gpu, p: AddParams): Dispatch[] {
     { ...unitDefines(p.act, vec), ADD: true, INPLACE: inplace },
     "add",
   );
-  const params = uniformOf(gpu, [u(units), f(p.alpha ?? 1), f(p.beta ?? 1)]);
-  // In place, the shader reads `a` through out's binding and never declares binding 0.
-  const buffers = [p.a.buffer, p.b.buffer, p.out.buffer, params];
-  return [dispatchSparse(gpu, pipeline, buffers, inplace ? [1, 2, 3] : [0, 1, 2, 3], grid(units), "add")];
+  const unitBytes = (vec ? 4 : 1) * bytesPerElement(p.act);
+  const bands = flatBands(gpu, `add [${p.a.shape}]`, [p.a, p.b, p.out], units, unitBytes, p.maxBindingBytes);
+  return bands.map(({ bind, count }) => {
+    const params = uniformOf(gpu, [u(count), f(p.alpha ?? 1), f(p.beta ?? 1)]);
+    // In place, the shader reads `a` through out's binding and never declares binding 0.
+    const buffers = [bind(p.a), bind(p.b), bind(p.out), params];
+    return dispatchSparse(gpu, pipeline, buffers, inplace ? [1, 2, 3] : [0, 1, 2, 3], grid(count), "add");
+  });
 }
 
 /** A dispatch that binds only the listed binding indices (entry points that skip a binding slot). */
 function dispatchSparse(
   gpu: Gpu,
   pipeline: GPUComputePipeline,
-  buffers: GPUBuffer[],
+  buffers: Binding[],
   bindings: number[],
   workgroups: [number, number, number],
   label: string,
@@ -116,7 +152,7 @@ function dispatchSparse(
   const bindGroup = gpu.device.createBindGroup({
     label,
     layout: pipeline.getBindGroupLayout(0),
-    entries: bindings.map((binding) => ({ binding, resource: { buffer: buffers[binding] } })),
+    entries: bindings.map((binding) => ({ binding, resource: resourceOf(buffers[binding]) })),
   });
   return { pipeline, bindGroup, workgroups, label };
 }
@@ -172,6 +208,8 @@ export interface MapParams {
   activation?: Activation;
   clamp?: [number, number];
   act: ActDType;
+  /** Storage binding limit to split at (tests); defaults to the device's. */
+  maxBindingBytes?: number;
 }
 
 /** out = clamp(activation(x · scale + bias)): scaling, SiLU/GELU, VAE output mapping (x/2 + 0.5 clamped). */
@@ -192,11 +230,14 @@ export function map(gpu: Gpu, p: MapParams): Dispatch[] {
     ACTIVATION: activation === "none" ? "" : `act_${activation}`,
   }, "map");
   const [lo, hi] = p.clamp ?? [0, 0];
-  const params = uniformOf(gpu, [u(units), f(p.scale ?? 1), f(p.bias ?? 0), u(0), f(lo), f(hi)]);
-  const buffers = [p.x.buffer, p.out.buffer, params];
-  return [
-    dispatchSparse(gpu, pipeline, buffers, inplace ? [1, 2] : [0, 1, 2], grid(units), `map ${activation}`),
-  ];
+  const unitBytes = (vec ? 4 : 1) * bytesPerElement(p.act);
+  const bands = flatBands(gpu, `map [${p.x.shape}]`, [p.x, p.out], units, unitBytes, p.maxBindingBytes);
+  return bands.map(({ bind, count }) => {
+    const params = uniformOf(gpu, [u(count), f(p.scale ?? 1), f(p.bias ?? 0), u(0), f(lo), f(hi)]);
+    const buffers = [bind(p.x), bind(p.out), params];
+    const bindings = inplace ? [1, 2] : [0, 1, 2];
+    return dispatchSparse(gpu, pipeline, buffers, bindings, grid(count), `map ${activation}`);
+  });
 }
 
 /** out = x · scale (+ bias). */
@@ -208,8 +249,11 @@ export function scale(
 }
 
 /** out = x · sigmoid(x) (time-embedding MLP input, ResBlock time projection input). */
-export function silu(gpu: Gpu, p: { x: Tensor; out: Tensor; act: ActDType }): Dispatch[] {
-  return map(gpu, { x: p.x, out: p.out, activation: "silu", act: p.act });
+export function silu(
+  gpu: Gpu,
+  p: { x: Tensor; out: Tensor; act: ActDType; maxBindingBytes?: number },
+): Dispatch[] {
+  return map(gpu, { ...p, activation: "silu" });
 }
 
 /** Exact (erf) GELU, as torch.nn.functional.gelu(approximate="none"). */
@@ -247,6 +291,8 @@ export interface CopyChannelsParams {
   dstStart: number;
   count: number;
   act: ActDType;
+  /** Storage binding limit to split at (tests); defaults to the device's. */
+  maxBindingBytes?: number;
 }
 
 /** out[…, dstStart + i] = x[…, srcStart + i] for i < count, over all leading positions. */
@@ -272,46 +318,62 @@ export function copyChannels(gpu: Gpu, p: CopyChannelsParams): Dispatch[] {
     { ...unitDefines(p.act, vec), COPY_CHANNELS: true },
     "copy_channels",
   );
-  const n = (rows * p.count) / k;
-  const params = uniformOf(gpu, [
-    u(n),
-    u(p.count / k),
-    u(cs / k),
-    u(p.srcStart / k),
-    u(cd / k),
-    u(p.dstStart / k),
-  ]);
-  return [gpu.dispatch(pipeline, [p.x.buffer, p.out.buffer, params], grid(n), "copy_channels")];
+  // Bands of rows: the kernel's indices are relative to the bound windows.
+  const bpe = bytesPerElement(p.act);
+  const parts: BandedTensor[] = [{ tensor: p.x, rowBytes: cs * bpe }, { tensor: p.out, rowBytes: cd * bpe }];
+  const limit = bindingLimit(gpu, p.maxBindingBytes);
+  const bands = bandsIfNeeded(gpu, `copyChannels [${p.x.shape}] → [${p.out.shape}]`, rows, parts, limit);
+  return (bands ?? [null]).map((band) => {
+    const n = ((band ? band.end - band.start : rows) * p.count) / k;
+    const params = uniformOf(gpu, [
+      u(n),
+      u(p.count / k),
+      u(cs / k),
+      u(p.srcStart / k),
+      u(cd / k),
+      u(p.dstStart / k),
+    ]);
+    const buffers = [bandBinding(gpu, parts[0], band), bandBinding(gpu, parts[1], band), params];
+    return gpu.dispatch(pipeline, buffers, grid(n), "copy_channels");
+  });
 }
 
 /** NHWC [B, H, W, C1] ++ [B, H, W, C2] → [B, H, W, C1 + C2] (UNet skip connections: torch.cat(dim=1)). */
 export function concatChannels(
   gpu: Gpu,
-  p: { a: Tensor; b: Tensor; out: Tensor; act: ActDType },
+  p: { a: Tensor; b: Tensor; out: Tensor; act: ActDType; maxBindingBytes?: number },
 ): Dispatch[] {
   const c1 = p.a.shape[p.a.shape.length - 1];
   const c2 = p.b.shape[p.b.shape.length - 1];
   const c = p.out.shape[p.out.shape.length - 1];
   if (c !== c1 + c2) throw new Error(`concatChannels: ${c1} + ${c2} != ${c}`);
+  const common = { out: p.out, srcStart: 0, act: p.act, maxBindingBytes: p.maxBindingBytes };
   return [
-    ...copyChannels(gpu, { x: p.a, out: p.out, srcStart: 0, dstStart: 0, count: c1, act: p.act }),
-    ...copyChannels(gpu, { x: p.b, out: p.out, srcStart: 0, dstStart: c1, count: c2, act: p.act }),
+    ...copyChannels(gpu, { ...common, x: p.a, dstStart: 0, count: c1 }),
+    ...copyChannels(gpu, { ...common, x: p.b, dstStart: c1, count: c2 }),
   ];
 }
 
 /** out = x[…, start : start + out's C]. */
 export function sliceChannels(
   gpu: Gpu,
-  p: { x: Tensor; out: Tensor; start: number; act: ActDType },
+  p: { x: Tensor; out: Tensor; start: number; act: ActDType; maxBindingBytes?: number },
 ): Dispatch[] {
   const count = p.out.shape[p.out.shape.length - 1];
-  return copyChannels(gpu, { x: p.x, out: p.out, srcStart: p.start, dstStart: 0, count, act: p.act });
+  const { x, out, act, maxBindingBytes } = p;
+  return copyChannels(gpu, { x, out, srcStart: p.start, dstStart: 0, count, act, maxBindingBytes });
 }
 
 // ---- upsampling ----
 
-/** Nearest-neighbour ×2 upsampling, NHWC [B, H, W, C] → [B, 2H, 2W, C] (F.interpolate(scale_factor=2)). */
-export function upsampleNearest2x(gpu: Gpu, p: { x: Tensor; out: Tensor; act: ActDType }): Dispatch[] {
+/**
+ * Nearest-neighbour ×2 upsampling, NHWC [B, H, W, C] → [B, 2H, 2W, C] (F.interpolate(scale_factor=2)).
+ * `maxBindingBytes`: storage binding limit to split at (tests); defaults to the device's.
+ */
+export function upsampleNearest2x(
+  gpu: Gpu,
+  p: { x: Tensor; out: Tensor; act: ActDType; maxBindingBytes?: number },
+): Dispatch[] {
   checkDType(p.x, p.act, "upsample x");
   checkDType(p.out, p.act, "upsample out");
   if (p.x.shape.length !== 4) {
@@ -324,10 +386,24 @@ export function upsampleNearest2x(gpu: Gpu, p: { x: Tensor; out: Tensor; act: Ac
   }
   const vec = c % 4 === 0;
   const units = vec ? c / 4 : c;
-  const n = b * 4 * h * w * units;
   const pipeline = gpu.kernel("elementwise", { ...unitDefines(p.act, vec), UPSAMPLE2X: true }, "upsample2x");
-  const params = uniformOf(gpu, [u(n), u(units), u(w), u(h)]);
-  return [gpu.dispatch(pipeline, [p.x.buffer, p.out.buffer, params], grid(n), "upsample2x")];
+  // Bands of input rows over all B·H rows: input rows [r0, r1) make output rows [2·r0, 2·r1) (output row R
+  // reads input row ⌊R/2⌋ across batch items too), so each band is itself an upsample of a
+  // [1, r1 − r0, W, C] map and the kernel runs unchanged on the windows.
+  const inRowBytes = w * c * bytesPerElement(p.act);
+  const parts: BandedTensor[] = [
+    { tensor: p.x, rowBytes: inRowBytes },
+    { tensor: p.out, rowBytes: 4 * inRowBytes }, // two output rows of 2W pixels per input row
+  ];
+  const limit = bindingLimit(gpu, p.maxBindingBytes);
+  const bands = bandsIfNeeded(gpu, `upsampleNearest2x [${p.x.shape}]`, b * h, parts, limit);
+  return (bands ?? [null]).map((band) => {
+    const [batch, rows] = band ? [1, band.end - band.start] : [b, h];
+    const n = batch * 4 * rows * w * units;
+    const params = uniformOf(gpu, [u(n), u(units), u(w), u(rows)]);
+    const buffers = [bandBinding(gpu, parts[0], band), bandBinding(gpu, parts[1], band), params];
+    return gpu.dispatch(pipeline, buffers, grid(n), "upsample2x");
+  });
 }
 
 // ---- timestep embedding ----

@@ -8,11 +8,15 @@
 //      into a per-(batch, channel) table,
 //   3. gn_apply: y = ((x − mean_hi) − mean_lo) · gamma·rstd + beta (+ SiLU), vectorised, 16 rows per invocation.
 // Scratch (chunk statistics, scale/shift table) is allocated once per built op.
+// Maps larger than one storage binding (VAE decoder at 512² and up: [1, 512, 512, 256] f32 is 256 MiB) run
+// passes 1 and 3 in row bands that bind windows of x/out (bands.ts); band starts are multiples of the chunk
+// length, so the chunk statistics and the result are exactly those of the unbanded op.
 
 import type { Dispatch, Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
-import type { Tensor } from "../gpu/tensor.ts";
-import { checkDType, grid, uniformOf, unitDefines } from "./elementwise.ts";
+import { bytesPerElement, type Tensor } from "../gpu/tensor.ts";
+import { bandBinding, type BandedTensor, bindingLimit, type RowBand, rowBands } from "./bands.ts";
+import { checkDType, grid, resourceOf, uniformOf, unitDefines } from "./elementwise.ts";
 
 export interface GroupNormParams {
   /** [B, H, W, C] (NHWC) or [B, T, C] */
@@ -28,6 +32,11 @@ export interface GroupNormParams {
   /** Fused SiLU after the affine (ResBlock norm1/norm2, conv_norm_out). */
   silu?: boolean;
   act: ActDType;
+  /**
+   * Storage binding limit to split at (tests force small bands with it); defaults to the device's. Maps
+   * larger than this run in row bands, which needs batch 1.
+   */
+  maxBindingBytes?: number;
 }
 
 /** Target number of row chunks per batch item in pass 1 (parallelism vs. pass-2 merge length). */
@@ -83,19 +92,51 @@ export function groupNorm(gpu: Gpu, p: GroupNormParams): Dispatch[] {
   const stats = gpu.storage(2 * batch * chunks * c * 4, "groupNorm chunk stats"); // [2][B][chunks][C] f32
   const table = gpu.storage(batch * 4 * c * 4, "groupNorm table"); // [B][4][C] f32: mean hi/lo, scale, beta
   const unit = unitDefines(p.act, vec);
+  const inplace = p.out.buffer === p.x.buffer;
 
+  // Row bands (B = 1) when x/out exceed one binding: band starts are multiples of rowsPerChunk, so every
+  // band holds whole chunks and the chunk statistics (hence the result) are those of the unbanded op.
+  const limit = bindingLimit(gpu, p.maxBindingBytes);
+  const rowBytes = c * bytesPerElement(p.act);
+  let bands: RowBand[] | null = null;
+  if (p.x.byteLength > limit) {
+    if (batch !== 1) {
+      throw new Error(
+        `groupNorm: [${shape}] (${p.x.byteLength} bytes) exceeds the ${limit}-byte storage binding limit; ` +
+          `splitting it into row bands needs batch 1, got ${batch}`,
+      );
+    }
+    bands = rowBands(gpu, `groupNorm [${shape}]`, hw, [rowBytes], limit, rowsPerChunk);
+  }
+  const xPart: BandedTensor = { tensor: p.x, rowBytes };
+  const outPart: BandedTensor = { tensor: p.out, rowBytes };
+  // One pass-1 and one pass-3 dispatch per band (null: unbanded, the whole map).
+  const bandList: (RowBand | null)[] = bands ?? [null];
+
+  // Pass 1, per band: the band's chunks write their slots of `stats`.
   const partial = gpu.kernel("norm", { ...unit, GN_PARTIAL: true }, "gn_partial");
-  const partialParams = uniformOf(gpu, [[hw, "u"], [units, "u"], [rowsPerChunk, "u"], [chunks, "u"], [
-    m2Offset,
-    "u",
-  ]]);
-  const d1 = gpu.dispatch(
-    partial,
-    [p.x.buffer, stats, partialParams],
-    [Math.ceil(units / 8), Math.ceil(chunks / 8), batch],
-    "groupNorm partial",
-  );
+  const partials = bandList.map((band) => {
+    const bandRows = band ? band.end - band.start : hw;
+    const bandChunks = Math.ceil(bandRows / rowsPerChunk);
+    const params = uniformOf(gpu, [
+      [hw, "u"],
+      [units, "u"],
+      [rowsPerChunk, "u"],
+      [chunks, "u"],
+      [m2Offset, "u"],
+      [bandRows, "u"],
+      [bandChunks, "u"],
+      [band ? band.start / rowsPerChunk : 0, "u"],
+    ]);
+    return gpu.dispatch(
+      partial,
+      [bandBinding(gpu, xPart, band), stats, params],
+      [Math.ceil(units / 8), Math.ceil(bandChunks / 8), batch],
+      "groupNorm partial",
+    );
+  });
 
+  // Pass 2: merge over all chunks (small buffers only, never banded).
   const statsPipeline = gpu.kernel(
     "norm",
     { ...unitDefines(p.act, false), GN_STATS: true, AFFINE: affine },
@@ -113,43 +154,45 @@ export function groupNorm(gpu: Gpu, p: GroupNormParams): Dispatch[] {
   ]);
   const statsBuffers = [stats, table, statsParams];
   if (p.gamma && p.beta) statsBuffers.push(p.gamma.buffer, p.beta.buffer);
-  const d2 = gpu.dispatch(
+  const merge = gpu.dispatch(
     statsPipeline,
     statsBuffers,
     [Math.ceil(p.groups / 64), batch, 1],
     "groupNorm stats",
   );
 
-  const inplace = p.out.buffer === p.x.buffer;
+  // Pass 3, per band: windowed x and out (in place: out's window only).
   const apply = gpu.kernel(
     "norm",
     { ...unit, GN_APPLY: true, SILU: p.silu ?? false, INPLACE: inplace },
     "gn_apply",
   );
-  const blocks = Math.ceil(hw / APPLY_ROWS_PER_INVOCATION);
-  const applyParams = uniformOf(gpu, [[hw, "u"], [units, "u"], [APPLY_ROWS_PER_INVOCATION, "u"], [
-    blocks,
-    "u",
-  ]]);
-  const applyBindGroup = gpu.device.createBindGroup({
-    label: "groupNorm apply",
-    layout: apply.getBindGroupLayout(0),
-    entries: [
-      ...(inplace ? [] : [{ binding: 0, resource: { buffer: p.x.buffer } }]),
-      { binding: 1, resource: { buffer: p.out.buffer } },
-      { binding: 2, resource: { buffer: table } },
-      { binding: 3, resource: { buffer: applyParams } },
-    ],
+  const applies = bandList.map((band) => {
+    const bandRows = band ? band.end - band.start : hw;
+    const blocks = Math.ceil(bandRows / APPLY_ROWS_PER_INVOCATION);
+    const params = uniformOf(gpu, [
+      [hw, "u"],
+      [units, "u"],
+      [APPLY_ROWS_PER_INVOCATION, "u"],
+      [blocks, "u"],
+      [bandRows, "u"],
+    ]);
+    const bindGroup = gpu.device.createBindGroup({
+      label: "groupNorm apply",
+      layout: apply.getBindGroupLayout(0),
+      entries: [
+        ...(inplace ? [] : [{ binding: 0, resource: resourceOf(bandBinding(gpu, xPart, band)) }]),
+        { binding: 1, resource: resourceOf(bandBinding(gpu, outPart, band)) },
+        { binding: 2, resource: { buffer: table } },
+        { binding: 3, resource: { buffer: params } },
+      ],
+    });
+    const applyGrid: [number, number, number] = [Math.ceil(units / 8), Math.ceil(blocks / 8), batch];
+    checkGrid(gpu, applyGrid, "groupNorm apply");
+    const d: Dispatch = { pipeline: apply, bindGroup, workgroups: applyGrid, label: "groupNorm apply" };
+    return d;
   });
-  const applyGrid: [number, number, number] = [Math.ceil(units / 8), Math.ceil(blocks / 8), batch];
-  checkGrid(gpu, applyGrid, "groupNorm apply");
-  const d3: Dispatch = {
-    pipeline: apply,
-    bindGroup: applyBindGroup,
-    workgroups: applyGrid,
-    label: "groupNorm apply",
-  };
-  return [d1, d2, d3];
+  return [...partials, merge, ...applies];
 }
 
 export interface LayerNormParams {

@@ -14,6 +14,7 @@ import { componentCommand } from "./commands/component.ts";
 import { tokenizeCommand } from "./commands/tokenize.ts";
 import { generateCommand } from "./commands/generate.ts";
 import { synthWeightsMain } from "./weights/synth.ts";
+import { benchCommand } from "./commands/bench.ts";
 import { describeModel } from "./weights/checkpoint.ts";
 import { weightsCommand } from "./weights/download.ts";
 
@@ -26,6 +27,7 @@ export const COMMANDS: Record<string, Command> = {
   tokenize: tokenizeCommand,
   generate: generateCommand,
   "synth-weights": synthWeightsMain,
+  bench: benchCommand,
   inspect: inspectCommand,
   weights: weightsCommand,
 };

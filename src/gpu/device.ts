@@ -87,8 +87,11 @@ export class Gpu {
       maxStorageBuffersPerShaderStage: adapter.limits.maxStorageBuffersPerShaderStage,
       maxComputeWorkgroupsPerDimension: adapter.limits.maxComputeWorkgroupsPerDimension,
     };
+    const features: GPUFeatureName[] = wantF16 ? ["shader-f16"] : [];
+    // Timestamps let benchmarks time every dispatch (gpu.profile); only requested where offered.
+    if (adapter.features.has("timestamp-query")) features.push("timestamp-query");
     const device = await adapter.requestDevice({
-      requiredFeatures: wantF16 ? ["shader-f16"] : [],
+      requiredFeatures: features,
       requiredLimits: limits,
     });
     const info = adapter.info;
@@ -212,6 +215,39 @@ export class Gpu {
     }
     pass.end();
     this.device.queue.submit([encoder.finish()]);
+  }
+
+  /**
+   * Benchmarks only: runs each dispatch in its own timed compute pass and returns GPU milliseconds per
+   * dispatch (needs the timestamp-query feature; null where the adapter lacks it).
+   */
+  async profile(dispatches: readonly Dispatch[]): Promise<{ label: string; ms: number }[] | null> {
+    if (!this.device.features.has("timestamp-query")) return null;
+    const out: { label: string; ms: number }[] = [];
+    const chunk = 1024;
+    for (let first = 0; first < dispatches.length; first += chunk) {
+      const part = dispatches.slice(first, first + chunk);
+      const count = part.length * 2;
+      const querySet = this.device.createQuerySet({ type: "timestamp", count });
+      const resolve = this.device.createBuffer({ size: count * 8, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+      const encoder = this.device.createCommandEncoder({ label: "profile" });
+      part.forEach((d, i) => {
+        const pass = encoder.beginComputePass({
+          timestampWrites: { querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 },
+        });
+        pass.setPipeline(d.pipeline);
+        pass.setBindGroup(0, d.bindGroup);
+        pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+        pass.end();
+      });
+      encoder.resolveQuerySet(querySet, 0, count, resolve, 0);
+      this.device.queue.submit([encoder.finish()]);
+      const times = new BigInt64Array(await this.readBytes(resolve, count * 8, 0, "profile"));
+      part.forEach((d, i) => out.push({ label: d.label ?? d.pipeline.label, ms: Number(times[2 * i + 1] - times[2 * i]) / 1e6 }));
+      querySet.destroy();
+      resolve.destroy();
+    }
+    return out;
   }
 
   /** Waits for the queue; surfaces errors that happened meanwhile. */

@@ -7,7 +7,7 @@ import type { ActDType } from "../gpu/pipelines.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { clipHeadDim, type ClipTextConfig } from "./config.ts";
 import { Plan, type Weights } from "./graph.ts";
-import { linear } from "../ops/naive_linear.ts";
+import { linear } from "../ops/linear.ts";
 import { layerNorm } from "../ops/norm.ts";
 import { attention } from "../ops/attention.ts";
 import { embedding } from "../ops/embedding.ts";

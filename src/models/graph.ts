@@ -4,7 +4,7 @@
 import type { Dispatch, Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
 import { bytesPerElement, numel, Tensor } from "../gpu/tensor.ts";
-import { type ConvWeight, prepareConvWeight } from "../ops/naive_conv.ts";
+import { type ConvWeight, prepareConvWeight } from "../ops/conv.ts";
 
 /**
  * Records the dispatches of one model call at one shape. Activation buffers are recycled: `release(t)`
@@ -125,13 +125,13 @@ export class Weights {
   get bytes(): number {
     let total = 0;
     for (const t of this.tensors.values()) total += t.buffer.size;
-    for (const c of this.convs.values()) total += c.weight.buffer.size;
+    // Repacked conv weights: Cout·kh·kw·ceil(Cin/8) texels of 16 bytes.
+    for (const c of this.convs.values()) total += c.cout * c.kh * c.kw * c.c8 * 16;
     return total;
   }
 
   destroy(): void {
     for (const t of this.tensors.values()) t.destroy();
-    for (const c of this.convs.values()) c.weight.destroy();
     this.tensors.clear();
     this.convs.clear();
   }

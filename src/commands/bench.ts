@@ -1,0 +1,99 @@
+// `bench [--model DIR] [--width W --height H] [--steps N] [--guidance G] [--sampler S]`: end-to-end
+// figures on a model folder; without --model, synthetic full-size SD 1.5 weights are written to
+// weights/synth-sd15 first. Prints cold start (weights read + upload), seconds per UNet evaluation,
+// end-to-end seconds, GPU bytes and process RSS. One JSON line follows for scripts.
+
+import { parseArgs } from "node:util";
+import { Gpu } from "../gpu/device.ts";
+import { loadPipeline } from "../sampling/engine.ts";
+import { synthWeightsMain } from "../weights/synth.ts";
+import { SAMPLER_NAMES, type SamplerName } from "../sampling/types.ts";
+
+export async function benchCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      model: { type: "string" },
+      width: { type: "string", default: "512" },
+      height: { type: "string", default: "512" },
+      steps: { type: "string", default: "20" },
+      guidance: { type: "string", default: "7.5" },
+      sampler: { type: "string", default: "euler_a" },
+      precision: { type: "string" },
+      "synth-dir": { type: "string", default: "weights/synth-sd15" },
+      "no-f16": { type: "boolean" },
+    },
+  });
+  const width = Number(values.width);
+  const height = Number(values.height);
+  const steps = Number(values.steps);
+  const guidance = Number(values.guidance);
+  if (![width, height, steps, guidance].every(Number.isFinite)) throw new Error("width, height, steps and guidance must be numbers");
+  if (!SAMPLER_NAMES.includes(values.sampler as SamplerName)) throw new Error(`unknown sampler ${values.sampler}`);
+  const precision = values.precision as "f32" | "f16" | undefined;
+  if (precision !== undefined && precision !== "f32" && precision !== "f16") throw new Error("--precision must be f32 or f16");
+  let model = values.model;
+  if (!model) {
+    model = values["synth-dir"]!;
+    try {
+      await Deno.stat(`${model}/model_index.json`);
+    } catch {
+      console.log(`writing synthetic SD 1.5 weights to ${model} ...`);
+      const code = await synthWeightsMain(["--model", "sd15", "--out", model]);
+      if (code !== 0) return code;
+    }
+  }
+  const rss0 = Deno.memoryUsage().rss;
+  const t0 = performance.now();
+  const gpu = await Gpu.create({ disableF16: values["no-f16"] });
+  const pipeline = await loadPipeline(gpu, model, { precision });
+  await gpu.sync();
+  const coldStart = (performance.now() - t0) / 1000;
+  const t1 = performance.now();
+  let evaluations = 0;
+  let firstStepMs = 0;
+  let lastStepAt = 0;
+  let denoiseMs = 0;
+  for await (
+    const ev of pipeline.generate({
+      prompt: "a photograph of an astronaut riding a horse",
+      width,
+      height,
+      steps,
+      guidanceScale: guidance,
+      sampler: values.sampler as SamplerName,
+      seed: 0,
+    })
+  ) {
+    if (ev.type === "step") {
+      evaluations = ev.n;
+      if (ev.i === 1) firstStepMs = ev.elapsedMs;
+      lastStepAt = ev.elapsedMs;
+    }
+    if (ev.type === "done") denoiseMs = ev.timings.denoiseMs;
+  }
+  const endToEnd = (performance.now() - t1) / 1000;
+  const perStep = evaluations > 1 ? (lastStepAt - firstStepMs) / (evaluations - 1) / 1000 : denoiseMs / 1000;
+  const report = {
+    adapter: gpu.report.adapter.description || gpu.report.adapter.vendor,
+    precision: pipeline.parts.unet.act,
+    size: `${width}x${height}`,
+    steps,
+    guidance,
+    coldStartSeconds: +coldStart.toFixed(2),
+    secondsPerUnetStep: +perStep.toFixed(3),
+    firstStepSeconds: +(firstStepMs / 1000).toFixed(2),
+    endToEndSeconds: +endToEnd.toFixed(2),
+    gpuBytes: pipeline.gpuBytes(),
+    rssBytes: Deno.memoryUsage().rss,
+    rssGrowthBytes: Deno.memoryUsage().rss - rss0,
+  };
+  console.log(`adapter:            ${report.adapter} (${report.precision} activations)`);
+  console.log(`cold start:         ${report.coldStartSeconds} s (weights read + upload)`);
+  console.log(`seconds/UNet step:  ${report.secondsPerUnetStep} (first step incl. plan build: ${report.firstStepSeconds} s)`);
+  console.log(`end to end:         ${report.endToEndSeconds} s for ${report.size}, ${steps} steps, guidance ${guidance}`);
+  console.log(`GPU bytes:          ${(report.gpuBytes / 2 ** 30).toFixed(2)} GiB (weights + UNet activations)`);
+  console.log(`process RSS:        ${(report.rssBytes / 2 ** 30).toFixed(2)} GiB`);
+  console.log(JSON.stringify(report));
+  return 0;
+}

@@ -1,0 +1,115 @@
+// The developer commands, run as a user would: tokenize, component (randn and unet) and generate.
+
+import { assertClose } from "./util.ts";
+import { SafetensorsFile } from "../src/weights/safetensors.ts";
+import { decodeImage } from "../src/image/codec.ts";
+import { readJsonFile } from "../src/util/json.ts";
+
+const root = new URL("..", import.meta.url).pathname;
+const fixtures = `${root}tests/fixtures`;
+
+async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts", ...args],
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, stdout: new TextDecoder().decode(out.stdout), stderr: new TextDecoder().decode(out.stderr) };
+}
+
+Deno.test("tokenize prints BOS, every token untruncated and EOS", async () => {
+  const refs = await readJsonFile(`${fixtures}/tokenizer/reference_ids.json`) as {
+    prompts: { name: string; text: string; hf_fast_tokenizer_json: number[]; all_agree: boolean }[];
+  };
+  const long = refs.prompts.find((p) => p.hf_fast_tokenizer_json.length > 77 && p.all_agree);
+  if (!long) throw new Error("no long prompt in the fixture");
+  const r = await cli("tokenize", "--tokenizer", `${fixtures}/tokenizer`, long.text);
+  if (r.code !== 0) throw new Error(r.stderr);
+  const ids = JSON.parse(r.stdout);
+  if (ids[0] !== 49406 || ids[ids.length - 1] !== 49407) throw new Error(`not BOS … EOS: ${r.stdout}`);
+  if (ids.join() !== long.hf_fast_tokenizer_json.join()) {
+    throw new Error(`ids differ from the reference: ${r.stdout} vs ${JSON.stringify(long.hf_fast_tokenizer_json)}`);
+  }
+});
+
+Deno.test("component randn writes torch's latents for a seed", async () => {
+  const out = await Deno.makeTempFile({ suffix: ".safetensors" });
+  const r = await cli("component", "randn", "--seed", "42", "--shape", "1,4,64,64", "--out", out);
+  if (r.code !== 0) throw new Error(r.stderr);
+  using got = await SafetensorsFile.open(out);
+  using ref = await SafetensorsFile.open(`${fixtures}/rng/rng.safetensors`);
+  assertClose(await got.readF32("latents"), await ref.readF32("randn_seed42_1x4x64x64"), 0, "latents");
+  await Deno.remove(out);
+});
+
+Deno.test("component unet runs the fixture's inputs and errors clearly on bad input", async () => {
+  const out = await Deno.makeTempFile({ suffix: ".safetensors" });
+  const r = await cli(
+    "component",
+    "unet",
+    "--config",
+    `${fixtures}/tiny_sd/unet/config.json`,
+    "--weights",
+    `${fixtures}/tiny_sd/unet/diffusion_pytorch_model.fp16.safetensors`,
+    "--in",
+    `${fixtures}/unet/case_b.safetensors`,
+    "--out",
+    out,
+  );
+  if (r.code !== 0) throw new Error(r.stderr);
+  using got = await SafetensorsFile.open(out);
+  using ref = await SafetensorsFile.open(`${fixtures}/unet/case_b.safetensors`);
+  assertClose(await got.readF32("out"), await ref.readF32("out"), 1e-3, "unet out");
+  // An input file without the sample: a clear error naming it, no crash.
+  const bad = await cli(
+    "component",
+    "unet",
+    "--config",
+    `${fixtures}/tiny_sd/unet/config.json`,
+    "--weights",
+    `${fixtures}/tiny_sd/unet/diffusion_pytorch_model.fp16.safetensors`,
+    "--in",
+    `${fixtures}/vae/decode_a.safetensors`,
+    "--out",
+    out,
+  );
+  if (bad.code === 0 || !bad.stderr.includes('"sample"')) throw new Error(`expected a missing-input error: ${bad.stderr}`);
+  await Deno.remove(out);
+});
+
+Deno.test("generate writes the image and preview files", async () => {
+  const dir = await Deno.makeTempDir();
+  const r = await cli(
+    "generate",
+    "--model",
+    `${fixtures}/tiny_sd`,
+    "--prompt",
+    "a red fox, 猫",
+    "--seed",
+    "3",
+    "--steps",
+    "3",
+    "--sampler",
+    "euler_a",
+    "--width",
+    "64",
+    "--height",
+    "128",
+    "--previews",
+    `${dir}/previews`,
+    "--preview-every",
+    "1",
+    "--out",
+    `${dir}/out.png`,
+  );
+  if (r.code !== 0) throw new Error(r.stderr);
+  const img = decodeImage(await Deno.readFile(`${dir}/out.png`));
+  if (img.width !== 64 || img.height !== 128) throw new Error(`image is ${img.width}×${img.height}`);
+  if (!img.text.parameters?.includes("a red fox, 猫") || !img.text.parameters.includes("Sampler: Euler a")) {
+    throw new Error(`parameters chunk: ${JSON.stringify(img.text)}`);
+  }
+  const previews = [...Deno.readDirSync(`${dir}/previews`)].length;
+  if (previews !== 2) throw new Error(`${previews} previews for 3 steps with --preview-every 1 (the last step has none)`);
+  await Deno.remove(dir, { recursive: true });
+});

@@ -110,6 +110,95 @@ fn store4(row: u32, batch: u32, col: u32, a: vec4<f32>) {
 //#endif
 }
 
+//#if SHARED
+// Workgroup-memory tiling for discrete GPUs (mode "shared"), as gemm_shared in matmul.wgsl: 16×16 threads,
+// TM rows × 4 channels each, K tiles of 32 = 4 k-steps gathered im2col-style into workgroup memory.
+var<workgroup> As: array<f32, {{SHARED_A}}>;   // [32][16·TM + 1] (+1: conflict-free transposed writes)
+var<workgroup> Bs: array<f32, 2080>;           // [32][65]
+
+// First texel of k-step k8 (tap, 8-channel chunk) for output pixel m, or none when it is zero padding.
+fn im2col_texel(m: u32, k8: u32) -> vec2<u32> {
+  let tap = k8 / p.C8;
+  let c8 = k8 % p.C8;
+  let r = m % p.HWo;
+  let y = i32(r / p.Wo) * i32(p.stride) - i32(p.padTop) + i32(tap / p.kw);
+  let x = i32(r % p.Wo) * i32(p.stride) - i32(p.padLeft) + i32(tap % p.kw);
+  let ok = k8 < p.taps * p.C8 && y >= 0 && y < i32(p.H) && x >= 0 && x < i32(p.W);
+  let pix = (m / p.HWo) * p.H * p.W + u32(y) * p.W + u32(x);
+  return vec2<u32>(select(0u, pix * p.xPix + c8 * (p.xPix / p.C8), ok), u32(ok));
+}
+
+@compute @workgroup_size(16, 16)
+fn conv_shared(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+  @builtin(workgroup_id) wid: vec3<u32>) {
+  let bm = 16u * {{TM}}u;
+  let sa = bm + 1u;   // As row stride
+  let col0 = wid.x * 64u;
+  let row0 = wid.y * bm;
+  let k8s = p.taps * p.C8;
+  var acc: array<vec4<f32>, {{TM}}>;
+  for (var kt = 0u; kt < (k8s + 3u) / 4u; kt++) {
+//#if XF16
+    for (var e = li; e < bm * 4u; e += 256u) {
+      let r = e / 4u;
+      let q = e % 4u;
+      let t = im2col_texel(min(row0 + r, p.M - 1u), kt * 4u + q);
+      var v = vec4<u32>();
+      if (t.y != 0u) { v = load_x(t.x); }
+      let a = lo8(v);
+      let b = hi8(v);
+      for (var c = 0u; c < 4u; c++) {
+        As[(8u * q + c) * sa + r] = a[c];
+        As[(8u * q + c + 4u) * sa + r] = b[c];
+      }
+    }
+//#else
+    for (var e = li; e < bm * 8u; e += 256u) {
+      let r = e / 8u;
+      let q = e % 8u;
+      let t = im2col_texel(min(row0 + r, p.M - 1u), kt * 4u + q / 2u);
+      var v = vec4<f32>();
+      if (t.y != 0u) { v = bitcast<vec4<f32>>(load_x(t.x + q % 2u)); }
+      for (var c = 0u; c < 4u; c++) { As[(4u * q + c) * sa + r] = v[c]; }
+    }
+//#endif
+    {
+      // Weights [Cout, k8s] texels: 64 channels × 4 k-steps, one texel per thread.
+      let q = li % 4u;
+      let n = li / 4u;
+      let k8 = kt * 4u + q;
+      var v = vec4<u32>();
+      if (k8 < k8s) { v = load_w(min(col0 + n, p.N - 1u) * k8s + k8); }
+      let a = lo8(v);
+      let b = hi8(v);
+      for (var c = 0u; c < 4u; c++) {
+        Bs[(8u * q + c) * 65u + n] = a[c];
+        Bs[(8u * q + c + 4u) * 65u + n] = b[c];
+      }
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < 32u; kk++) {
+      let bo = kk * 65u + lid.x * 4u;
+      let b = vec4<f32>(Bs[bo], Bs[bo + 1u], Bs[bo + 2u], Bs[bo + 3u]);
+      for (var i = 0u; i < {{TM}}u; i++) { acc[i] += As[kk * sa + lid.y * {{TM}}u + i] * b; }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < {{TM}}u; i++) {
+    let row = row0 + lid.y * {{TM}}u + i;
+    let col = col0 + lid.x * 4u;
+    let batch = min(row, p.M - 1u) / p.HWo;
+//#if VEC_OUT
+    store4(row, batch, col, acc[i]);
+//#else
+    store1(row, batch, col, acc[i].x);
+    store1(row, batch, col + 1u, acc[i].y);
+    store1(row, batch, col + 2u, acc[i].z);
+    store1(row, batch, col + 3u, acc[i].w);
+//#endif
+  }
+}
+//#else
 @compute @workgroup_size({{WG}})
 fn conv(
   @builtin(local_invocation_index) li: u32,
@@ -120,7 +209,7 @@ fn conv(
   if (tile >= p.tiles) { return; }
   let col0 = (tile % p.tilesN) * {{TN}}u;
   let row0 = (tile / p.tilesN) * {{TM}}u;
-  // Generated: per row i its batch b_i, image base pixel pb_i and top-left input coordinate (iy_i, ix_i);
+  // Generated: per row i its image base pixel pb_i and top-left input coordinate (iy_i, ix_i);
   // per column j its weight offset wr_j; accumulators a_i_j.
 {{SETUP}}
   for (var tap = 0u; tap < p.taps; tap++) {
@@ -134,8 +223,25 @@ fn conv(
 {{STEP}}
     }
   }
-{{STORE}}
+  // Epilogue as a loop over groups of 4 channels (see matmul.wgsl for why it is not unrolled).
+  var o: array<vec4<f32>, {{TILE_VEC4S}}>;
+{{COLLECT}}
+  for (var q = 0u; q < {{TILE_VEC4S}}u; q++) {
+    let row = row0 + q / {{TN4}}u;
+    let col = col0 + (q % {{TN4}}u) * 4u;
+    let batch = min(row, p.M - 1u) / p.HWo;
+//#if VEC_OUT
+    store4(row, batch, col, o[q]);
+//#else
+    let a = o[q];
+    store1(row, batch, col, a.x);
+    store1(row, batch, col + 1u, a.y);
+    store1(row, batch, col + 2u, a.z);
+    store1(row, batch, col + 3u, a.w);
+//#endif
+  }
 }
+//#endif
 //#endif
 
 //#if PACK_CONV_WEIGHT

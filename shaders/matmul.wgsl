@@ -1,6 +1,6 @@
 // GEMM family: y[M, N] = epilogue(x[M, K] · W[N, K]ᵀ), GEGLU, operand packing and a simple batched matmul.
 // Built by src/ops/linear.ts, which selects one entry point per pipeline through a define
-// (GEMM, PACK_ROWS, PACK_WEIGHT, BMM) and generates the register-tile body (SETUP, STEP, STORE).
+// (GEMM, PACK_ROWS, PACK_WEIGHT, BMM) and generates the register-tile body (SETUP, STEP, COLLECT).
 //
 // Operands are streams of 16-byte "texels" (vec4<u32>), K padded with zeros to a multiple of 8:
 //   weights  [N, K8] texels, each holding 8 f16 values along K        (packed once by `pack_weight`)
@@ -17,17 +17,21 @@
 //     So on llvmpipe the operands live in rgba32uint textures of width 8192 (linear texel index
 //     t → (t & 8191, t >> 13)), and only full 16-byte texels are ever loaded.
 //   * Loads, not FMAs, dominate: per k-step an invocation loads 2·TM (f32) or TM (f16) x texels plus TN
-//     weight texels and performs 8·TM·TN FMAs, so big register tiles amortise loads. Beyond ~16×16 the
-//     accumulators (TM·TN scalars × 8 lanes) spill to the stack and LLVM compile time grows (1.2 s at
-//     16×16, 3.7 s at 16×32) for little gain; 16×16 was the best speed/compile-time trade-off.
+//     weight texels and performs 8·TM·TN FMAs, so big register tiles amortise loads (8×16: 26-32, 16×16:
+//     42-44 GFLOP/s of CPU time). Beyond 16×16 the accumulators (TM·TN scalars × 8 lanes) spill to the
+//     stack and LLVM's cold compile time explodes (≈3.5 s at 16×16, 13-20 s at 16×32 or 32×16) for
+//     ≤10% gain, so 16×16 it is (GEGLU, with two accumulator sets, uses 16×8). Mesa's on-disk shader
+//     cache makes later runs compile nothing. f16 activations halve the x texels (+10-25% measured).
 //   * Barriers are coroutine switches in llvmpipe and workgroup-memory loads are as slow as buffer loads
 //     (measured 81 vs 48 cycles), so no workgroup memory: every invocation is independent, and WG = 8 keeps
 //     one workgroup = one SIMD row of lanes. Lanes take adjacent column tiles, so all 8 lanes read the
 //     same x rows (cache hits) while each streams its own weight rows.
 //   * WGSL loops over local arrays were not unrolled into registers (2-7 GFLOP/s), so the tile body is
 //     generated as straight-line code with one named variable per accumulator.
-// On discrete GPUs (BUF) the same generated body reads storage buffers with a small tile (4×4, WG 64),
-// which needs no barriers either; workgroup-memory tiling would be the next step there.
+// Other adapters use gemm_shared below (mode "shared": classic workgroup-memory tiling from storage buffers,
+// which NVIDIA-class GPUs reward). Mode "buffer" runs the generated register-tile body on storage buffers
+// (no barriers; the fallback where workgroup memory is too small). Only lavapipe was available to measure:
+// the shared kernel's 64×64 block / 4×4-per-thread / K-tile 32 shape is the textbook choice, untuned here.
 
 //#if GEMM
 struct Params {
@@ -151,6 +155,116 @@ fn store4(row: u32, col: u32, a: vec4<f32>, g: vec4<f32>) {
 //#endif
 }
 
+//#if SHARED
+// Workgroup-memory tiling for discrete GPUs (mode "shared"; operands in storage buffers): 16×16 threads,
+// each owning TM rows × 4 columns (one vec4 accumulator per row), so a workgroup computes a (16·TM) × 64
+// block. Per K tile of 32 values the workgroup stages x (transposed, [k][m]) and W ([k][n]) in workgroup
+// memory with coalesced 16-byte loads, then every thread does 32·TM vec4 FMAs from it. The classic shape
+// for NVIDIA-class GPUs, which reward on-chip reuse; on llvmpipe barriers are costly, hence TEX there.
+var<workgroup> As: array<f32, {{SHARED_A}}>;   // [32][16·TM + 1] (+1: conflict-free transposed writes)
+var<workgroup> Bs: array<f32, 2080>;           // [32][65]
+//#if GEGLU
+var<workgroup> Gs: array<f32, 2080>;           // gate weights [32][65]
+//#endif
+
+fn stage_w(dst_gate: bool, li: u32, col0: u32, kt: u32) {
+  // 64 columns × 4 k-steps = 256 texels, one per thread; 4 adjacent threads read 64 bytes of one row.
+  let q = li % 4u;
+  let n = li / 4u;
+  let k8 = kt * 4u + q;
+  var v = vec4<u32>();
+  if (k8 < p.K8) {
+    let row = min(col0 + n, p.N - 1u);
+    v = load_w(select(0u, p.gate, dst_gate) + row * p.K8 + k8);
+  }
+  let a = lo8(v);
+  let b = hi8(v);
+  let base = 8u * q * 65u + n;
+  for (var c = 0u; c < 4u; c++) {
+//#if GEGLU
+    if (dst_gate) {
+      Gs[base + c * 65u] = a[c];
+      Gs[base + (c + 4u) * 65u] = b[c];
+      continue;
+    }
+//#endif
+    Bs[base + c * 65u] = a[c];
+    Bs[base + (c + 4u) * 65u] = b[c];
+  }
+}
+
+@compute @workgroup_size(16, 16)
+fn gemm_shared(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+  @builtin(workgroup_id) wid: vec3<u32>) {
+  let bm = 16u * {{TM}}u;
+  let sa = bm + 1u;   // As row stride
+  let col0 = wid.x * 64u;
+  let row0 = wid.y * bm;
+  var acc: array<vec4<f32>, {{TM}}>;
+  var accg: array<vec4<f32>, {{TM}}>;
+  let kTiles = (p.K8 + 3u) / 4u;
+  for (var kt = 0u; kt < kTiles; kt++) {
+//#if XF16
+    // bm rows × 4 k-steps, one texel (8 halves) each.
+    for (var e = li; e < bm * 4u; e += 256u) {
+      let r = e / 4u;
+      let q = e % 4u;
+      let k8 = kt * 4u + q;
+      var v = vec4<u32>();
+      if (k8 < p.K8) { v = load_x(min(row0 + r, p.M - 1u) * p.xRow + k8); }
+      let a = lo8(v);
+      let b = hi8(v);
+      for (var c = 0u; c < 4u; c++) {
+        As[(8u * q + c) * sa + r] = a[c];
+        As[(8u * q + c + 4u) * sa + r] = b[c];
+      }
+    }
+//#else
+    // bm rows × 4 k-steps × 2 texels of 4 f32.
+    for (var e = li; e < bm * 8u; e += 256u) {
+      let r = e / 8u;
+      let q = e % 8u;
+      let k8 = kt * 4u + q / 2u;
+      var v = vec4<f32>();
+      if (k8 < p.K8) { v = bitcast<vec4<f32>>(load_x(min(row0 + r, p.M - 1u) * p.xRow + 2u * k8 + q % 2u)); }
+      for (var c = 0u; c < 4u; c++) { As[(4u * q + c) * sa + r] = v[c]; }
+    }
+//#endif
+    stage_w(false, li, col0, kt);
+//#if GEGLU
+    stage_w(true, li, col0, kt);
+//#endif
+    workgroupBarrier();
+    for (var kk = 0u; kk < 32u; kk++) {
+      let bo = kk * 65u + lid.x * 4u;
+      let b = vec4<f32>(Bs[bo], Bs[bo + 1u], Bs[bo + 2u], Bs[bo + 3u]);
+//#if GEGLU
+      let g = vec4<f32>(Gs[bo], Gs[bo + 1u], Gs[bo + 2u], Gs[bo + 3u]);
+//#endif
+      for (var i = 0u; i < {{TM}}u; i++) {
+        let a = As[kk * sa + lid.y * {{TM}}u + i];
+        acc[i] += a * b;
+//#if GEGLU
+        accg[i] += a * g;
+//#endif
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < {{TM}}u; i++) {
+    let row = row0 + lid.y * {{TM}}u + i;
+    let col = col0 + lid.x * 4u;
+//#if VEC_OUT
+    store4(row, col, acc[i], accg[i]);
+//#else
+    store1(row, col, acc[i].x, accg[i].x);
+    store1(row, col + 1u, acc[i].y, accg[i].y);
+    store1(row, col + 2u, acc[i].z, accg[i].z);
+    store1(row, col + 3u, acc[i].w, accg[i].w);
+//#endif
+  }
+}
+//#else
 @compute @workgroup_size({{WG}})
 fn gemm(
   @builtin(local_invocation_index) li: u32,
@@ -169,9 +283,28 @@ fn gemm(
     // Generated: load TM x texels (×2 for f32) and TN weight texels, then TM·TN 8-term dot products.
 {{STEP}}
   }
-  // Generated: store1/store4 calls per output (masked to M, N inside).
-{{STORE}}
+  // The epilogue is a loop over groups of 4 columns, not unrolled: each store is a per-lane loop on
+  // llvmpipe and unrolling TM·TN of them made LLVM compile for tens of seconds.
+  var o: array<vec4<f32>, {{TILE_VEC4S}}>;
+  var og: array<vec4<f32>, {{TILE_VEC4S}}>;
+  // Generated: o[q] = (a_i_4c, …, a_i_4c+3) for q = i·TN/4 + c (og likewise for GEGLU).
+{{COLLECT}}
+  for (var q = 0u; q < {{TILE_VEC4S}}u; q++) {
+    let row = row0 + q / {{TN4}}u;
+    let col = col0 + (q % {{TN4}}u) * 4u;
+//#if VEC_OUT
+    store4(row, col, o[q], og[q]);
+//#else
+    let a = o[q];
+    let g = og[q];
+    store1(row, col, a.x, g.x);
+    store1(row, col + 1u, a.y, g.y);
+    store1(row, col + 2u, a.z, g.z);
+    store1(row, col + 3u, a.w, g.w);
+//#endif
+  }
 }
+//#endif
 //#endif
 
 //#if PACK_ROWS

@@ -22,11 +22,13 @@ import {
   checkDistinct,
   checkDType,
   createOperand,
-  gemmTiling,
+  fitShared,
   type GemmTiling,
+  gemmTiling,
   makeDispatch,
-  type Resource,
   resolveTiling,
+  type Resource,
+  storageOf,
   tileCode,
   xRowTexels,
 } from "./linear.ts";
@@ -40,7 +42,7 @@ export interface ConvWeight {
   readonly kw: number;
   /** k-steps (8 input channels each) per tap: ceil(Cin / 8). */
   readonly c8: number;
-  readonly mode: GemmTiling["mode"];
+  readonly storage: "texture" | "buffer";
   readonly operand: Resource;
 }
 
@@ -50,18 +52,27 @@ export interface ConvWeight {
  */
 export function prepareConvWeight(gpu: Gpu, weight: Tensor, mode?: GemmTiling["mode"]): ConvWeight {
   const op = `prepareConvWeight${weight.label ? ` ${weight.label}` : ""}`;
-  if (weight.shape.length !== 4) throw new Error(`${op}: weight must be [Cout, Cin, kh, kw], got [${weight.shape}]`);
+  if (weight.shape.length !== 4) {
+    throw new Error(`${op}: weight must be [Cout, Cin, kh, kw], got [${weight.shape}]`);
+  }
   checkDType(weight, "f16", "weight", op);
   const [cout, cin, kh, kw] = weight.shape;
-  const m = mode ?? gemmTiling(gpu).tiling.mode;
+  const storage = storageOf(mode ?? gemmTiling(gpu).tiling.mode);
   const c8 = Math.ceil(cin / 8);
   const taps = kh * kw;
   const total = cout * taps * c8;
-  const dst = createOperand(gpu, m, total, `${weight.label || "conv weight"} packed`);
-  const pipeline = gpu.kernel("conv", { PACK_CONV_WEIGHT: true, TEX: m === "texture" }, "pack_conv_weight");
+  const dst = createOperand(gpu, storage, total, `${weight.label || "conv weight"} packed`);
+  const pipeline = gpu.kernel(
+    "conv",
+    { PACK_CONV_WEIGHT: true, TEX: storage === "texture" },
+    "pack_conv_weight",
+  );
   const params = gpu.uniform(new Uint32Array([cin, taps, c8, total]), `${op} params`);
-  gpu.run([makeDispatch(gpu, pipeline, [weight.buffer, dst.resource, params], Math.ceil(total / 64), op)], op);
-  return { kind: "conv-weight", cout, cin, kh, kw, c8, mode: m, operand: dst.resource };
+  gpu.run(
+    [makeDispatch(gpu, pipeline, [weight.buffer, dst.resource, params], Math.ceil(total / 64), op)],
+    op,
+  );
+  return { kind: "conv-weight", cout, cin, kh, kw, c8, storage, operand: dst.resource };
 }
 
 export interface Conv2dParams {
@@ -90,7 +101,13 @@ export interface Conv2dParams {
 }
 
 /** Output size of a conv along one axis. */
-export function convOutSize(size: number, k: number, stride: number, padBefore: number, padAfter: number): number {
+export function convOutSize(
+  size: number,
+  k: number,
+  stride: number,
+  padBefore: number,
+  padAfter: number,
+): number {
   return Math.floor((size + padBefore + padAfter - k) / stride) + 1;
 }
 
@@ -110,7 +127,13 @@ export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
   const tiling = resolveTiling(gpu, p.tiling);
   const w = p.weight;
   if (w?.kind !== "conv-weight") throw new Error(`${op}: weight must come from prepareConvWeight`);
-  if (w.mode !== tiling.mode) throw new Error(`${op}: weight was prepared for ${w.mode} mode, tiling is ${tiling.mode}`);
+  if (w.storage !== storageOf(tiling.mode)) {
+    throw new Error(
+      `${op}: weight was prepared for ${w.storage} operands, tiling "${tiling.mode}" reads ${
+        storageOf(tiling.mode)
+      }`,
+    );
+  }
   if (p.stride !== 1 && p.stride !== 2) throw new Error(`${op}: stride must be 1 or 2, got ${p.stride}`);
   if (p.x.shape.length !== 4) throw new Error(`${op}: x must be NHWC [B, H, W, C], got [${p.x.shape}]`);
   const [B, H, W, cin] = p.x.shape;
@@ -137,26 +160,37 @@ export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
   }
   if (p.residual) {
     checkDType(p.residual, p.act, "residual", op);
-    if (p.residual.numel !== p.out.numel) throw new Error(`${op}: residual [${p.residual.shape}] must match out`);
+    if (p.residual.numel !== p.out.numel) {
+      throw new Error(`${op}: residual [${p.residual.shape}] must match out`);
+    }
   }
   const scaleFactor = p.outputScaleFactor ?? 1;
   if (!(scaleFactor > 0) || !Number.isFinite(scaleFactor)) {
     throw new Error(`${op}: outputScaleFactor must be a positive number, got ${scaleFactor}`);
   }
-  for (const [what, t] of [["x", p.x], ["out", p.out], ["residual", p.residual], ["timeBias", p.timeBias]] as const) {
+  for (
+    const [what, t] of [["x", p.x], ["out", p.out], ["residual", p.residual], [
+      "timeBias",
+      p.timeBias,
+    ]] as const
+  ) {
     if (t) checkBinding(gpu, t, what, op);
   }
   checkDistinct(op, p.out, { x: p.x, residual: p.residual, timeBias: p.timeBias });
 
-  const { tm, tn, wg, mode } = tiling;
+  const { tm, tn, wg, mode } = fitShared(gpu, tiling, 1);
+  const shared = mode === "shared";
   const xPack = activationOperand(gpu, p.x, B * H * W, cin, p.act, mode, op);
   const m = B * ho * wo;
   const n = w.cout;
-  const vecOut = n % 4 === 0 && tn % 4 === 0;
-  const code = tileCode({ tm, tn, xf16: p.act === "f16", vecOut, conv: true });
+  const vecOut = n % 4 === 0;
+  const code = shared
+    ? { SHARED: true, SHARED_A: 32 * (16 * tm + 1) }
+    : tileCode({ tm, tn, xf16: p.act === "f16", conv: true });
   const defines: ShaderDefines = {
     CONV: true,
     ACT: p.act,
+    XF16: p.act === "f16",
     TEX: mode === "texture",
     VEC_OUT: vecOut,
     HAS_BIAS: !!p.bias,
@@ -186,6 +220,9 @@ export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
     defines.RESIDUAL_BINDING = resources.length;
     resources.push(p.residual.buffer);
   }
-  const pipeline = gpu.kernel("conv", defines, "conv");
-  return [...xPack.dispatches, makeDispatch(gpu, pipeline, resources, Math.ceil(tiles / wg), op)];
+  const pipeline = gpu.kernel("conv", defines, shared ? "conv_shared" : "conv");
+  const grid: number | [number, number] = shared
+    ? [Math.ceil(n / 64), Math.ceil(m / (16 * tm))]
+    : Math.ceil(tiles / wg);
+  return [...xPack.dispatches, makeDispatch(gpu, pipeline, resources, grid, op)];
 }

@@ -24,11 +24,16 @@ export type Activation = "none" | "gelu" | "gelu_tanh" | "quick_gelu" | "silu";
 
 /** Register tile and operand storage of the GEMM kernels. */
 export interface GemmTiling {
-  /** Where packed operands live: textures (llvmpipe) or storage buffers. */
-  mode: "texture" | "buffer";
+  /**
+   * "texture": operands in textures, register tiles, no workgroup memory (llvmpipe).
+   * "buffer": operands in storage buffers, same register-tile kernel.
+   * "shared": operands in storage buffers, workgroup-memory tiling (discrete GPUs); tn = 4 and wg = 256
+   * are fixed, tm (rows per thread, 1-8) sets the block height 16·tm.
+   */
+  mode: "texture" | "buffer" | "shared";
   /** Output rows per invocation. */
   tm: number;
-  /** Output columns per invocation (a multiple of 4 enables vec4 stores). */
+  /** Output columns per invocation, a multiple of 4. */
   tn: number;
   /** Invocations per workgroup. */
   wg: number;
@@ -36,12 +41,25 @@ export interface GemmTiling {
 
 /**
  * Per-adapter tiling table. llvmpipe: big register tiles, operands in textures, one SIMD row (8 lanes) per
- * workgroup (measured, see shaders/matmul.wgsl). Other adapters: small register tiles from storage buffers.
+ * workgroup (measured, see shaders/matmul.wgsl). Other adapters: workgroup-memory tiling with 64×64 blocks
+ * (not measured here: no discrete GPU was available; "buffer" is the barrier-free alternative).
  */
 export const GEMM_TILINGS: Record<"llvmpipe" | "gpu", GemmTiling> = {
   llvmpipe: { mode: "texture", tm: 16, tn: 16, wg: 8 },
-  gpu: { mode: "buffer", tm: 4, tn: 4, wg: 64 },
+  gpu: { mode: "shared", tm: 4, tn: 4, wg: 256 },
 };
+
+/** Defaults when a caller overrides only the mode (the table row for it, or a small register tile). */
+const MODE_DEFAULTS: Record<GemmTiling["mode"], GemmTiling> = {
+  texture: GEMM_TILINGS.llvmpipe,
+  buffer: { mode: "buffer", tm: 4, tn: 4, wg: 64 },
+  shared: GEMM_TILINGS.gpu,
+};
+
+/** Texture or storage buffer: how a mode stores its packed operands. */
+export function storageOf(mode: GemmTiling["mode"]): "texture" | "buffer" {
+  return mode === "texture" ? "texture" : "buffer";
+}
 
 const tilingCache = new WeakMap<Gpu, { name: keyof typeof GEMM_TILINGS; tiling: GemmTiling }>();
 
@@ -58,11 +76,33 @@ export function gemmTiling(gpu: Gpu): { name: keyof typeof GEMM_TILINGS; tiling:
 }
 
 export function resolveTiling(gpu: Gpu, override?: Partial<GemmTiling>): GemmTiling {
-  const t = { ...gemmTiling(gpu).tiling, ...override };
+  const adapter = gemmTiling(gpu).tiling;
+  const base = override?.mode && override.mode !== adapter.mode ? MODE_DEFAULTS[override.mode] : adapter;
+  if (!base) throw new Error(`GEMM tiling: bad mode ${override?.mode}`);
+  const t = { ...base, ...override };
+  if (t.mode === "shared") {
+    if (!Number.isInteger(t.tm) || t.tm < 1 || t.tm > 8) {
+      throw new Error(`GEMM tiling: shared mode needs tm 1-8`);
+    }
+    return { mode: "shared", tm: t.tm, tn: 4, wg: 256 };
+  }
   for (const k of ["tm", "tn", "wg"] as const) {
     if (!Number.isInteger(t[k]) || t[k] < 1 || t[k] > 256) throw new Error(`GEMM tiling: bad ${k}=${t[k]}`);
   }
+  if (t.tn % 4 !== 0) throw new Error(`GEMM tiling: tn=${t.tn} must be a multiple of 4`);
+  if (t.mode !== "texture" && t.mode !== "buffer") throw new Error(`GEMM tiling: bad mode ${t.mode}`);
   return t;
+}
+
+/**
+ * Workgroup memory of a shared-mode kernel: the x tile (32 × (16·tm + 1) f32) and one or two weight
+ * tiles (32 × 65 f32). Where the device cannot hold it, the op falls back to the barrier-free buffer mode.
+ */
+export function fitShared(gpu: Gpu, t: GemmTiling, weightTiles: number): GemmTiling {
+  if (t.mode !== "shared") return t;
+  const bytes = 4 * (32 * (16 * t.tm + 1) + weightTiles * 32 * 65);
+  if (bytes <= gpu.device.limits.maxComputeWorkgroupStorageSize) return t;
+  return { mode: "buffer", tm: 4, tn: 4, wg: 64 };
 }
 
 // ---------------------------------------------------------------- packed operands
@@ -73,7 +113,7 @@ const TEXTURE_FORMAT: GPUTextureFormat = "rgba32uint";
 
 /** A stream of 16-byte texels in a texture or a storage buffer. */
 export interface Operand {
-  mode: GemmTiling["mode"];
+  storage: "texture" | "buffer";
   texels: number;
   resource: GPUBuffer | GPUTextureView;
   texture?: GPUTexture;
@@ -84,12 +124,12 @@ function textureRows(texels: number): number {
 }
 
 export function createOperand(gpu: Gpu, mode: GemmTiling["mode"], texels: number, label: string): Operand {
-  if (mode === "buffer") {
+  if (storageOf(mode) === "buffer") {
     const bytes = texels * 16;
     if (bytes > gpu.maxBinding) {
       throw new GpuError(label, `${bytes} bytes exceed the ${gpu.maxBinding}-byte storage binding limit`);
     }
-    return { mode, texels, resource: gpu.storage(bytes, label) };
+    return { storage: "buffer", texels, resource: gpu.storage(bytes, label) };
   }
   const rows = textureRows(texels);
   const maxRows = gpu.device.limits.maxTextureDimension2D;
@@ -102,7 +142,7 @@ export function createOperand(gpu: Gpu, mode: GemmTiling["mode"], texels: number
     format: TEXTURE_FORMAT,
     usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
   });
-  return { mode, texels, resource: texture.createView({ label }), texture };
+  return { storage: "texture", texels, resource: texture.createView({ label }), texture };
 }
 
 /**
@@ -122,11 +162,17 @@ export function scratchOperand(gpu: Gpu, mode: GemmTiling["mode"], texels: numbe
   let byGpu = scratch.get(gpu);
   if (!byGpu) scratch.set(gpu, byGpu = new Map());
   // Textures are classed by rows of 8192 texels, buffers by 64 KiB blocks.
-  const units = mode === "texture" ? sizeClass(textureRows(texels)) : sizeClass(Math.ceil(texels / 4096));
-  const key = `${mode}:${units}`;
+  const storage = storageOf(mode);
+  const units = storage === "texture" ? sizeClass(textureRows(texels)) : sizeClass(Math.ceil(texels / 4096));
+  const key = `${storage}:${units}`;
   let op = byGpu.get(key);
   if (!op) {
-    op = createOperand(gpu, mode, mode === "texture" ? units * TEXTURE_WIDTH : units * 4096, `gemm scratch ${key}`);
+    op = createOperand(
+      gpu,
+      mode,
+      storage === "texture" ? units * TEXTURE_WIDTH : units * 4096,
+      `gemm scratch ${key}`,
+    );
     byGpu.set(key, op);
   }
   return op;
@@ -136,18 +182,22 @@ export function scratchOperand(gpu: Gpu, mode: GemmTiling["mode"], texels: numbe
 
 export type Resource = GPUBuffer | GPUTextureView;
 
-/** A dispatch whose bindings may include texture views (gpu.dispatch binds buffers only). */
+/**
+ * A dispatch whose bindings may include texture views (gpu.dispatch binds buffers only). A workgroup count
+ * is folded into a 2-D grid (kernels linearise wid.x + wid.y · nwg.x); a pair is used as it is.
+ */
 export function makeDispatch(
   gpu: Gpu,
   pipeline: GPUComputePipeline,
   resources: Resource[],
-  workgroups: number,
+  workgroups: number | [number, number],
   label: string,
 ): Dispatch {
   const lim = gpu.device.limits.maxComputeWorkgroupsPerDimension;
-  const x = Math.min(workgroups, lim);
-  const y = Math.ceil(workgroups / lim);
-  if (y > lim) throw new GpuError(label, `${workgroups} workgroups exceed the ${lim}×${lim} grid limit`);
+  const [x, y] = typeof workgroups === "number"
+    ? [Math.min(workgroups, lim), Math.ceil(workgroups / lim)]
+    : workgroups;
+  if (x > lim || y > lim) throw new GpuError(label, `workgroup grid ${x}×${y} exceeds the limit ${lim}`);
   const bindGroup = gpu.device.createBindGroup({
     label,
     layout: pipeline.getBindGroupLayout(0),
@@ -173,7 +223,9 @@ export function checkDType(t: Tensor, dtype: string, what: string, op: string): 
 
 export function checkAct(gpu: Gpu, act: ActDType, op: string): void {
   if (act !== "f32" && act !== "f16") throw new Error(`${op}: act must be "f32" or "f16", got ${act}`);
-  if (act === "f16" && !gpu.f16) throw new Error(`${op}: f16 activations need shader-f16, which this GPU lacks`);
+  if (act === "f16" && !gpu.f16) {
+    throw new Error(`${op}: f16 activations need shader-f16, which this GPU lacks`);
+  }
 }
 
 export function checkDistinct(op: string, out: Tensor, inputs: Record<string, Tensor | undefined>): void {
@@ -202,19 +254,25 @@ export function activationOperand(
   label: string,
 ): { operand: Resource; dispatches: Dispatch[] } {
   const aligned = k % 8 === 0;
-  if (mode === "buffer" && aligned) return { operand: x.buffer, dispatches: [] };
+  if (storageOf(mode) === "buffer" && aligned) return { operand: x.buffer, dispatches: [] };
   const xRow = xRowTexels(k, act);
   const total = rows * xRow;
   const dst = scratchOperand(gpu, mode, total);
   const pipeline = gpu.kernel("matmul", {
     PACK_ROWS: true,
     ACT: act,
-    TEX: mode === "texture",
+    TEX: storageOf(mode) === "texture",
     ALIGNED: aligned,
     XF16: act === "f16",
   }, "pack_rows");
   const params = gpu.uniform(new Uint32Array([k, xRow, total, 0]), `${label} pack params`);
-  const d = makeDispatch(gpu, pipeline, [x.buffer, dst.resource, params], Math.ceil(total / 64), `${label} pack x`);
+  const d = makeDispatch(
+    gpu,
+    pipeline,
+    [x.buffer, dst.resource, params],
+    Math.ceil(total / 64),
+    `${label} pack x`,
+  );
   return { operand: dst.resource, dispatches: [d] };
 }
 
@@ -222,30 +280,33 @@ export function activationOperand(
 
 export interface TileCodeOptions {
   tm: number;
+  /** A multiple of 4 (the epilogue works on groups of 4 columns). */
   tn: number;
   /** x texels hold f16 (one per k-step) instead of f32 (two per k-step). */
   xf16: boolean;
-  /** Store four adjacent columns at once (N % 4 == 0, tn % 4 == 0). */
-  vecOut: boolean;
   /** GEGLU: second accumulator set g_i_j over the gate weight rows (offset p.gate). */
   geglu?: boolean;
-  /** conv: x offsets come from the per-tap {{TAP}} block and zero-padding taps are masked. */
+  /** conv: x offsets come from the per-tap TAP block and zero-padding taps are masked. */
   conv?: boolean;
 }
 
-/** Straight-line WGSL for the register tile: {SETUP, TAP, STEP, STORE} (see matmul.wgsl / conv.wgsl). */
-export function tileCode(o: TileCodeOptions): { SETUP: string; TAP: string; STEP: string; STORE: string } {
+/**
+ * Straight-line WGSL for the register tile (see matmul.wgsl / conv.wgsl): SETUP (offsets, accumulators),
+ * TAP (conv: per-tap input offsets), STEP (one k-step), COLLECT (accumulators → the epilogue's vec4 array),
+ * plus the TILE_VEC4S / TN4 sizes.
+ */
+export function tileCode(o: TileCodeOptions): ShaderDefines {
+  if (o.tn % 4 !== 0) throw new Error(`GEMM tiling: tn=${o.tn} must be a multiple of 4`);
   const rows = [...Array(o.tm).keys()];
   const cols = [...Array(o.tn).keys()];
   const setup: string[] = [];
   const tap: string[] = [];
   const step: string[] = [];
-  const store: string[] = [];
+  const collect: string[] = [];
   if (o.conv) {
     for (const i of rows) {
       setup.push(
-        `  let m${i} = min(row0 + ${i}u, p.M - 1u); let b${i} = m${i} / p.HWo; let r${i} = m${i} % p.HWo;`,
-        `  let pb${i} = b${i} * p.H * p.W;`,
+        `  let m${i} = min(row0 + ${i}u, p.M - 1u); let r${i} = m${i} % p.HWo; let pb${i} = (m${i} / p.HWo) * p.H * p.W;`,
         `  let iy${i} = i32(r${i} / p.Wo) * i32(p.stride) - i32(p.padTop);` +
           ` let ix${i} = i32(r${i} % p.Wo) * i32(p.stride) - i32(p.padLeft);`,
       );
@@ -266,10 +327,15 @@ export function tileCode(o: TileCodeOptions): { SETUP: string; TAP: string; STEP
   // One k-step: 8 values of K. Conv masks padding taps on the raw texels (zero bits are 0.0 in f16 and f32).
   const k = o.conv ? "c" : "k";
   const wOff = o.conv ? `wt + c` : "k";
-  const xLoad = (i: number, t: string) => o.conv ? `select(vec4<u32>(), load_x(${t}), ok${i})` : `load_x(${t})`;
+  const xLoad = (i: number, t: string) =>
+    o.conv ? `select(vec4<u32>(), load_x(${t}), ok${i})` : `load_x(${t})`;
   for (const i of rows) {
     if (o.xf16) {
-      step.push(`      let xt${i} = ${xLoad(i, `xr${i} + ${k}`)}; let xa${i} = lo8(xt${i}); let xb${i} = hi8(xt${i});`);
+      step.push(
+        `      let xt${i} = ${
+          xLoad(i, `xr${i} + ${k}`)
+        }; let xa${i} = lo8(xt${i}); let xb${i} = hi8(xt${i});`,
+      );
     } else {
       step.push(
         `      let xa${i} = bitcast<vec4<f32>>(${xLoad(i, `xr${i} + 2u * ${k}`)});` +
@@ -278,29 +344,33 @@ export function tileCode(o: TileCodeOptions): { SETUP: string; TAP: string; STEP
     }
   }
   for (const j of cols) {
-    step.push(`      let wt${j} = load_w(wr${j} + ${wOff}); let wa${j} = lo8(wt${j}); let wb${j} = hi8(wt${j});`);
+    step.push(
+      `      let wt${j} = load_w(wr${j} + ${wOff}); let wa${j} = lo8(wt${j}); let wb${j} = hi8(wt${j});`,
+    );
     for (const i of rows) step.push(`      a${i}_${j} += dot(xa${i}, wa${j}) + dot(xb${i}, wb${j});`);
     if (o.geglu) {
-      step.push(`      let vt${j} = load_w(wr${j} + p.gate + ${wOff}); let va${j} = lo8(vt${j}); let vb${j} = hi8(vt${j});`);
+      step.push(
+        `      let vt${j} = load_w(wr${j} + p.gate + ${wOff}); let va${j} = lo8(vt${j}); let vb${j} = hi8(vt${j});`,
+      );
       for (const i of rows) step.push(`      g${i}_${j} += dot(xa${i}, va${j}) + dot(xb${i}, vb${j});`);
     }
   }
-  const batch = (i: number) => (o.conv ? `b${i}, ` : "");
-  const gate = (i: number, j: number) => (o.conv ? "" : o.geglu ? `, g${i}_${j}` : ", 0.0");
+  const tn4 = o.tn / 4;
   for (const i of rows) {
-    if (o.vecOut) {
-      for (let j = 0; j < o.tn; j += 4) {
-        const a = `vec4<f32>(a${i}_${j}, a${i}_${j + 1}, a${i}_${j + 2}, a${i}_${j + 3})`;
-        const g = o.conv ? "" : o.geglu
-          ? `, vec4<f32>(g${i}_${j}, g${i}_${j + 1}, g${i}_${j + 2}, g${i}_${j + 3})`
-          : ", vec4<f32>()";
-        store.push(`  store4(row0 + ${i}u, ${batch(i)}col0 + ${j}u, ${a}${g});`);
-      }
-    } else {
-      for (const j of cols) store.push(`  store1(row0 + ${i}u, ${batch(i)}col0 + ${j}u, a${i}_${j}${gate(i, j)});`);
+    for (let c = 0; c < tn4; c++) {
+      const q = i * tn4 + c;
+      const v = (s: string) => `vec4<f32>(${[0, 1, 2, 3].map((d) => `${s}${i}_${4 * c + d}`).join(", ")})`;
+      collect.push(`  o[${q}] = ${v("a")};${o.geglu ? ` og[${q}] = ${v("g")};` : ""}`);
     }
   }
-  return { SETUP: setup.join("\n"), TAP: tap.join("\n"), STEP: step.join("\n"), STORE: store.join("\n") };
+  return {
+    SETUP: setup.join("\n"),
+    TAP: tap.join("\n"),
+    STEP: step.join("\n"),
+    COLLECT: collect.join("\n"),
+    TILE_VEC4S: o.tm * tn4,
+    TN4: tn4,
+  };
 }
 
 // ---------------------------------------------------------------- weights
@@ -311,7 +381,7 @@ export interface LinearWeight {
   readonly n: number;
   readonly k: number;
   readonly k8: number;
-  readonly mode: GemmTiling["mode"];
+  readonly storage: "texture" | "buffer";
   readonly operand: Resource;
 }
 
@@ -326,32 +396,46 @@ export function prepareLinearWeight(gpu: Gpu, weight: Tensor, mode?: GemmTiling[
   const op = "prepareLinearWeight";
   if (weight.shape.length !== 2) throw new Error(`${op}: weight must be [N, K], got [${weight.shape}]`);
   checkDType(weight, "f16", "weight", op);
-  const m = mode ?? gemmTiling(gpu).tiling.mode;
-  let byMode = preparedLinear.get(weight.buffer);
-  const hit = byMode?.get(m);
+  const storage = storageOf(mode ?? gemmTiling(gpu).tiling.mode);
+  let byStorage = preparedLinear.get(weight.buffer);
+  const hit = byStorage?.get(storage);
   if (hit) return hit;
   const [n, k] = weight.shape;
   const k8 = Math.ceil(k / 8);
   let operand: Resource;
-  if (m === "buffer" && k % 8 === 0) {
+  if (storage === "buffer" && k % 8 === 0) {
     operand = weight.buffer;
   } else {
     const total = n * k8;
-    const dst = createOperand(gpu, m, total, `${weight.label || "linear weight"} packed`);
-    const pipeline = gpu.kernel("matmul", { PACK_WEIGHT: true, TEX: m === "texture" }, "pack_weight");
+    const dst = createOperand(gpu, storage, total, `${weight.label || "linear weight"} packed`);
+    const pipeline = gpu.kernel("matmul", { PACK_WEIGHT: true, TEX: storage === "texture" }, "pack_weight");
     const params = gpu.uniform(new Uint32Array([k, k8, total, 0]), "pack weight params");
-    gpu.run([makeDispatch(gpu, pipeline, [weight.buffer, dst.resource, params], Math.ceil(total / 64), op)], op);
+    gpu.run(
+      [makeDispatch(gpu, pipeline, [weight.buffer, dst.resource, params], Math.ceil(total / 64), op)],
+      op,
+    );
     operand = dst.resource;
   }
-  const w: LinearWeight = { kind: "linear-weight", n, k, k8, mode: m, operand };
-  if (!byMode) preparedLinear.set(weight.buffer, byMode = new Map());
-  byMode.set(m, w);
+  const w: LinearWeight = { kind: "linear-weight", n, k, k8, storage, operand };
+  if (!byStorage) preparedLinear.set(weight.buffer, byStorage = new Map());
+  byStorage.set(storage, w);
   return w;
 }
 
-function asLinearWeight(gpu: Gpu, weight: Tensor | LinearWeight, mode: GemmTiling["mode"], op: string): LinearWeight {
+function asLinearWeight(
+  gpu: Gpu,
+  weight: Tensor | LinearWeight,
+  mode: GemmTiling["mode"],
+  op: string,
+): LinearWeight {
   if ("kind" in weight && weight.kind === "linear-weight") {
-    if (weight.mode !== mode) throw new Error(`${op}: weight was prepared for ${weight.mode} mode, tiling is ${mode}`);
+    if (weight.storage !== storageOf(mode)) {
+      throw new Error(
+        `${op}: weight was prepared for ${weight.storage} operands, tiling "${mode}" reads ${
+          storageOf(mode)
+        }`,
+      );
+    }
     return weight;
   }
   return prepareLinearWeight(gpu, weight as Tensor, mode);
@@ -403,14 +487,18 @@ interface GemmSpec {
 }
 
 function gemm(gpu: Gpu, s: GemmSpec): Dispatch[] {
-  const { tm, tn, wg, mode } = s.tiling;
+  const { tm, tn, wg, mode } = fitShared(gpu, s.tiling, s.geglu ? 2 : 1);
+  const shared = mode === "shared";
   const k = s.weight.k;
   const xPack = activationOperand(gpu, s.x, s.m, k, s.act, mode, s.label);
-  const vecOut = s.n % 4 === 0 && tn % 4 === 0;
-  const code = tileCode({ tm, tn, xf16: s.act === "f16", vecOut, geglu: s.geglu });
+  const vecOut = s.n % 4 === 0;
+  const code = shared
+    ? { SHARED: true, SHARED_A: 32 * (16 * tm + 1) }
+    : tileCode({ tm, tn, xf16: s.act === "f16", geglu: s.geglu });
   const defines: ShaderDefines = {
     GEMM: true,
     ACT: s.act,
+    XF16: s.act === "f16",
     TEX: mode === "texture",
     VEC_OUT: vecOut,
     GEGLU: s.geglu,
@@ -440,8 +528,11 @@ function gemm(gpu: Gpu, s: GemmSpec): Dispatch[] {
     defines.RESIDUAL_BINDING = resources.length;
     resources.push(s.residual.buffer);
   }
-  const pipeline = gpu.kernel("matmul", defines, "gemm");
-  return [...xPack.dispatches, makeDispatch(gpu, pipeline, resources, Math.ceil(tiles / wg), s.label)];
+  const pipeline = gpu.kernel("matmul", defines, shared ? "gemm_shared" : "gemm");
+  const grid: number | [number, number] = shared
+    ? [Math.ceil(s.n / 64), Math.ceil(s.m / (16 * tm))]
+    : Math.ceil(tiles / wg);
+  return [...xPack.dispatches, makeDispatch(gpu, pipeline, resources, grid, s.label)];
 }
 
 function lastDim(t: Tensor): number {
@@ -515,7 +606,11 @@ export interface GegluParams {
 export function geglu(gpu: Gpu, p: GegluParams): Dispatch[] {
   const op = `geglu${p.label ? ` ${p.label}` : ""}`;
   checkAct(gpu, p.act, op);
-  const tiling = resolveTiling(gpu, p.tiling);
+  // Two accumulator sets: half the columns keep the register tile (and compile time) of a linear.
+  const base = resolveTiling(gpu, p.tiling);
+  const tiling = p.tiling?.tn || base.mode === "shared"
+    ? base
+    : { ...base, tn: Math.max(4, 4 * Math.floor(base.tn / 8)) };
   const weight = asLinearWeight(gpu, p.weight, tiling.mode, op);
   const { n: n2, k } = weight;
   if (n2 % 2 !== 0) throw new Error(`${op}: weight has ${n2} rows, expected an even 2·D`);
@@ -605,7 +700,9 @@ export function bmm(gpu: Gpu, p: BmmParams): Dispatch[] {
   const gx = Math.ceil(n / 32);
   const gy = Math.ceil(m / 32);
   const lim = gpu.device.limits.maxComputeWorkgroupsPerDimension;
-  if (gx > lim || gy > lim || bo > lim) throw new GpuError(op, `grid ${gx}×${gy}×${bo} exceeds the limit ${lim}`);
+  if (gx > lim || gy > lim || bo > lim) {
+    throw new GpuError(op, `grid ${gx}×${gy}×${bo} exceeds the limit ${lim}`);
+  }
   const bindGroup = gpu.bind(pipeline, [p.a.buffer, p.b.buffer, p.out.buffer, params], op);
   return [{ pipeline, bindGroup, workgroups: [gx, gy, bo], label: op }];
 }

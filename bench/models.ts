@@ -11,7 +11,7 @@ import { Gpu } from "../src/gpu/device.ts";
 import { loadPipeline } from "../src/sampling/engine.ts";
 import { synthWeightsMain } from "../src/weights/synth.ts";
 import { clipFlops, unetFlops, vaeDecodeFlops } from "../src/models/flops.ts";
-import { latentPreview, encodeImage } from "../src/sampling/image.ts";
+import { encodeImage, latentPreview } from "../src/sampling/image.ts";
 import { numpyMatmulGflops } from "./numpy.ts";
 
 const { values } = parseArgs({
@@ -35,13 +35,17 @@ try {
 const gpu = await Gpu.create();
 const precision = (values.precision ?? (gpu.f16 ? "f16" : "f32")) as "f32" | "f16";
 const rssBefore = Deno.memoryUsage().rss;
-let t = performance.now();
+const t = performance.now();
 const pipe = await loadPipeline(gpu, dir, { precision });
 await gpu.sync();
 const coldStart = (performance.now() - t) / 1000;
 const { unet, vae, textEncoder } = pipe.parts;
 console.log(`adapter: ${gpu.report.adapter.description}; activations ${precision}`);
-console.log(`cold start (weights read + upload): ${coldStart.toFixed(1)} s; weights on GPU ${(pipe.gpuBytes() / 2 ** 30).toFixed(2)} GiB`);
+console.log(
+  `cold start (weights read + upload): ${coldStart.toFixed(1)} s; weights on GPU ${
+    (pipe.gpuBytes() / 2 ** 30).toFixed(2)
+  } GiB`,
+);
 
 interface Row {
   what: string;
@@ -62,7 +66,11 @@ async function time(run: () => void): Promise<number> {
   const p = textEncoder.plan(2, 77);
   gpu.device.queue.writeBuffer(p.ids.buffer, 0, new Uint32Array(2 * 77).fill(49407));
   await time(() => p.plan.run("clip warm-up"));
-  rows.push({ what: "CLIP text encoder, 2×77 tokens", seconds: await time(() => p.plan.run("clip")), gflop: clipFlops(textEncoder.config, 2, 77) / 1e9 });
+  rows.push({
+    what: "CLIP text encoder, 2×77 tokens",
+    seconds: await time(() => p.plan.run("clip")),
+    gflop: clipFlops(textEncoder.config, 2, 77) / 1e9,
+  });
 }
 
 // UNet batch 2
@@ -74,8 +82,16 @@ for (const s of unetSizes) {
   if (s === 32) await time(() => p.plan.run("unet warm-up"));
   const seconds = await time(() => p.plan.run("unet"));
   if (s === 32) unet32Seconds = seconds;
-  rows.push({ what: `UNet eval, batch 2, ${s}×${s} latent (${s * 8}² image)`, seconds, gflop: unetFlops(unet.config, 2, s, s) / 1e9 });
-  console.log(`  UNet ${s}×${s}: ${p.plan.dispatches.length} dispatches, ${(p.plan.bytes / 2 ** 20).toFixed(0)} MiB activations`);
+  rows.push({
+    what: `UNet eval, batch 2, ${s}×${s} latent (${s * 8}² image)`,
+    seconds,
+    gflop: unetFlops(unet.config, 2, s, s) / 1e9,
+  });
+  console.log(
+    `  UNet ${s}×${s}: ${p.plan.dispatches.length} dispatches, ${
+      (p.plan.bytes / 2 ** 20).toFixed(0)
+    } MiB activations`,
+  );
   unet.dropPlans();
 }
 
@@ -83,7 +99,11 @@ for (const s of unetSizes) {
 for (const s of [32, 64]) {
   try {
     const p = vae.decodePlan(s, s);
-    rows.push({ what: `VAE decode to ${s * 8}²`, seconds: await time(() => p.plan.run("vae")), gflop: vaeDecodeFlops(vae.config, s, s) / 1e9 });
+    rows.push({
+      what: `VAE decode to ${s * 8}²`,
+      seconds: await time(() => p.plan.run("vae")),
+      gflop: vaeDecodeFlops(vae.config, s, s) / 1e9,
+    });
     vae.dropPlans();
   } catch (e) {
     console.log(`  VAE decode to ${s * 8}²: ${(e as Error).message}`);
@@ -99,7 +119,9 @@ for (const s of [32, 64]) {
   const ms = (performance.now() - t0) / reps;
   const stepRow = rows.find((r) => r.what.includes("64×64")) ?? rows.find((r) => r.what.includes("32×32"))!;
   console.log(
-    `cheap preview (64×64 latent → 256² JPEG): ${ms.toFixed(1)} ms = ${(100 * ms / 1000 / stepRow.seconds).toFixed(3)} % of a step (${stepRow.what})`,
+    `cheap preview (64×64 latent → 256² JPEG): ${ms.toFixed(1)} ms = ${
+      (100 * ms / 1000 / stepRow.seconds).toFixed(3)
+    } % of a step (${stepRow.what})`,
   );
 }
 
@@ -110,10 +132,18 @@ console.log("| what | seconds | GFLOP | effective GFLOP/s | vs numpy |");
 console.log("|---|---:|---:|---:|---:|");
 for (const r of rows) {
   const g = r.gflop / r.seconds;
-  console.log(`| ${r.what} | ${r.seconds.toFixed(3)} | ${r.gflop.toFixed(1)} | ${g.toFixed(2)} | ${numpyBest ? (g / numpyBest).toFixed(3) : "n/a"} |`);
+  console.log(
+    `| ${r.what} | ${r.seconds.toFixed(3)} | ${r.gflop.toFixed(1)} | ${g.toFixed(2)} | ${
+      numpyBest ? (g / numpyBest).toFixed(3) : "n/a"
+    } |`,
+  );
 }
 if ("error" in np) console.log(`numpy: ${np.error}`);
-else console.log(`numpy float32 matmul (best of 1024³, 8192×320×1280, 2048×1280×1280): ${numpyBest!.toFixed(1)} GFLOP/s (${np.kernel})`);
+else {console.log(
+    `numpy float32 matmul (best of 1024³, 8192×320×1280, 2048×1280×1280): ${
+      numpyBest!.toFixed(1)
+    } GFLOP/s (${np.kernel})`,
+  );}
 console.log(`process RSS growth: ${((Deno.memoryUsage().rss - rssBefore) / 2 ** 30).toFixed(2)} GiB`);
 
 if (values.profile) {
@@ -130,9 +160,17 @@ if (values.profile) {
       e.n++;
       byFamily.set(fam, e);
     }
-    console.log(`\nUNet 32×32 by kernel family (sum of per-dispatch GPU time ${(total / 1000).toFixed(2)} s vs ${unet32Seconds.toFixed(2)} s in one pass):`);
+    console.log(
+      `\nUNet 32×32 by kernel family (sum of per-dispatch GPU time ${(total / 1000).toFixed(2)} s vs ${
+        unet32Seconds.toFixed(2)
+      } s in one pass):`,
+    );
     for (const [fam, e] of [...byFamily].sort((a, b) => b[1].ms - a[1].ms)) {
-      console.log(`  ${fam.padEnd(24)} ${(e.ms / 1000).toFixed(3)} s  ${e.n} dispatches  ${(100 * e.ms / total).toFixed(1)} %`);
+      console.log(
+        `  ${fam.padEnd(24)} ${(e.ms / 1000).toFixed(3)} s  ${e.n} dispatches  ${
+          (100 * e.ms / total).toFixed(1)
+        } %`,
+      );
     }
   }
 }

@@ -40,7 +40,9 @@ print(json.dumps({"gflops": out, "kernel": str(blas.get("name", "?")) + " " + st
       stdout: "piped",
       stderr: "piped",
     }).output();
-    if (out.code !== 0) return { error: new TextDecoder().decode(out.stderr).trim().split("\n").pop() ?? "python failed" };
+    if (out.code !== 0) {
+      return { error: new TextDecoder().decode(out.stderr).trim().split("\n").pop() ?? "python failed" };
+    }
     const parsed = JSON.parse(new TextDecoder().decode(out.stdout));
     return { gflops: new Map(Object.entries(parsed.gflops)), kernel: parsed.kernel };
   } catch (e) {

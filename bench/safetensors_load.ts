@@ -42,7 +42,7 @@ await writeSafetensorsStreaming(path, entries, (name) => {
 
 const gpu = await Gpu.create();
 await gpu.sync();
-globalThis.gc?.();
+(globalThis as { gc?: () => void }).gc?.();
 const rss0 = Deno.memoryUsage().rss;
 let peak = rss0;
 const sampler = setInterval(() => (peak = Math.max(peak, Deno.memoryUsage().rss)), 5);

@@ -98,7 +98,9 @@ Deno.test({
       await page.click("#cancel");
       await page.waitForFunction(() => document.body.dataset.state === "cancelled");
       const deadline = Date.now() + 10_000;
-      while (!/sd_jobs_total\{outcome="cancelled"\} 1/.test(await (await fetch(`${server.url}/metrics`)).text())) {
+      while (
+        !/sd_jobs_total\{outcome="cancelled"\} 1/.test(await (await fetch(`${server.url}/metrics`)).text())
+      ) {
         if (Date.now() > deadline) throw new Error("the server did not cancel the job");
         await new Promise((r) => setTimeout(r, 50));
       }

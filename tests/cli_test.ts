@@ -15,7 +15,11 @@ async function cli(...args: string[]): Promise<{ code: number; stdout: string; s
     stdout: "piped",
     stderr: "piped",
   }).output();
-  return { code: out.code, stdout: new TextDecoder().decode(out.stdout), stderr: new TextDecoder().decode(out.stderr) };
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
 }
 
 Deno.test("tokenize prints BOS, every token untruncated and EOS", async () => {
@@ -29,7 +33,9 @@ Deno.test("tokenize prints BOS, every token untruncated and EOS", async () => {
   const ids = JSON.parse(r.stdout);
   if (ids[0] !== 49406 || ids[ids.length - 1] !== 49407) throw new Error(`not BOS … EOS: ${r.stdout}`);
   if (ids.join() !== long.hf_fast_tokenizer_json.join()) {
-    throw new Error(`ids differ from the reference: ${r.stdout} vs ${JSON.stringify(long.hf_fast_tokenizer_json)}`);
+    throw new Error(
+      `ids differ from the reference: ${r.stdout} vs ${JSON.stringify(long.hf_fast_tokenizer_json)}`,
+    );
   }
 });
 
@@ -74,7 +80,9 @@ Deno.test("component unet runs the fixture's inputs and errors clearly on bad in
     "--out",
     out,
   );
-  if (bad.code === 0 || !bad.stderr.includes('"sample"')) throw new Error(`expected a missing-input error: ${bad.stderr}`);
+  if (bad.code === 0 || !bad.stderr.includes('"sample"')) {
+    throw new Error(`expected a missing-input error: ${bad.stderr}`);
+  }
   await Deno.remove(out);
 });
 
@@ -110,6 +118,8 @@ Deno.test("generate writes the image and preview files", async () => {
     throw new Error(`parameters chunk: ${JSON.stringify(img.text)}`);
   }
   const previews = [...Deno.readDirSync(`${dir}/previews`)].length;
-  if (previews !== 2) throw new Error(`${previews} previews for 3 steps with --preview-every 1 (the last step has none)`);
+  if (previews !== 2) {
+    throw new Error(`${previews} previews for 3 steps with --preview-every 1 (the last step has none)`);
+  }
   await Deno.remove(dir, { recursive: true });
 });

@@ -18,37 +18,43 @@ Deno.test("server on the tiny real model", async (t) => {
   const s = await startTestServer({ engine: tinyModelEngineFactory(), options: { maxSteps: 500 } });
   try {
     const health = await (await fetch(`${s.url}/healthz`)).json();
-    assert(health.status === "ready" && typeof health.adapter === "string", `healthz ${JSON.stringify(health)}`);
+    assert(
+      health.status === "ready" && typeof health.adapter === "string",
+      `healthz ${JSON.stringify(health)}`,
+    );
 
     let nativePng = new Uint8Array();
-    await t.step("native SSE POST: queued, started, progress, previews, done with a PNG of the requested size", async () => {
-      const res = await postJson(`${s.url}/v1/generate`, {
-        prompt: "a lighthouse at dusk",
-        negative_prompt: "blurry",
-        width: 64,
-        height: 128,
-        steps: 4,
-        sampler: "ddim",
-        seed: 7,
-        preview_every: 1,
-        preview: "cheap",
-      }, SSE);
-      assert(res.status === 200, `status ${res.status}`);
-      const events = await collectSse(res);
-      const names = events.map((e) => e.event);
-      assert(names[0] === "queued" && names[1] === "started" && names.at(-1) === "done", `events ${names}`);
-      assert(events.every((e, i) => Number(e.id) === i + 1), "ids 1..n");
-      const progress = events.filter((e) => e.event === "progress").map((e) => e.json.step);
-      assert(progress.join() === "1,2,3,4", `progress ${progress}`);
-      const previews = events.filter((e) => e.event === "preview");
-      assert(previews.length >= 2, `${previews.length} previews`);
-      for (const p of previews) decodeImage(Uint8Array.fromBase64(p.json.data));
-      const done = events.at(-1)!.json;
-      nativePng = Uint8Array.fromBase64(done.image);
-      const img = decodeImage(nativePng);
-      assert(img.width === 64 && img.height === 128, `image ${img.width}×${img.height}`);
-      assert(img.text.parameters?.includes("Seed: 7"), "parameters chunk");
-    });
+    await t.step(
+      "native SSE POST: queued, started, progress, previews, done with a PNG of the requested size",
+      async () => {
+        const res = await postJson(`${s.url}/v1/generate`, {
+          prompt: "a lighthouse at dusk",
+          negative_prompt: "blurry",
+          width: 64,
+          height: 128,
+          steps: 4,
+          sampler: "ddim",
+          seed: 7,
+          preview_every: 1,
+          preview: "cheap",
+        }, SSE);
+        assert(res.status === 200, `status ${res.status}`);
+        const events = await collectSse(res);
+        const names = events.map((e) => e.event);
+        assert(names[0] === "queued" && names[1] === "started" && names.at(-1) === "done", `events ${names}`);
+        assert(events.every((e, i) => Number(e.id) === i + 1), "ids 1..n");
+        const progress = events.filter((e) => e.event === "progress").map((e) => e.json.step);
+        assert(progress.join() === "1,2,3,4", `progress ${progress}`);
+        const previews = events.filter((e) => e.event === "preview");
+        assert(previews.length >= 2, `${previews.length} previews`);
+        for (const p of previews) decodeImage(Uint8Array.fromBase64(p.json.data));
+        const done = events.at(-1)!.json;
+        nativePng = Uint8Array.fromBase64(done.image);
+        const img = decodeImage(nativePng);
+        assert(img.width === 64 && img.height === 128, `image ${img.width}×${img.height}`);
+        assert(img.text.parameters?.includes("Seed: 7"), "parameters chunk");
+      },
+    );
 
     await t.step("the same request as GET (EventSource) and as plain JSON gives the same image", async () => {
       const q = new URLSearchParams({
@@ -71,7 +77,9 @@ Deno.test("server on the tiny real model", async (t) => {
 
     await t.step("openai client: plain and streamed", async () => {
       const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: "unused", maxRetries: 0 });
-      const plain = await client.images.generate({ prompt: "a red fox", size: "64x64", n: 1, steps: 2 } as never);
+      const plain = await client.images.generate(
+        { prompt: "a red fox", size: "64x64", n: 1, steps: 2 } as never,
+      );
       const img = decodeImage(Uint8Array.fromBase64(plain.data![0].b64_json!));
       assert(img.width === 64 && img.height === 64, "plain size");
       const stream = await client.images.generate({
@@ -98,7 +106,13 @@ Deno.test("server on the tiny real model", async (t) => {
         body: JSON.stringify({ prompt: "long", width: 64, height: 64, steps: 200, preview_every: 0 }),
         signal: client.signal,
       });
-      const second = await postJson(`${s.url}/v1/generate`, { prompt: "next", width: 64, height: 64, steps: 2, sampler: "ddim" }, SSE);
+      const second = await postJson(`${s.url}/v1/generate`, {
+        prompt: "next",
+        width: 64,
+        height: 64,
+        steps: 2,
+        sampler: "ddim",
+      }, SSE);
       try {
         for await (const ev of readSse(first.body!)) {
           if (ev.event === "progress" && JSON.parse(ev.data).step >= 2) client.abort();

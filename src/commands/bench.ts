@@ -28,10 +28,16 @@ export async function benchCommand(args: string[]): Promise<number> {
   const height = Number(values.height);
   const steps = Number(values.steps);
   const guidance = Number(values.guidance);
-  if (![width, height, steps, guidance].every(Number.isFinite)) throw new Error("width, height, steps and guidance must be numbers");
-  if (!SAMPLER_NAMES.includes(values.sampler as SamplerName)) throw new Error(`unknown sampler ${values.sampler}`);
+  if (![width, height, steps, guidance].every(Number.isFinite)) {
+    throw new Error("width, height, steps and guidance must be numbers");
+  }
+  if (!SAMPLER_NAMES.includes(values.sampler as SamplerName)) {
+    throw new Error(`unknown sampler ${values.sampler}`);
+  }
   const precision = values.precision as "f32" | "f16" | undefined;
-  if (precision !== undefined && precision !== "f32" && precision !== "f16") throw new Error("--precision must be f32 or f16");
+  if (precision !== undefined && precision !== "f32" && precision !== "f16") {
+    throw new Error("--precision must be f32 or f16");
+  }
   let model = values.model;
   if (!model) {
     model = values["synth-dir"]!;
@@ -90,9 +96,15 @@ export async function benchCommand(args: string[]): Promise<number> {
   };
   console.log(`adapter:            ${report.adapter} (${report.precision} activations)`);
   console.log(`cold start:         ${report.coldStartSeconds} s (weights read + upload)`);
-  console.log(`seconds/UNet step:  ${report.secondsPerUnetStep} (first step incl. plan build: ${report.firstStepSeconds} s)`);
-  console.log(`end to end:         ${report.endToEndSeconds} s for ${report.size}, ${steps} steps, guidance ${guidance}`);
-  console.log(`GPU bytes:          ${(report.gpuBytes / 2 ** 30).toFixed(2)} GiB (weights + UNet activations)`);
+  console.log(
+    `seconds/UNet step:  ${report.secondsPerUnetStep} (first step incl. plan build: ${report.firstStepSeconds} s)`,
+  );
+  console.log(
+    `end to end:         ${report.endToEndSeconds} s for ${report.size}, ${steps} steps, guidance ${guidance}`,
+  );
+  console.log(
+    `GPU bytes:          ${(report.gpuBytes / 2 ** 30).toFixed(2)} GiB (weights + UNet activations)`,
+  );
   console.log(`process RSS:        ${(report.rssBytes / 2 ** 30).toFixed(2)} GiB`);
   console.log(JSON.stringify(report));
   return 0;

@@ -18,8 +18,3 @@ export const SHADERS: Record<string, string> = {
   matmul,
   conv,
 };
-// SCRATCH
-import naive from "../../shaders/naive.wgsl" with { type: "text" };
-import naive_conv from "../../shaders/naive_conv.wgsl" with { type: "text" };
-import naive_misc from "../../shaders/naive_misc.wgsl" with { type: "text" };
-Object.assign(SHADERS, { naive, naive_conv, naive_misc });

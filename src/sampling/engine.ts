@@ -10,6 +10,7 @@ import { ClipTextModel } from "../models/clip.ts";
 import { UNet } from "../models/unet.ts";
 import { Vae } from "../models/vae.ts";
 import { ClipTokenizer } from "./tokenizer.ts";
+import { bundledClipTokenizer } from "./default_tokenizer.ts";
 import { StableDiffusionPipeline } from "./pipeline.ts";
 import type { SamplerName } from "./types.ts";
 import type { SchedulerConfig } from "./schedulers/common.ts";
@@ -17,7 +18,7 @@ import type { SchedulerConfig } from "./schedulers/common.ts";
 export interface LoadOptions extends OpenModelOptions {
   /** Activation precision; default f16 where shader-f16 works, else f32. */
   precision?: ActDType;
-  /** Tokenizer folder for single-file checkpoints (which ship none). */
+  /** Tokenizer folder overriding the model's (single-file checkpoints otherwise use the bundled one). */
   tokenizerDir?: string;
   /** Called as weights upload: fraction in [0, 1]. */
   onProgress?: (fraction: number, what: string) => void;
@@ -78,13 +79,11 @@ export async function loadPipeline(
       !model.textEncoder && "text_encoder",
     ].filter(Boolean);
     if (missing.length) throw new Error(`${path}: no ${missing.join(", ")} found`);
+    // A folder's own tokenizer; for single files (which ship none) the bundled CLIP tokenizer.
     const tokenizerDir = options.tokenizerDir ?? model.tokenizerDir;
-    if (!tokenizerDir) {
-      throw new Error(
-        `${path}: a single-file checkpoint ships no tokenizer; pass a tokenizer folder (vocab.json + merges.txt)`,
-      );
-    }
-    const tokenizer = await ClipTokenizer.load(tokenizerDir);
+    const tokenizer = tokenizerDir
+      ? await ClipTokenizer.load(tokenizerDir)
+      : bundledClipTokenizer(model.version === "sd2" ? "sd2" : "sd1");
     const counts = [model.textEncoder!, model.unet!, model.vae!].map((c) => c.expectedTensors().size);
     const total = counts.reduce((a, b) => a + b, 0);
     let before = 0;

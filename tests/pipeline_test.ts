@@ -174,6 +174,7 @@ Deno.test("a single-file checkpoint (A1111 layout, no tokenizer) generates the s
       precision: "f32",
       unet: { norm_num_groups: 8, attention_head_dim: 4 },
       vae: { norm_num_groups: 8 },
+      textEncoder: { num_attention_heads: 4 },
     });
     const folder = await pipeline("f32");
     const request: GenerateRequest = {

@@ -8,6 +8,10 @@
 // Per tap, each row's input pixel (oy·stride + ky − padTop, ox·stride + kx − padLeft) is computed once and
 // then the channel loop streams texels; taps that fall into the zero padding load texel 0 and select zero,
 // so there is no divergent control flow in the hot loop.
+// Row bands (maps larger than one storage binding, batch 1): a dispatch computes output rows
+// [oy0, oy0 + M/Wo) into a window of out, reading an operand that starts at global input texel xTex0 (a
+// window of x, or the band's input rows packed from texel 0). Coordinates and padding tests stay global, so
+// padding applies only at the real image border and every output sums the same terms in the same order.
 //
 // Tile: TM output pixels × TN output channels per invocation, WG invocations per workgroup. On
 // llvmpipe (TEX) 16×16 / WG 8 as for matmul: the per-tap address setup is ~10 vector ops per row, negligible
@@ -32,6 +36,10 @@ struct Params {
   padTop: u32,
   padLeft: u32,
   outScale: f32, // 1 / output_scale_factor
+  oy0: u32,      // global output row of this dispatch's first row (row bands; else 0)
+  xTex0: u32,    // global input texel at which the x operand starts (row bands; else 0)
+  _pad0: u32,
+  _pad1: u32,
 }
 
 //#if TEX
@@ -121,11 +129,11 @@ fn im2col_texel(m: u32, k8: u32) -> vec2<u32> {
   let tap = k8 / p.C8;
   let c8 = k8 % p.C8;
   let r = m % p.HWo;
-  let y = i32(r / p.Wo) * i32(p.stride) - i32(p.padTop) + i32(tap / p.kw);
+  let y = i32(r / p.Wo + p.oy0) * i32(p.stride) - i32(p.padTop) + i32(tap / p.kw);
   let x = i32(r % p.Wo) * i32(p.stride) - i32(p.padLeft) + i32(tap % p.kw);
   let ok = k8 < p.taps * p.C8 && y >= 0 && y < i32(p.H) && x >= 0 && x < i32(p.W);
   let pix = (m / p.HWo) * p.H * p.W + u32(y) * p.W + u32(x);
-  return vec2<u32>(select(0u, pix * p.xPix + c8 * (p.xPix / p.C8), ok), u32(ok));
+  return vec2<u32>(select(0u, pix * p.xPix + c8 * (p.xPix / p.C8) - p.xTex0, ok), u32(ok));
 }
 
 @compute @workgroup_size(16, 16)

@@ -313,7 +313,7 @@ struct PackParams {
   K: u32,
   xRow: u32,
   total: u32,   // rows · xRow
-  _pad: u32,
+  srcOff: u32,  // where row 0 starts in src (texels if ALIGNED, else elements): row-banded conv windows
 }
 //#if ALIGNED
 // K % 8 == 0: the texels are the row bytes unchanged.
@@ -330,7 +330,7 @@ struct PackParams {
 
 //#if !ALIGNED
 fn src_at(row: u32, k: u32) -> f32 {
-  return select(0.0, f32(src[row * pp.K + min(k, pp.K - 1u)]), k < pp.K);
+  return select(0.0, f32(src[pp.srcOff + row * pp.K + min(k, pp.K - 1u)]), k < pp.K);
 }
 //#endif
 
@@ -339,7 +339,7 @@ fn pack_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
   let t = gid.x + gid.y * nwg.x * 64u;
   if (t >= pp.total) { return; }
 //#if ALIGNED
-  let v = src[t];
+  let v = src[pp.srcOff + t];
 //#else
   let row = t / pp.xRow;
   let c = t % pp.xRow;

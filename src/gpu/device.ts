@@ -17,6 +17,11 @@ export interface GpuOptions {
   /** Refuse shader-f16 even where offered: exercises the f32 + unpack2x16float path. */
   disableF16?: boolean;
   powerPreference?: GPUPowerPreference;
+  /**
+   * Caps `gpu.maxBinding` below the device's storage binding limit, as if the device allowed only this many
+   * bytes per binding: tests force the row-banded paths (conv2d, groupNorm, elementwise) on small tensors.
+   */
+  maxBindingBytes?: number;
 }
 
 export interface GpuReport {
@@ -51,6 +56,7 @@ export class Gpu {
     readonly device: GPUDevice,
     readonly f16: boolean,
     readonly report: GpuReport,
+    private readonly bindingCap: number | null = null,
   ) {
     this.pipelines = new PipelineCache(this);
     this.pool = new BufferPool(device);
@@ -75,6 +81,10 @@ export class Gpu {
           "Mesa's lavapipe (apt-get install mesa-vulkan-drivers)",
       );
     }
+    const cap = options.maxBindingBytes;
+    if (cap !== undefined && !(Number.isInteger(cap) && cap >= 16)) {
+      throw new GpuError("device creation", `maxBindingBytes must be an integer ≥ 16, got ${cap}`);
+    }
     const f16Offered = adapter.features.has("shader-f16");
     const wantF16 = f16Offered && !options.disableF16;
     const limits = {
@@ -86,6 +96,8 @@ export class Gpu {
       maxComputeWorkgroupSizeY: adapter.limits.maxComputeWorkgroupSizeY,
       maxStorageBuffersPerShaderStage: adapter.limits.maxStorageBuffersPerShaderStage,
       maxComputeWorkgroupsPerDimension: adapter.limits.maxComputeWorkgroupsPerDimension,
+      // Attention's K/V textures have one row per token (9216 for a 768² VAE decode; the default is 8192).
+      maxTextureDimension2D: adapter.limits.maxTextureDimension2D,
     };
     const features: GPUFeatureName[] = wantF16 ? ["shader-f16"] : [];
     // Timestamps let benchmarks time every dispatch (gpu.profile); only requested where offered.
@@ -118,11 +130,13 @@ export class Gpu {
         maxBufferSize: limits.maxBufferSize,
       },
     };
-    return new Gpu(adapter, device, f16, report);
+    return new Gpu(adapter, device, f16, report, cap ?? null);
   }
 
+  /** Storage binding limit ops plan for: the device's, or the smaller `maxBindingBytes` the Gpu was made with. */
   get maxBinding(): number {
-    return this.device.limits.maxStorageBufferBindingSize;
+    const device = this.device.limits.maxStorageBufferBindingSize;
+    return this.bindingCap === null ? device : Math.min(device, this.bindingCap);
   }
 
   /** Throws if the device was lost or an uncaptured error happened since the last check. */
@@ -229,7 +243,10 @@ export class Gpu {
       const part = dispatches.slice(first, first + chunk);
       const count = part.length * 2;
       const querySet = this.device.createQuerySet({ type: "timestamp", count });
-      const resolve = this.device.createBuffer({ size: count * 8, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+      const resolve = this.device.createBuffer({
+        size: count * 8,
+        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+      });
       const encoder = this.device.createCommandEncoder({ label: "profile" });
       part.forEach((d, i) => {
         const pass = encoder.beginComputePass({
@@ -243,7 +260,9 @@ export class Gpu {
       encoder.resolveQuerySet(querySet, 0, count, resolve, 0);
       this.device.queue.submit([encoder.finish()]);
       const times = new BigInt64Array(await this.readBytes(resolve, count * 8, 0, "profile"));
-      part.forEach((d, i) => out.push({ label: d.label ?? d.pipeline.label, ms: Number(times[2 * i + 1] - times[2 * i]) / 1e6 }));
+      part.forEach((d, i) =>
+        out.push({ label: d.label ?? d.pipeline.label, ms: Number(times[2 * i + 1] - times[2 * i]) / 1e6 })
+      );
       querySet.destroy();
       resolve.destroy();
     }

@@ -77,7 +77,7 @@ export class ClipTextModel {
     ) =>
       plan.add(linear(gpu, {
         x: flat(x),
-        weight: w.get(`${name}.weight`),
+        weight: w.linear(`${name}.weight`),
         bias: w.get(`${name}.bias`),
         residual: opts.residual ? flat(opts.residual) : undefined,
         activation: opts.activation,

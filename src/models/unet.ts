@@ -283,7 +283,7 @@ class UNetBuilder {
     const hidden = this.plan.tensor([B, dim], "time_embedding.linear_1");
     this.plan.add(linear(this.gpu, {
       x: proj,
-      weight: this.w.get("time_embedding.linear_1.weight"),
+      weight: this.w.linear("time_embedding.linear_1.weight"),
       bias: this.w.get("time_embedding.linear_1.bias"),
       out: hidden,
       activation: "silu",
@@ -292,7 +292,7 @@ class UNetBuilder {
     const temb = this.plan.tensor([B, dim], "time_embedding");
     this.plan.add(linear(this.gpu, {
       x: hidden,
-      weight: this.w.get("time_embedding.linear_2.weight"),
+      weight: this.w.linear("time_embedding.linear_2.weight"),
       bias: this.w.get("time_embedding.linear_2.bias"),
       out: temb,
       act: this.act,
@@ -324,7 +324,7 @@ class UNetBuilder {
     const tproj = plan.tensor([B, outC], `${prefix}.time_emb_proj`);
     plan.add(linear(this.gpu, {
       x: tembAct,
-      weight: this.w.get(`${prefix}.time_emb_proj.weight`),
+      weight: this.w.linear(`${prefix}.time_emb_proj.weight`),
       bias: this.w.get(`${prefix}.time_emb_proj.bias`),
       out: tproj,
       act: this.act,
@@ -410,7 +410,7 @@ class UNetBuilder {
     let hs = plan.tensor([B, N, C], `${prefix}.proj_in`);
     plan.add(linear(this.gpu, {
       x: tokens(n),
-      weight: this.w.get(`${prefix}.proj_in.weight`).view([C, C]),
+      weight: this.w.linear(`${prefix}.proj_in.weight`),
       bias: this.w.get(`${prefix}.proj_in.bias`),
       out: tokens(hs),
       act: this.act,
@@ -422,7 +422,7 @@ class UNetBuilder {
     const out = plan.tensor([B, H, W, C], prefix);
     plan.add(linear(this.gpu, {
       x: hs.view([B * N, C]),
-      weight: this.w.get(`${prefix}.proj_out.weight`).view([C, C]),
+      weight: this.w.linear(`${prefix}.proj_out.weight`),
       bias: this.w.get(`${prefix}.proj_out.bias`),
       residual: tokens(x),
       out: tokens(out),
@@ -446,7 +446,7 @@ class UNetBuilder {
     const lin = (x: Tensor, name: string, out: Tensor, bias: boolean, residual?: Tensor) =>
       plan.add(linear(this.gpu, {
         x: flat(x),
-        weight: this.w.get(`${name}.weight`),
+        weight: this.w.linear(`${name}.weight`),
         bias: bias ? this.w.get(`${name}.bias`) : undefined,
         residual: residual ? flat(residual) : undefined,
         out: flat(out),
@@ -487,11 +487,11 @@ class UNetBuilder {
     const h2 = attend(`${prefix}.attn2`, n2, context, h1);
     this.release(n2, h1);
     const n3 = norm(h2, `${prefix}.norm3`);
-    const inner = this.w.get(`${prefix}.ff.net.2.weight`).shape[1];
+    const inner = this.w.shape(`${prefix}.ff.net.2.weight`)[1];
     const g = plan.tensor([B, N, inner], `${prefix}.ff.net.0`);
     plan.add(geglu(this.gpu, {
       x: flat(n3),
-      weight: this.w.get(`${prefix}.ff.net.0.proj.weight`),
+      weight: this.w.linear(`${prefix}.ff.net.0.proj.weight`),
       bias: this.w.get(`${prefix}.ff.net.0.proj.bias`),
       out: flat(g),
       act: this.act,

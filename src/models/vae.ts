@@ -254,7 +254,7 @@ class VaeBuilder {
       const out = plan.tensor([B, N, C], name);
       plan.add(linear(this.gpu, {
         x: tok(input),
-        weight: this.w.get(`${name}.weight`),
+        weight: this.w.linear(`${name}.weight`),
         bias: this.w.get(`${name}.bias`),
         residual: residual ? tok(residual) : undefined,
         out: tok(out),

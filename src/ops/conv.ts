@@ -11,10 +11,18 @@
 // Output: out = (conv(x) + bias[c] + timeBias[b, c] + residual) / outputScaleFactor
 // (diffusers ResnetBlock2D adds the time embedding after conv1 and divides (shortcut + conv2) by
 // output_scale_factor, 1 for SD).
+//
+// Maps larger than one storage binding (VAE decoder at 512²: [1, 512, 512, 256] f32 = 256 MiB), or whose
+// packed input would not fit one operand texture, run in row bands (batch 1): each band computes a range
+// of output rows into its window of out/residual, reading a window of x that holds just the input rows the
+// band needs (in texture mode those rows are packed into the scratch texture). The kernel keeps global
+// coordinates, so zero padding applies only at the real image border and banded results equal unbanded
+// ones bit for bit.
 
 import type { Dispatch, Gpu } from "../gpu/device.ts";
 import type { ActDType, ShaderDefines } from "../gpu/pipelines.ts";
-import type { Tensor } from "../gpu/tensor.ts";
+import { bytesPerElement, type Tensor } from "../gpu/tensor.ts";
+import { bindingLimit, type RowBand, rowBands, wholeOf, windowOf } from "./bands.ts";
 import {
   activationOperand,
   checkAct,
@@ -26,9 +34,12 @@ import {
   type GemmTiling,
   gemmTiling,
   makeDispatch,
+  packRows,
   resolveTiling,
   type Resource,
+  scratchOperand,
   storageOf,
+  TEXTURE_WIDTH,
   tileCode,
   xRowTexels,
 } from "./linear.ts";
@@ -43,7 +54,9 @@ export interface ConvWeight {
   /** k-steps (8 input channels each) per tap: ceil(Cin / 8). */
   readonly c8: number;
   readonly storage: "texture" | "buffer";
-  readonly operand: Resource;
+  readonly operand: GPUBuffer | GPUTextureView;
+  /** The texture behind `operand` in texture mode (for memory accounting and destroy). */
+  readonly texture?: GPUTexture;
 }
 
 /**
@@ -72,7 +85,7 @@ export function prepareConvWeight(gpu: Gpu, weight: Tensor, mode?: GemmTiling["m
     [makeDispatch(gpu, pipeline, [weight.buffer, dst.resource, params], Math.ceil(total / 64), op)],
     op,
   );
-  return { kind: "conv-weight", cout, cin, kh, kw, c8, storage, operand: dst.resource };
+  return { kind: "conv-weight", cout, cin, kh, kw, c8, storage, operand: dst.resource, texture: dst.texture };
 }
 
 export interface Conv2dParams {
@@ -98,6 +111,11 @@ export interface Conv2dParams {
   act: ActDType;
   tiling?: Partial<GemmTiling>;
   label?: string;
+  /**
+   * Storage binding limit to split at (tests force small bands with it); defaults to gpu.maxBinding. When x,
+   * out or residual is larger, the conv runs in row bands, which needs batch 1.
+   */
+  maxBindingBytes?: number;
 }
 
 /** Output size of a conv along one axis. */
@@ -120,7 +138,10 @@ export function convPadding(padding: Conv2dParams["padding"], kh: number, kw: nu
   throw new Error(`unknown conv padding "${padding}"`);
 }
 
-/** Implicit-GEMM conv2d. Returns [pack x (when needed), conv]. */
+/**
+ * Implicit-GEMM conv2d. Returns [pack x (when needed), conv], or that pair per row band when a tensor is
+ * larger than one storage binding (see the header).
+ */
 export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
   const op = `conv2d${p.label ? ` ${p.label}` : ""}`;
   checkAct(gpu, p.act, op);
@@ -157,6 +178,7 @@ export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
     if (p.timeBias.numel !== B * w.cout) {
       throw new Error(`${op}: timeBias [${p.timeBias.shape}] must be [${B}, ${w.cout}]`);
     }
+    checkBinding(gpu, p.timeBias, "timeBias", op);
   }
   if (p.residual) {
     checkDType(p.residual, p.act, "residual", op);
@@ -168,21 +190,12 @@ export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
   if (!(scaleFactor > 0) || !Number.isFinite(scaleFactor)) {
     throw new Error(`${op}: outputScaleFactor must be a positive number, got ${scaleFactor}`);
   }
-  for (
-    const [what, t] of [["x", p.x], ["out", p.out], ["residual", p.residual], [
-      "timeBias",
-      p.timeBias,
-    ]] as const
-  ) {
-    if (t) checkBinding(gpu, t, what, op);
-  }
   checkDistinct(op, p.out, { x: p.x, residual: p.residual, timeBias: p.timeBias });
 
   const { tm, tn, wg, mode } = fitShared(gpu, tiling, 1);
   const shared = mode === "shared";
-  const xPack = activationOperand(gpu, p.x, B * H * W, cin, p.act, mode, op);
-  const m = B * ho * wo;
   const n = w.cout;
+  const xPix = xRowTexels(cin, p.act);
   const vecOut = n % 4 === 0;
   const code = shared
     ? { SHARED: true, SHARED_A: 32 * (16 * tm + 1) }
@@ -201,28 +214,165 @@ export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
     WG: wg,
     ...code,
   };
-  const tilesN = Math.ceil(n / tn);
-  const tiles = tilesN * Math.ceil(m / tm);
-  const words = new Uint32Array(16);
-  words.set([m, n, w.c8, tilesN, tiles, xRowTexels(cin, p.act), w.kh * w.kw, w.kw]);
-  words.set([H, W, wo, ho * wo, p.stride, pad.top, pad.left], 8);
-  new Float32Array(words.buffer)[15] = 1 / scaleFactor;
-  const resources: Resource[] = [xPack.operand, w.operand, p.out.buffer, gpu.uniform(words, `${op} params`)];
-  if (p.bias) {
-    defines.BIAS_BINDING = resources.length;
-    resources.push(p.bias.buffer);
-  }
-  if (p.timeBias) {
-    defines.TIME_BIAS_BINDING = resources.length;
-    resources.push(p.timeBias.buffer);
-  }
-  if (p.residual) {
-    defines.RESIDUAL_BINDING = resources.length;
-    resources.push(p.residual.buffer);
-  }
+  // Bindings after x, weight, out and params, in this order.
+  const extras: ["BIAS_BINDING" | "TIME_BIAS_BINDING" | "RESIDUAL_BINDING", Tensor | undefined][] = [
+    ["BIAS_BINDING", p.bias],
+    ["TIME_BIAS_BINDING", p.timeBias],
+    ["RESIDUAL_BINDING", p.residual],
+  ];
+  let binding = 4;
+  for (const [name, t] of extras) if (t) defines[name] = binding++;
   const pipeline = gpu.kernel("conv", defines, shared ? "conv_shared" : "conv");
-  const grid: number | [number, number] = shared
-    ? [Math.ceil(n / 64), Math.ceil(m / (16 * tm))]
-    : Math.ceil(tiles / wg);
-  return [...xPack.dispatches, makeDispatch(gpu, pipeline, resources, grid, op)];
+  const tilesN = Math.ceil(n / tn);
+
+  /** The conv dispatch for output rows [oy0, oy0 + rows), x operand starting at global texel xTex0. */
+  const convDispatch = (
+    x: Resource,
+    out: Resource,
+    residual: Resource | undefined,
+    oy0: number,
+    rows: number,
+    xTex0: number,
+  ): Dispatch => {
+    const m = B * rows * wo;
+    const tiles = tilesN * Math.ceil(m / tm);
+    const words = new Uint32Array(20);
+    words.set([m, n, w.c8, tilesN, tiles, xPix, w.kh * w.kw, w.kw]);
+    words.set([H, W, wo, ho * wo, p.stride, pad.top, pad.left], 8);
+    new Float32Array(words.buffer)[15] = 1 / scaleFactor;
+    words.set([oy0, xTex0], 16);
+    const resources: Resource[] = [x, w.operand, out, gpu.uniform(words, `${op} params`)];
+    if (p.bias) resources.push(p.bias.buffer);
+    if (p.timeBias) resources.push(p.timeBias.buffer);
+    if (residual) resources.push(residual);
+    const grid: number | [number, number] = shared
+      ? [Math.ceil(n / 64), Math.ceil(m / (16 * tm))]
+      : Math.ceil(tiles / wg);
+    return makeDispatch(gpu, pipeline, resources, grid, op);
+  };
+
+  const geometry: ConvGeometry = {
+    B,
+    H,
+    W,
+    cin,
+    ho,
+    wo,
+    cout: n,
+    kh: w.kh,
+    stride: p.stride,
+    padTop: pad.top,
+  };
+  const bands = convBands(gpu, op, p, geometry, xPix, storageOf(mode), bindingLimit(gpu, p.maxBindingBytes));
+  if (!bands) {
+    const xPack = activationOperand(gpu, p.x, B * H * W, cin, p.act, mode, op);
+    const residual = p.residual ? wholeOf(gpu, p.residual) : undefined;
+    return [...xPack.dispatches, convDispatch(xPack.operand, wholeOf(gpu, p.out), residual, 0, ho, 0)];
+  }
+
+  // Row bands (B = 1). Per band: the x window from the aligned offset at or before its first input row
+  // (read in place in buffer mode when Cin % 8 == 0, else packed from texel 0 of a shared scratch operand),
+  // and the windows of out and residual for its output rows.
+  const bpe = bytesPerElement(p.act);
+  const inRowBytes = W * cin * bpe;
+  const outRowBytes = wo * n * bpe;
+  const alignment = gpu.device.limits.minStorageBufferOffsetAlignment;
+  const direct = storageOf(mode) === "buffer" && cin % 8 === 0;
+  const inputRows = bands.map((b) => inputRowsOf(b, geometry));
+  const scratch = direct
+    ? null
+    : scratchOperand(gpu, mode, Math.max(...inputRows.map((r) => (r.end - r.start) * W * xPix)));
+  const dispatches: Dispatch[] = [];
+  bands.forEach((band, i) => {
+    const rows = inputRows[i];
+    const first = rows.start * inRowBytes;
+    const windowStart = Math.floor(first / alignment) * alignment;
+    const xWindow = windowOf(p.x, windowStart, rows.end * inRowBytes);
+    let operand: Resource;
+    let xTex0: number;
+    if (!scratch) {
+      operand = xWindow;
+      xTex0 = windowStart / 16; // a pixel is xPix whole texels
+    } else {
+      const srcOffset = (first - windowStart) / (cin % 8 === 0 ? 16 : bpe);
+      const pixels = (rows.end - rows.start) * W;
+      dispatches.push(packRows(gpu, xWindow, srcOffset, pixels, cin, p.act, scratch, op));
+      operand = scratch.resource;
+      xTex0 = rows.start * W * xPix;
+    }
+    const outWindow = windowOf(p.out, band.start * outRowBytes, band.end * outRowBytes);
+    const residual = p.residual
+      ? windowOf(p.residual, band.start * outRowBytes, band.end * outRowBytes)
+      : undefined;
+    dispatches.push(convDispatch(operand, outWindow, residual, band.start, band.end - band.start, xTex0));
+  });
+  return dispatches;
+}
+
+interface ConvGeometry {
+  B: number;
+  H: number;
+  W: number;
+  cin: number;
+  ho: number;
+  wo: number;
+  cout: number;
+  kh: number;
+  stride: number;
+  padTop: number;
+}
+
+/** Input rows [start, end) that output rows `band` read: [r0·s − p, (r1−1)·s − p + kh) within [0, H). */
+function inputRowsOf(band: RowBand, g: ConvGeometry): RowBand {
+  const start = Math.max(0, band.start * g.stride - g.padTop);
+  const end = Math.min(g.H, (band.end - 1) * g.stride - g.padTop + g.kh);
+  return { start, end };
+}
+
+/**
+ * Output row bands for a conv whose x, out or residual exceeds `limit` bytes, or whose packed input exceeds
+ * one operand (a texture of maxTextureDimension2D rows, or a buffer binding); null when everything fits (the
+ * unbanded path). A band of r output rows binds r output rows of out/residual, at most (r−1)·s + kh input
+ * rows of x plus up to one alignment of bytes before them, and packs those input rows.
+ */
+function convBands(
+  gpu: Gpu,
+  op: string,
+  p: Conv2dParams,
+  g: ConvGeometry,
+  xPix: number,
+  storage: "texture" | "buffer",
+  limit: number,
+): RowBand[] | null {
+  const packs = !(storage === "buffer" && g.cin % 8 === 0);
+  const packCapacity = storage === "texture"
+    ? gpu.device.limits.maxTextureDimension2D * TEXTURE_WIDTH
+    : Math.floor(limit / 16); // texels
+  const tooBig = [p.x, p.out, p.residual].some((t) => t && t.byteLength > limit) ||
+    (packs && g.B * g.H * g.W * xPix > packCapacity);
+  if (!tooBig) return null;
+  const what = `${op} [${p.x.shape}] → [${p.out.shape}]`;
+  if (g.B !== 1) {
+    throw new Error(
+      `${what}: a tensor exceeds the ${limit}-byte storage binding limit (or the packed input one ` +
+        `operand texture); splitting into row bands needs batch 1, got ${g.B}`,
+    );
+  }
+  const bpe = bytesPerElement(p.act);
+  const inRowBytes = g.W * g.cin * bpe;
+  const outRowBytes = g.wo * g.cout * bpe;
+  const alignment = gpu.device.limits.minStorageBufferOffsetAlignment;
+  // Largest r with r·outRowBytes ≤ limit, ((r−1)·s + kh)·inRowBytes + alignment ≤ limit and, when packing,
+  // ((r−1)·s + kh)·W·xPix ≤ packCapacity.
+  const byInput = (capacity: number, perRow: number) =>
+    Math.floor((Math.floor(capacity / perRow) - g.kh) / g.stride) + 1;
+  let most = Math.min(Math.floor(limit / outRowBytes), byInput(limit - alignment, inRowBytes));
+  if (packs) most = Math.min(most, byInput(packCapacity, g.W * xPix));
+  if (most < 1) {
+    throw new Error(
+      `${what}: cannot split into row bands within the ${limit}-byte storage binding limit: one output ` +
+        `row needs ${outRowBytes} bytes of out and ${g.kh} input rows of ${inRowBytes} bytes`,
+    );
+  }
+  return rowBands(gpu, what, g.ho, [outRowBytes], most * outRowBytes);
 }

@@ -161,18 +161,24 @@ function sizeClass(n: number): number {
 export function scratchOperand(gpu: Gpu, mode: GemmTiling["mode"], texels: number): Operand {
   let byGpu = scratch.get(gpu);
   if (!byGpu) scratch.set(gpu, byGpu = new Map());
-  // Textures are classed by rows of 8192 texels, buffers by 64 KiB blocks.
+  // Textures are classed by rows of 8192 texels, buffers by 64 KiB blocks. Rounding up to a class never
+  // crosses the texture-row or binding limit when the request itself fits (createOperand reports requests
+  // that don't).
   const storage = storageOf(mode);
-  const units = storage === "texture" ? sizeClass(textureRows(texels)) : sizeClass(Math.ceil(texels / 4096));
-  const key = `${storage}:${units}`;
+  let alloc: number; // texels
+  if (storage === "texture") {
+    const rows = textureRows(texels);
+    const maxRows = gpu.device.limits.maxTextureDimension2D;
+    alloc = Math.max(rows, Math.min(sizeClass(rows), maxRows)) * TEXTURE_WIDTH;
+  } else {
+    const blocks = Math.ceil(texels / 4096);
+    const fits = (t: number) => t * 16 <= gpu.maxBinding;
+    alloc = [sizeClass(blocks) * 4096, blocks * 4096].find(fits) ?? texels;
+  }
+  const key = `${storage}:${alloc}`;
   let op = byGpu.get(key);
   if (!op) {
-    op = createOperand(
-      gpu,
-      mode,
-      storage === "texture" ? units * TEXTURE_WIDTH : units * 4096,
-      `gemm scratch ${key}`,
-    );
+    op = createOperand(gpu, mode, alloc, `gemm scratch ${key}`);
     byGpu.set(key, op);
   }
   return op;
@@ -180,7 +186,8 @@ export function scratchOperand(gpu: Gpu, mode: GemmTiling["mode"], texels: numbe
 
 // ---------------------------------------------------------------- dispatch helpers
 
-export type Resource = GPUBuffer | GPUTextureView;
+/** A bind group resource: a whole buffer, a window of one (row-banded ops) or a texture view. */
+export type Resource = GPUBuffer | GPUBufferBinding | GPUTextureView;
 
 /**
  * A dispatch whose bindings may include texture views (gpu.dispatch binds buffers only). A workgroup count
@@ -253,27 +260,40 @@ export function activationOperand(
   mode: GemmTiling["mode"],
   label: string,
 ): { operand: Resource; dispatches: Dispatch[] } {
-  const aligned = k % 8 === 0;
-  if (storageOf(mode) === "buffer" && aligned) return { operand: x.buffer, dispatches: [] };
+  if (storageOf(mode) === "buffer" && k % 8 === 0) return { operand: x.buffer, dispatches: [] };
+  const dst = scratchOperand(gpu, mode, rows * xRowTexels(k, act));
+  return { operand: dst.resource, dispatches: [packRows(gpu, x.buffer, 0, rows, k, act, dst, label)] };
+}
+
+/**
+ * The dispatch that packs `rows` rows of K activations from `src` into texel rows of `dst` (from texel 0).
+ * `srcOffset` is where row 0 starts in `src`: in 16-byte texels when K % 8 == 0 (rows are copied texel by
+ * texel), else in activation elements. Row-banded convs pack a window of the input this way.
+ */
+export function packRows(
+  gpu: Gpu,
+  src: Resource,
+  srcOffset: number,
+  rows: number,
+  k: number,
+  act: ActDType,
+  dst: Operand,
+  label: string,
+): Dispatch {
   const xRow = xRowTexels(k, act);
   const total = rows * xRow;
-  const dst = scratchOperand(gpu, mode, total);
+  if (total > dst.texels) {
+    throw new Error(`${label}: packing ${total} texels into an operand of ${dst.texels}`);
+  }
   const pipeline = gpu.kernel("matmul", {
     PACK_ROWS: true,
     ACT: act,
-    TEX: storageOf(mode) === "texture",
-    ALIGNED: aligned,
+    TEX: dst.storage === "texture",
+    ALIGNED: k % 8 === 0,
     XF16: act === "f16",
   }, "pack_rows");
-  const params = gpu.uniform(new Uint32Array([k, xRow, total, 0]), `${label} pack params`);
-  const d = makeDispatch(
-    gpu,
-    pipeline,
-    [x.buffer, dst.resource, params],
-    Math.ceil(total / 64),
-    `${label} pack x`,
-  );
-  return { operand: dst.resource, dispatches: [d] };
+  const params = gpu.uniform(new Uint32Array([k, xRow, total, srcOffset]), `${label} pack params`);
+  return makeDispatch(gpu, pipeline, [src, dst.resource, params], Math.ceil(total / 64), `${label} pack x`);
 }
 
 // ---------------------------------------------------------------- tile code generation
@@ -306,14 +326,17 @@ export function tileCode(o: TileCodeOptions): ShaderDefines {
   if (o.conv) {
     for (const i of rows) {
       setup.push(
-        `  let m${i} = min(row0 + ${i}u, p.M - 1u); let r${i} = m${i} % p.HWo; let pb${i} = (m${i} / p.HWo) * p.H * p.W;`,
-        `  let iy${i} = i32(r${i} / p.Wo) * i32(p.stride) - i32(p.padTop);` +
+        // pb: the image's first texel relative to the operand's first texel (wrapping u32 arithmetic: a
+        // row band's operand starts at global texel xTex0, and only in-image taps are ever selected).
+        `  let m${i} = min(row0 + ${i}u, p.M - 1u); let r${i} = m${i} % p.HWo;` +
+          ` let pb${i} = (m${i} / p.HWo) * p.H * p.W * p.xPix - p.xTex0;`,
+        `  let iy${i} = i32(r${i} / p.Wo + p.oy0) * i32(p.stride) - i32(p.padTop);` +
           ` let ix${i} = i32(r${i} % p.Wo) * i32(p.stride) - i32(p.padLeft);`,
       );
       tap.push(
         `    let y${i} = iy${i} + ky; let x${i} = ix${i} + kx;`,
         `    let ok${i} = y${i} >= 0 && y${i} < i32(p.H) && x${i} >= 0 && x${i} < i32(p.W);`,
-        `    let xr${i} = select(0u, (pb${i} + u32(y${i}) * p.W + u32(x${i})) * p.xPix, ok${i});`,
+        `    let xr${i} = select(0u, pb${i} + (u32(y${i}) * p.W + u32(x${i})) * p.xPix, ok${i});`,
       );
     }
     for (const j of cols) setup.push(`  let wr${j} = min(col0 + ${j}u, p.N - 1u) * p.taps * p.C8;`);
@@ -382,7 +405,10 @@ export interface LinearWeight {
   readonly k: number;
   readonly k8: number;
   readonly storage: "texture" | "buffer";
-  readonly operand: Resource;
+  /** The packed texels, or (buffer mode, K % 8 == 0) the checkpoint weight's own buffer. */
+  readonly operand: GPUBuffer | GPUTextureView;
+  /** The texture behind `operand` in texture mode (for memory accounting and destroy). */
+  readonly texture?: GPUTexture;
 }
 
 const preparedLinear = new WeakMap<GPUBuffer, Map<string, LinearWeight>>();
@@ -402,7 +428,8 @@ export function prepareLinearWeight(gpu: Gpu, weight: Tensor, mode?: GemmTiling[
   if (hit) return hit;
   const [n, k] = weight.shape;
   const k8 = Math.ceil(k / 8);
-  let operand: Resource;
+  let operand: GPUBuffer | GPUTextureView;
+  let texture: GPUTexture | undefined;
   if (storage === "buffer" && k % 8 === 0) {
     operand = weight.buffer;
   } else {
@@ -415,8 +442,9 @@ export function prepareLinearWeight(gpu: Gpu, weight: Tensor, mode?: GemmTiling[
       op,
     );
     operand = dst.resource;
+    texture = dst.texture;
   }
-  const w: LinearWeight = { kind: "linear-weight", n, k, k8, storage, operand };
+  const w: LinearWeight = { kind: "linear-weight", n, k, k8, storage, operand, texture };
   if (!byStorage) preparedLinear.set(weight.buffer, byStorage = new Map());
   byStorage.set(storage, w);
   return w;

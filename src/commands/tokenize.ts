@@ -15,7 +15,9 @@ export async function tokenizeCommand(args: string[]): Promise<number> {
     console.error('usage: tokenize [--tokenizer DIR] "prompt"');
     return 2;
   }
-  const tokenizer = values.tokenizer ? await ClipTokenizer.load(values.tokenizer) : bundledClipTokenizer("sd1");
+  const tokenizer = values.tokenizer
+    ? await ClipTokenizer.load(values.tokenizer)
+    : bundledClipTokenizer("sd1");
   console.log(JSON.stringify(tokenizer.encodeIds(positionals[0])));
   return 0;
 }

@@ -40,7 +40,9 @@ Deno.test({
       const pageErrors: string[] = [];
       page.on("pageerror", (e) => pageErrors.push(String(e)));
       await page.goto(server.url);
-      await page.waitForFunction(() => document.getElementById("health")?.className === "ok");
+      await page.waitForFunction(() => document.getElementById("health")?.className === "ok", null, {
+        timeout: 120_000,
+      });
 
       await page.fill("#prompt", "a lighthouse on a cliff at sunset, oil painting");
       await page.fill("#negative_prompt", "blurry");
@@ -51,14 +53,15 @@ Deno.test({
       await page.selectOption("#sampler", "euler_a");
       await page.click("#generate");
 
-      // Previews arrive while the job runs.
+      // Previews arrive while the job runs. Generous timeouts: on a fresh machine the first run compiles
+      // every kernel (no shader cache yet), which takes a minute or more on lavapipe.
       await page.waitForFunction(() => document.querySelectorAll("#previews img").length >= 2, null, {
-        timeout: 30_000,
+        timeout: 240_000,
       });
       if (await page.evaluate(() => document.body.dataset.state) !== "running") {
         throw new Error("previews only appeared after the run had ended");
       }
-      await page.waitForFunction(() => document.body.dataset.state === "done", null, { timeout: 30_000 });
+      await page.waitForFunction(() => document.body.dataset.state === "done", null, { timeout: 240_000 });
 
       const result = await page.evaluate(() => {
         const img = document.getElementById("image") as HTMLImageElement;
@@ -92,11 +95,15 @@ Deno.test({
       // Cancel: a long run, stopped from the page, is cancelled on the server.
       await page.fill("#steps", "150");
       await page.click("#generate");
-      await page.waitForFunction(() =>
-        Number((document.getElementById("progress") as HTMLProgressElement).value) >= 2
+      await page.waitForFunction(
+        () => Number((document.getElementById("progress") as HTMLProgressElement).value) >= 2,
+        null,
+        { timeout: 120_000 },
       );
       await page.click("#cancel");
-      await page.waitForFunction(() => document.body.dataset.state === "cancelled");
+      await page.waitForFunction(() => document.body.dataset.state === "cancelled", null, {
+        timeout: 120_000,
+      });
       const deadline = Date.now() + 10_000;
       while (
         !/sd_jobs_total\{outcome="cancelled"\} 1/.test(await (await fetch(`${server.url}/metrics`)).text())

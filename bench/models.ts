@@ -13,12 +13,15 @@ import { synthWeightsMain } from "../src/weights/synth.ts";
 import { clipFlops, unetFlops, vaeDecodeFlops } from "../src/models/flops.ts";
 import { encodeImage, latentPreview } from "../src/sampling/image.ts";
 import { numpyMatmulGflops } from "./numpy.ts";
+import { uploadTensor } from "../src/gpu/tensor.ts";
+import { linear } from "../src/ops/linear.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: {
     weights: { type: "string", default: "weights/synth-sd15" },
     "skip-64": { type: "boolean" },
+    "skip-vae-512": { type: "boolean" },
     profile: { type: "boolean" },
     precision: { type: "string" },
   },
@@ -96,7 +99,7 @@ for (const s of unetSizes) {
 }
 
 // VAE decode
-for (const s of [32, 64]) {
+for (const s of values["skip-vae-512"] ? [32] : [32, 64]) {
   try {
     const p = vae.decodePlan(s, s);
     rows.push({
@@ -125,6 +128,22 @@ for (const s of [32, 64]) {
   );
 }
 
+// The op set's own matmul on the same adapter and precision, in this run: the UNet's effective rate is
+// judged against it (the gap is dispatch overhead and work that is not a GEMM).
+let opMatmul = 0;
+{
+  const [m, k, n] = [8192, 320, 1280];
+  const x = uploadTensor(gpu, new Float32Array(m * k).fill(0.01), [m, k], precision);
+  const w = uploadTensor(gpu, new Float32Array(n * k).fill(0.01), [n, k], "f16");
+  const out = uploadTensor(gpu, new Float32Array(m * n), [m, n], precision);
+  const reps = 5;
+  const ds = Array.from({ length: reps }, () => linear(gpu, { x, weight: w, out, act: precision })).flat();
+  await time(() => gpu.run(ds.slice(0, ds.length / reps), "matmul warm-up"));
+  const seconds = await time(() => gpu.run(ds, "matmul"));
+  opMatmul = (2 * m * k * n * reps) / seconds / 1e9;
+  console.log(`op set linear [8192, 320]·[1280, 320]ᵀ (${precision}): ${opMatmul.toFixed(1)} GFLOP/s`);
+}
+
 const np = await numpyMatmulGflops([[1024, 1024, 1024], [8192, 320, 1280], [2048, 1280, 1280]]);
 const numpyBest = "error" in np ? null : Math.max(...np.gflops.values());
 console.log("");
@@ -144,6 +163,15 @@ else {console.log(
       numpyBest!.toFixed(1)
     } GFLOP/s (${np.kernel})`,
   );}
+const unetRow = rows.find((r) => r.what.startsWith("UNet"));
+if (unetRow) {
+  const g = unetRow.gflop / unetRow.seconds;
+  console.log(
+    `UNet effective / op-set matmul: ${(g / opMatmul).toFixed(3)}; UNet effective / numpy: ${
+      numpyBest ? (g / numpyBest).toFixed(3) : "n/a"
+    }`,
+  );
+}
 console.log(`process RSS growth: ${((Deno.memoryUsage().rss - rssBefore) / 2 ** 30).toFixed(2)} GiB`);
 
 if (values.profile) {

@@ -414,12 +414,16 @@ Deno.test("every bad field answers 400 JSON naming it", async () => {
   });
 });
 
-Deno.test("a body over the size limit answers 413 naming the body", async () => {
+Deno.test("a body over the size limit answers 400 naming the body", async () => {
   await withServer({ engine: ENGINE, options: { maxBodyBytes: 10_000 } }, async (s) => {
     const big = JSON.stringify({ prompt: "p", image: "A".repeat(20_000) });
     const res = await postJson(`${s.url}/v1/generate`, big);
     const body = await res.json();
-    assertEquals([res.status, body.error.param], [413, "body"], "declared length");
+    assertEquals(
+      [res.status, body.error.param, body.error.code],
+      [400, "body", "payload_too_large"],
+      "declared length",
+    );
     // Chunked (no Content-Length): the limit applies while reading.
     const chunked = new ReadableStream({
       start(c) {
@@ -433,7 +437,11 @@ Deno.test("a body over the size limit answers 413 naming the body", async () => 
       body: chunked,
     });
     const body2 = await res2.json();
-    assertEquals([res2.status, body2.error.param], [413, "body"], "streamed body");
+    assertEquals(
+      [res2.status, body2.error.param, body2.error.code],
+      [400, "body", "payload_too_large"],
+      "streamed body",
+    );
   });
 });
 

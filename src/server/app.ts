@@ -489,7 +489,7 @@ function validationHook(
   return errorResponse(400, "invalid_request", message, param);
 }
 
-/** Reads a JSON body under a size limit, answering 400/413 with the field "body" on any problem. */
+/** Reads a JSON body under a size limit, answering 400 with the field "body" on any problem. */
 function jsonBody(maxBytes: number): MiddlewareHandler {
   return async (c, next) => {
     const type = (c.req.header("content-type") ?? "").split(";")[0].trim().toLowerCase();
@@ -501,8 +501,9 @@ function jsonBody(maxBytes: number): MiddlewareHandler {
         "body",
       );
     }
+    // 400 like every other bad field (the API's contract), with its own code for clients that care.
     const tooLarge = () =>
-      errorResponse(413, "payload_too_large", `body: larger than the limit of ${maxBytes} bytes`, "body");
+      errorResponse(400, "payload_too_large", `body: larger than the limit of ${maxBytes} bytes`, "body");
     const declared = Number(c.req.header("content-length") ?? "0");
     if (declared > maxBytes) return tooLarge();
     let bytes: Uint8Array;

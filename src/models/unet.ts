@@ -122,15 +122,7 @@ class UNetBuilder {
 
     // conv_in
     let x = plan.tensor([B, H, W, c.block_out_channels[0]], "conv_in");
-    plan.add(conv2d(this.gpu, {
-      x: sample,
-      weight: this.w.conv("conv_in.weight"),
-      bias: this.w.get("conv_in.bias"),
-      out: x,
-      stride: 1,
-      padding: "same",
-      act: this.act,
-    }));
+    this.conv("conv_in", sample, x);
     this.probe("conv_in", x);
     const skips: Tensor[] = [x];
     this.keep.add(x);
@@ -165,15 +157,7 @@ class UNetBuilder {
         h = Math.ceil(h / 2);
         wd = Math.ceil(wd / 2);
         const y = this.plan.tensor([B, h, wd, level.channels], `${prefix}.downsamplers.0`);
-        plan.add(conv2d(this.gpu, {
-          x,
-          weight: this.w.conv(`${prefix}.downsamplers.0.conv.weight`),
-          bias: this.w.get(`${prefix}.downsamplers.0.conv.bias`),
-          out: y,
-          stride: 2,
-          padding: "same",
-          act: this.act,
-        }));
+        this.conv(`${prefix}.downsamplers.0.conv`, x, y, { stride: 2 });
         x = y;
         this.probe(`${prefix}.res_samples.${level.layers}`, x);
         skips.push(x);
@@ -223,15 +207,7 @@ class UNetBuilder {
         h = nh;
         wd = nw;
         const y = plan.tensor([B, h, wd, level.channels], `${prefix}.upsamplers.0`);
-        plan.add(conv2d(this.gpu, {
-          x: up,
-          weight: this.w.conv(`${prefix}.upsamplers.0.conv.weight`),
-          bias: this.w.get(`${prefix}.upsamplers.0.conv.bias`),
-          out: y,
-          stride: 1,
-          padding: "same",
-          act: this.act,
-        }));
+        this.conv(`${prefix}.upsamplers.0.conv`, up, y);
         this.release(up);
         x = y;
       }
@@ -252,17 +228,29 @@ class UNetBuilder {
     }));
     this.release(x);
     const out = plan.tensor([B, H, W, c.out_channels], "out");
-    plan.add(conv2d(this.gpu, {
-      x: n,
-      weight: this.w.conv("conv_out.weight"),
-      bias: this.w.get("conv_out.bias"),
+    this.conv("conv_out", n, out);
+    this.release(n);
+    return { plan, sample, timestep, context, out, probes: this.probes };
+  }
+
+  /** Records the conv `name` (weight `name.weight`, bias `name.bias`) from x into out, "same" padding. */
+  private conv(
+    name: string,
+    x: Tensor,
+    out: Tensor,
+    o: { stride?: 1 | 2; timeBias?: Tensor; residual?: Tensor } = {},
+  ) {
+    this.plan.add(conv2d(this.gpu, {
+      x,
+      weight: this.w.conv(`${name}.weight`),
+      bias: this.w.get(`${name}.bias`),
+      timeBias: o.timeBias,
+      residual: o.residual,
       out,
-      stride: 1,
+      stride: o.stride ?? 1,
       padding: "same",
       act: this.act,
     }));
-    this.release(n);
-    return { plan, sample, timestep, context, out, probes: this.probes };
   }
 
   /** time_proj → time_embedding (linear_1, SiLU, linear_2) → SiLU, shared by every resnet: [B, 4·C0]. */
@@ -330,16 +318,7 @@ class UNetBuilder {
       act: this.act,
     }));
     const h1 = plan.tensor([B, H, W, outC], `${prefix}.conv1`);
-    plan.add(conv2d(this.gpu, {
-      x: n1,
-      weight: this.w.conv(`${prefix}.conv1.weight`),
-      bias: this.w.get(`${prefix}.conv1.bias`),
-      timeBias: tproj,
-      out: h1,
-      stride: 1,
-      padding: "same",
-      act: this.act,
-    }));
+    this.conv(`${prefix}.conv1`, n1, h1, { timeBias: tproj });
     this.release(n1, tproj);
     const n2 = plan.tensor([B, H, W, outC], `${prefix}.norm2`);
     plan.add(groupNorm(this.gpu, {
@@ -356,27 +335,10 @@ class UNetBuilder {
     let shortcut = x;
     if (inC !== outC) {
       shortcut = plan.tensor([B, H, W, outC], `${prefix}.conv_shortcut`);
-      plan.add(conv2d(this.gpu, {
-        x,
-        weight: this.w.conv(`${prefix}.conv_shortcut.weight`),
-        bias: this.w.get(`${prefix}.conv_shortcut.bias`),
-        out: shortcut,
-        stride: 1,
-        padding: "same",
-        act: this.act,
-      }));
+      this.conv(`${prefix}.conv_shortcut`, x, shortcut);
     }
     const out = plan.tensor([B, H, W, outC], `${prefix}`);
-    plan.add(conv2d(this.gpu, {
-      x: n2,
-      weight: this.w.conv(`${prefix}.conv2.weight`),
-      bias: this.w.get(`${prefix}.conv2.bias`),
-      residual: shortcut,
-      out,
-      stride: 1,
-      padding: "same",
-      act: this.act,
-    }));
+    this.conv(`${prefix}.conv2`, n2, out, { residual: shortcut });
     this.release(n2, x);
     if (shortcut !== x) this.release(shortcut);
     return out;

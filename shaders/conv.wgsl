@@ -42,40 +42,7 @@ struct Params {
   _pad1: u32,
 }
 
-//#if TEX
-@group(0) @binding(0) var xs: texture_2d<u32>;
-@group(0) @binding(1) var ws: texture_2d<u32>;
-fn load_x(t: u32) -> vec4<u32> { return textureLoad(xs, vec2<u32>(t & 8191u, t >> 13u), 0); }
-fn load_w(t: u32) -> vec4<u32> { return textureLoad(ws, vec2<u32>(t & 8191u, t >> 13u), 0); }
-//#else
-@group(0) @binding(0) var<storage, read> xs: array<vec4<u32>>;
-@group(0) @binding(1) var<storage, read> ws: array<vec4<u32>>;
-fn load_x(t: u32) -> vec4<u32> { return xs[t]; }
-fn load_w(t: u32) -> vec4<u32> { return ws[t]; }
-//#endif
-
-//#if VEC_OUT
-@group(0) @binding(2) var<storage, read_write> out: array<act4>;
-//#else
-@group(0) @binding(2) var<storage, read_write> out: array<act>;
-//#endif
-@group(0) @binding(3) var<uniform> p: Params;
-//#if HAS_BIAS
-@group(0) @binding({{BIAS_BINDING}}) var<storage, read> bias: array<u32>;   // f16 pairs [Cout]
-//#endif
-//#if HAS_TIME_BIAS
-@group(0) @binding({{TIME_BIAS_BINDING}}) var<storage, read> time_bias: array<act>;   // [B, Cout]
-//#endif
-//#if HAS_RESIDUAL
-//#if VEC_OUT
-@group(0) @binding({{RESIDUAL_BINDING}}) var<storage, read> residual: array<act4>;
-//#else
-@group(0) @binding({{RESIDUAL_BINDING}}) var<storage, read> residual: array<act>;
-//#endif
-//#endif
-
-fn lo8(v: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)); }
-fn hi8(v: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)); }
+//#include gemm_io
 
 // Bias, time-embedding bias of the row's batch item, for one output channel.
 fn finish(batch: u32, col: u32, a: f32) -> f32 {

@@ -73,6 +73,25 @@ Deno.test("the preprocessor handles //#if blocks and {{defines}}", () => {
   assert(threw, "missing define named");
 });
 
+Deno.test("the preprocessor expands //#include before //#if, and refuses unknown names and cycles", () => {
+  const parts: Record<string, string> = {
+    a: "//#if X\nfrom a\n//#endif",
+    b: "//#include c",
+    c: "//#include b",
+  };
+  const got = preprocess("top\n//#include a\nend", { X: true }, (n) => parts[n]);
+  assert(got === "top\nfrom a\nend", `include: ${JSON.stringify(got)}`);
+  for (const [src, needle] of [["//#include nope", "nope"], ["//#include b", "cycle"]]) {
+    let message = "";
+    try {
+      preprocess(src, {}, (n) => parts[n]);
+    } catch (e) {
+      message = String(e);
+    }
+    assert(message.includes(needle), `expected an error mentioning ${needle}, got "${message}"`);
+  }
+});
+
 Deno.test("the pipeline cache compiles each shader and define set once", async () => {
   const gpu = await testGpu();
   const before = gpu.pipelines.compiled;

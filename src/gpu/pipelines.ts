@@ -3,6 +3,7 @@
 // Shaders are plain WGSL files in `shaders/`, imported as text (see shaders.ts) so that they are part of
 // the module graph and embedded by `deno compile`. Before compiling, a small preprocessor:
 //   - prepends the precision prelude (`enable f16;`, the weight load helpers `w4`/`w2`, the `act` alias),
+//   - replaces `//#include NAME` lines with shaders/NAME.wgsl (shared declarations),
 //   - keeps or drops `//#if NAME` / `//#else` / `//#endif` blocks (NAME true when defines[NAME] is truthy),
 //   - replaces `{{NAME}}` with defines[NAME].
 
@@ -36,7 +37,12 @@ alias act4 = vec4<${act}>;
 `;
 }
 
-export function preprocess(source: string, defines: ShaderDefines): string {
+export function preprocess(
+  source: string,
+  defines: ShaderDefines,
+  include: (name: string) => string | undefined = (name) => SHADERS[name],
+): string {
+  source = expandIncludes(source, include, []);
   const out: string[] = [];
   const stack: { active: boolean; parentActive: boolean }[] = [];
   let active = true;
@@ -64,6 +70,20 @@ export function preprocess(source: string, defines: ShaderDefines): string {
   return out.join("\n").replace(/\{\{(\w+)\}\}/g, (_, name: string) => {
     if (!(name in defines)) throw new Error(`shader define {{${name}}} not given`);
     return String(defines[name]);
+  });
+}
+
+/** Replaces `//#include NAME` lines with shaders/NAME.wgsl (recursively; cycles are an error). */
+function expandIncludes(
+  source: string,
+  include: (name: string) => string | undefined,
+  chain: string[],
+): string {
+  return source.replace(/^[ \t]*\/\/#include[ \t]+(\w+)[ \t]*$/gm, (_, name: string) => {
+    if (chain.includes(name)) throw new Error(`shader include cycle: ${[...chain, name].join(" → ")}`);
+    const text = include(name);
+    if (text === undefined) throw new Error(`//#include ${name}: no shader named ${name}`);
+    return expandIncludes(text, include, [...chain, name]);
   });
 }
 

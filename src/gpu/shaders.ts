@@ -8,6 +8,7 @@ import embedding from "../../shaders/embedding.wgsl" with { type: "text" };
 import selftest from "../../shaders/selftest.wgsl" with { type: "text" };
 import matmul from "../../shaders/matmul.wgsl" with { type: "text" };
 import conv from "../../shaders/conv.wgsl" with { type: "text" };
+import gemm_io from "../../shaders/gemm_io.wgsl" with { type: "text" };
 
 export const SHADERS: Record<string, string> = {
   attention,
@@ -17,4 +18,5 @@ export const SHADERS: Record<string, string> = {
   selftest,
   matmul,
   conv,
+  gemm_io,
 };

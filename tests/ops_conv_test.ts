@@ -13,23 +13,13 @@ import { emptyTensor, readTensor, type Tensor, uploadTensor } from "../src/gpu/t
 import { conv2d, convOutSize, convPadding, prepareConvWeight } from "../src/ops/conv.ts";
 import { GEMM_TILINGS, type GemmTiling, gemmTiling } from "../src/ops/linear.ts";
 import { conv2dRef } from "./ref/gemm.ts";
-import { assertClose, randomArray, roundF16, testGpu } from "./util.ts";
+import { assertClose, expectThrow, randomArray, roundF16, testGpu } from "./util.ts";
 
 const TOL: Record<ActDType, number> = { f32: 1e-5, f16: 5e-3 };
 const SMALL: Partial<GemmTiling> = { tm: 4, tn: 8 };
 
 function assert(cond: unknown, msg: string): asserts cond {
   if (!cond) throw new Error(msg);
-}
-
-function expectThrow(fn: () => unknown, pattern: RegExp, what: string): void {
-  try {
-    fn();
-  } catch (e) {
-    assert(pattern.test(String(e)), `${what}: error "${e}" does not match ${pattern}`);
-    return;
-  }
-  throw new Error(`${what}: expected an error`);
 }
 
 interface ConvCase {

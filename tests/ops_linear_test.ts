@@ -21,7 +21,7 @@ import {
   prepareLinearWeight,
 } from "../src/ops/linear.ts";
 import { activationRef, bmmRef, erf64, gegluRef, linearRef } from "./ref/gemm.ts";
-import { assertClose, randomArray, roundF16, testGpu } from "./util.ts";
+import { assertClose, expectThrow, randomArray, roundF16, testGpu } from "./util.ts";
 
 const TOL: Record<ActDType, number> = { f32: 1e-5, f16: 5e-3 };
 const SMALL: Partial<GemmTiling> = { tm: 4, tn: 8 };
@@ -30,16 +30,6 @@ const ACTIVATIONS: Activation[] = ["none", "gelu", "gelu_tanh", "quick_gelu", "s
 
 function assert(cond: unknown, msg: string): asserts cond {
   if (!cond) throw new Error(msg);
-}
-
-function expectThrow(fn: () => unknown, pattern: RegExp, what: string): void {
-  try {
-    fn();
-  } catch (e) {
-    assert(pattern.test(String(e)), `${what}: error "${e}" does not match ${pattern}`);
-    return;
-  }
-  throw new Error(`${what}: expected an error`);
 }
 
 /** Host data as the GPU will see it: activations rounded to f16 when act is f16, weights always f16. */

@@ -79,3 +79,16 @@ export function roundF16(a: Float32Array): Float32Array {
   }
   return out;
 }
+
+/** Runs `fn` and requires it to throw an error whose text matches `pattern` (a RegExp, or a substring). */
+export function expectThrow(fn: () => unknown, pattern: RegExp | string, what: string): void {
+  try {
+    fn();
+  } catch (e) {
+    const text = String(e);
+    const ok = typeof pattern === "string" ? text.includes(pattern) : pattern.test(text);
+    if (!ok) throw new Error(`${what}: error "${text}" does not match ${pattern}`);
+    return;
+  }
+  throw new Error(`${what}: expected an error`);
+}

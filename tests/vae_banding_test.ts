@@ -29,7 +29,7 @@ import { expectedTensors, vaeTensorSpecs } from "../src/weights/expected.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
 import { writeSynthWeights } from "../src/weights/synth.ts";
 import { conv2dRef } from "./ref/gemm.ts";
-import { assertClose, randomArray, roundF16, testGpu } from "./util.ts";
+import { assertClose, expectThrow, randomArray, roundF16, testGpu } from "./util.ts";
 
 const TOL: Record<ActDType, number> = { f32: 1e-5, f16: 5e-3 };
 
@@ -41,16 +41,6 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
     if (!(e <= d)) d = Number.isNaN(e) ? Infinity : e;
   }
   return d;
-}
-
-function expectThrow(fn: () => unknown, text: string, what: string): void {
-  try {
-    fn();
-  } catch (e) {
-    if (!String(e).includes(text)) throw new Error(`${what}: error "${e}" does not mention "${text}"`);
-    return;
-  }
-  throw new Error(`${what}: expected an error`);
 }
 
 interface BandCase {

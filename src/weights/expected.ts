@@ -6,6 +6,7 @@ import {
   type ClipTextConfig,
   unetAttentionLevels,
   type UNetConfig,
+  type UNetMidLevel,
   unetTimeEmbedDim,
   type VaeConfig,
 } from "../models/config.ts";
@@ -68,16 +69,14 @@ function resnet(s: SpecList, p: string, inp: number, out: number, temb: number |
 }
 
 /** Transformer2DModel: GroupNorm, proj_in, BasicTransformerBlocks (self-attn, cross-attn, GEGLU FF), proj_out. */
+/** A Transformer2DModel of one UNet level (down, mid or up: each carries these fields). */
 function transformer2d(
   s: SpecList,
   p: string,
-  channels: number,
-  heads: number,
-  headDim: number,
-  layers: number,
-  crossDim: number,
+  level: Pick<UNetMidLevel, "channels" | "heads" | "headDim" | "transformerLayers" | "crossAttentionDim">,
   linearProjection: boolean,
 ): void {
+  const { channels, heads, headDim, transformerLayers: layers, crossAttentionDim: crossDim } = level;
   const inner = heads * headDim;
   s.norm(`${p}.norm`, channels);
   if (linearProjection) s.linear(`${p}.proj_in`, inner, channels);
@@ -115,16 +114,7 @@ export function unetTensorSpecs(c: UNetConfig): TensorSpec[] {
     const p = `down_blocks.${i}`;
     if (l.hasAttention) {
       for (let j = 0; j < l.layers; j++) {
-        transformer2d(
-          s,
-          `${p}.attentions.${j}`,
-          l.channels,
-          l.heads,
-          l.headDim,
-          l.transformerLayers,
-          l.crossAttentionDim,
-          c.use_linear_projection,
-        );
+        transformer2d(s, `${p}.attentions.${j}`, l, c.use_linear_projection);
       }
     }
     for (let j = 0; j < l.layers; j++) {
@@ -136,16 +126,7 @@ export function unetTensorSpecs(c: UNetConfig): TensorSpec[] {
     const p = `up_blocks.${i}`;
     if (l.hasAttention) {
       for (let j = 0; j < l.layers; j++) {
-        transformer2d(
-          s,
-          `${p}.attentions.${j}`,
-          l.channels,
-          l.heads,
-          l.headDim,
-          l.transformerLayers,
-          l.crossAttentionDim,
-          c.use_linear_projection,
-        );
+        transformer2d(s, `${p}.attentions.${j}`, l, c.use_linear_projection);
       }
     }
     for (let j = 0; j < l.layers; j++) {
@@ -153,16 +134,7 @@ export function unetTensorSpecs(c: UNetConfig): TensorSpec[] {
     }
     if (l.hasUpsampler) s.conv(`${p}.upsamplers.0.conv`, l.channels, l.channels, 3);
   }
-  transformer2d(
-    s,
-    "mid_block.attentions.0",
-    mid.channels,
-    mid.heads,
-    mid.headDim,
-    mid.transformerLayers,
-    mid.crossAttentionDim,
-    c.use_linear_projection,
-  );
+  transformer2d(s, "mid_block.attentions.0", mid, c.use_linear_projection);
   resnet(s, "mid_block.resnets.0", mid.channels, mid.channels, temb);
   resnet(s, "mid_block.resnets.1", mid.channels, mid.channels, temb);
   s.norm("conv_norm_out", c0);

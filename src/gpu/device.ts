@@ -49,6 +49,8 @@ export class Gpu {
   readonly pipelines: PipelineCache;
   readonly pool: BufferPool;
   private lost: string | null = null;
+  /** Unmapped MAP_READ buffers by size, for readBytes. */
+  private readonly stagingFree = new Map<number, GPUBuffer[]>();
   private uncaptured: string | null = null;
 
   private constructor(
@@ -296,22 +298,29 @@ export class Gpu {
     label = "readback",
   ): Promise<ArrayBuffer> {
     const size = Math.ceil(byteLength / 4) * 4;
-    const staging = this.device.createBuffer({
-      size,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
+    // Staging buffers are kept per size and reused: the sampling loop reads the UNet output every step.
+    const staging = this.stagingFree.get(size)?.pop() ??
+      this.device.createBuffer({
+        size,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+        label: "staging",
+      });
     const encoder = this.device.createCommandEncoder({ label });
     encoder.copyBufferToBuffer(buffer, offset, staging, 0, size);
     this.device.queue.submit([encoder.finish()]);
     try {
       await staging.mapAsync(GPUMapMode.READ);
     } catch (e) {
+      staging.destroy();
       this.assertHealthy(label);
       throw new GpuError(label, String(e));
     }
     const out = staging.getMappedRange().slice(0, byteLength);
     staging.unmap();
-    staging.destroy();
+    const free = this.stagingFree.get(size) ?? [];
+    if (free.length < 4) free.push(staging);
+    else staging.destroy();
+    this.stagingFree.set(size, free);
     this.assertHealthy(label);
     return out;
   }

@@ -243,6 +243,7 @@ export class StableDiffusionPipeline implements Engine {
     const plan = unet.plan(B, h, w, o.tokens);
     writeActivation(gpu, plan.context, o.context);
     const input = new Float32Array(B * n);
+    const timesteps = new Float32Array(B);
     let latents = o.latents;
     for (let i = o.startIndex ?? 0; i < o.scheduler.timesteps.length; i++) {
       if (o.signal?.aborted) throw new AbortError();
@@ -250,12 +251,13 @@ export class StableDiffusionPipeline implements Engine {
       const x = o.scheduler.scaleModelInput(latents, i);
       for (let b = 0; b < B; b++) input.set(x, b * n);
       writeActivation(gpu, plan.sample, nchwToNhwc({ shape: [B, C, h, w], data: input }).data);
-      gpu.device.queue.writeBuffer(plan.timestep.buffer, 0, new Float32Array(B).fill(t));
+      gpu.device.queue.writeBuffer(plan.timestep.buffer, 0, timesteps.fill(t));
       plan.plan.run("unet");
       const out = nhwcToNchw({ shape: [B, h, w, C], data: await readTensor(gpu, plan.out) }).data;
       let noisePred = out;
       if (cfg) {
         // noise_pred = uncond + g·(cond − uncond), in float32 as torch computes it.
+        // A fresh array: multistep samplers keep earlier model outputs in their history.
         noisePred = new Float32Array(n);
         const g = o.guidanceScale;
         for (let k = 0; k < n; k++) {

@@ -13,15 +13,15 @@ import { Gpu } from "../src/gpu/device.ts";
 import type { ActDType } from "../src/gpu/pipelines.ts";
 import { readTensor } from "../src/gpu/tensor.ts";
 import { parseUNetConfig, parseVaeConfig } from "../src/models/config.ts";
-import { writeActivation } from "../src/models/component.ts";
+import { writeActivation } from "../src/gpu/tensor.ts";
 import { unetFlops, vaeDecodeFlops } from "../src/models/flops.ts";
 import { Weights } from "../src/models/graph.ts";
 import { UNet } from "../src/models/unet.ts";
 import { Vae } from "../src/models/vae.ts";
 import { readJsonFile } from "../src/util/json.ts";
-import { expectedTensors, isIgnorableTensor } from "../src/weights/expected.ts";
+import { expectedTensors, isIgnorableTensor } from "../src/models/expected.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
-import { synthWeightsMain } from "../src/weights/synth.ts";
+import { synthWeightsMain } from "../src/models/synth.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

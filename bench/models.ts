@@ -8,10 +8,10 @@
 
 import { parseArgs } from "node:util";
 import { Gpu } from "../src/gpu/device.ts";
-import { loadPipeline } from "../src/sampling/engine.ts";
-import { synthWeightsMain } from "../src/weights/synth.ts";
+import { loadPipeline } from "../src/pipeline/load.ts";
+import { synthWeightsMain } from "../src/models/synth.ts";
 import { clipFlops, unetFlops, vaeDecodeFlops } from "../src/models/flops.ts";
-import { encodeImage, latentPreview } from "../src/sampling/image.ts";
+import { encodeImage, latentPreview } from "../src/image/convert.ts";
 import { numpyMatmulGflops } from "./numpy.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
 import { linear } from "../src/ops/linear.ts";

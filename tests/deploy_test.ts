@@ -3,7 +3,7 @@
 // the systemd unit starts a command the CLI has, with an environment file whose settings `serve` reads.
 // (No container engine or systemd is exercised here.)
 
-import { COMMANDS } from "../src/cli.ts";
+import { COMMANDS } from "../src/commands/cli.ts";
 import { createApp } from "../src/server/app.ts";
 import { parseServeConfig, SERVE_USAGE } from "../src/server/config.ts";
 

@@ -13,7 +13,7 @@ import {
   readLock,
   weightsCommand,
 } from "../src/weights/download.ts";
-import { runCli } from "../src/cli.ts";
+import { runCli } from "../src/commands/cli.ts";
 
 const REPO = HUB_MODELS.sd15.repo;
 const COMMIT = "0123456789abcdef0123456789abcdef01234567";

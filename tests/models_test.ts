@@ -6,7 +6,8 @@
 import { relError, testGpu } from "./util.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
 import { readJsonFile } from "../src/util/json.ts";
-import { type ComponentName, type HostTensor, loadModel, runComponent } from "../src/models/component.ts";
+import { type ComponentName, loadModel, runComponent } from "../src/models/harness.ts";
+import type { HostTensor } from "../src/util/host_tensor.ts";
 import type { ActDType } from "../src/gpu/pipelines.ts";
 
 const fixtures = new URL("./fixtures/", import.meta.url).pathname;

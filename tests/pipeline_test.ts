@@ -4,13 +4,13 @@
 
 import { assertClose, testGpu } from "./util.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
-import { loadPipeline } from "../src/sampling/engine.ts";
-import type { StableDiffusionPipeline } from "../src/sampling/pipeline.ts";
-import { createScheduler } from "../src/sampling/schedulers.ts";
-import { decodeImage } from "../src/sampling/image.ts";
+import { loadPipeline } from "../src/pipeline/load.ts";
+import type { StableDiffusionPipeline } from "../src/pipeline/pipeline.ts";
+import { createScheduler } from "../src/schedulers/index.ts";
+import { decodeImage } from "../src/image/convert.ts";
 import { decode as decodePng } from "fast-png";
 import { readJsonFile } from "../src/util/json.ts";
-import type { GenerateRequest, SamplerName } from "../src/sampling/types.ts";
+import type { GenerateRequest, SamplerName } from "../src/pipeline/types.ts";
 import type { ActDType } from "../src/gpu/pipelines.ts";
 import { writeTinySd1SingleFile } from "./single_file_fixture.ts";
 

@@ -1,5 +1,5 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { seedLow32, TorchGenerator } from "../src/sampling/rng.ts";
+import { seedLow32, TorchGenerator } from "../src/schedulers/rng.ts";
 import { f32, maxAbsDiff, readSafetensors } from "./sampling_fixtures.ts";
 
 const fixtures = readSafetensors(new URL("./fixtures/rng/rng.safetensors", import.meta.url).pathname);

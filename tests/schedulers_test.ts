@@ -9,8 +9,8 @@ import {
   img2imgSchedule,
   type SamplerName,
   type SchedulerConfig,
-} from "../src/sampling/schedulers.ts";
-import { resolveConfig } from "../src/sampling/schedulers/common.ts";
+} from "../src/schedulers/index.ts";
+import { resolveConfig } from "../src/schedulers/common.ts";
 import { f32 as tensorF32, type FixtureTensor, readSafetensors, relError } from "./sampling_fixtures.ts";
 
 const dir = new URL("./fixtures/schedulers/", import.meta.url).pathname;

@@ -12,7 +12,7 @@ import {
   type GenerationEvent,
   RequestError,
   type SamplerName,
-} from "../src/sampling/types.ts";
+} from "../src/pipeline/types.ts";
 import type { EngineLoader, GpuInfo } from "../src/server/engine_host.ts";
 import { decodeImage, encodeImage } from "../src/image/codec.ts";
 

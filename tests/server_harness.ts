@@ -5,7 +5,7 @@
 // tests/server_fake_engine.ts; a real-model factory (e.g. the tiny model in tests/fixtures/tiny_sd) can be
 // passed instead with the same shape.
 
-import type { Engine } from "../src/sampling/types.ts";
+import type { Engine } from "../src/pipeline/types.ts";
 import { createApp, type ServerApp, type ServerOptions } from "../src/server/app.ts";
 import type { EngineLoader, GpuInfo } from "../src/server/engine_host.ts";
 import { serveApp, type ServeHandle } from "../src/server/serve.ts";

@@ -1,7 +1,7 @@
 // CLIP tokenizer against tests/fixtures/tokenizer/reference_ids.json (40 prompts; golden tokenizer/README.md).
 
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { ClipTokenizer } from "../src/sampling/tokenizer.ts";
+import { ClipTokenizer } from "../src/text/tokenizer.ts";
 
 const dir = new URL("./fixtures/tokenizer/", import.meta.url).pathname;
 interface PromptRow {

@@ -24,10 +24,10 @@ import { type GemmTiling, gemmTiling, storageOf, TEXTURE_WIDTH } from "../src/op
 import { familyConfigs } from "../src/models/config.ts";
 import { Weights } from "../src/models/graph.ts";
 import { Vae } from "../src/models/vae.ts";
-import { writeActivation } from "../src/models/component.ts";
-import { expectedTensors, vaeTensorSpecs } from "../src/weights/expected.ts";
+import { writeActivation } from "../src/gpu/tensor.ts";
+import { expectedTensors, vaeTensorSpecs } from "../src/models/expected.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
-import { writeSynthWeights } from "../src/weights/synth.ts";
+import { writeSynthWeights } from "../src/models/synth.ts";
 import { conv2dRef } from "./ref/gemm.ts";
 import { assertClose, expectThrow, randomArray, roundF16, testGpu } from "./util.ts";
 

@@ -12,8 +12,8 @@ import {
   SD21_CONFIG_JSON,
   unetAttentionLevels,
 } from "../src/models/config.ts";
-import { expectedTensors, parameterCount } from "../src/weights/expected.ts";
-import { clipNameMap, unetNameMap, vaeNameMap } from "../src/weights/names.ts";
+import { expectedTensors, parameterCount } from "../src/models/expected.ts";
+import { clipNameMap, unetNameMap, vaeNameMap } from "../src/models/single_file_names.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
 
 const FIX = new URL("./fixtures/", import.meta.url).pathname;

@@ -21,11 +21,11 @@ import {
   type ModelComponent,
   openModel,
   validate,
-} from "../src/weights/checkpoint.ts";
-import { clipTensorSpecs, expectedTensors, unetTensorSpecs } from "../src/weights/expected.ts";
-import { clipNameMap, type NameMap, unetNameMap, vaeNameMap } from "../src/weights/names.ts";
+} from "../src/models/checkpoint.ts";
+import { clipTensorSpecs, expectedTensors, unetTensorSpecs } from "../src/models/expected.ts";
+import { clipNameMap, type NameMap, unetNameMap, vaeNameMap } from "../src/models/single_file_names.ts";
 import { SafetensorsFile, writeSafetensors } from "../src/weights/safetensors.ts";
-import { initFor, synthModelFolder, synthTensorBits, synthWeightsMain } from "../src/weights/synth.ts";
+import { initFor, synthModelFolder, synthTensorBits, synthWeightsMain } from "../src/models/synth.ts";
 import { testGpu } from "./util.ts";
 import {
   FIX,

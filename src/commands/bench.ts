@@ -5,9 +5,9 @@
 
 import { parseArgs } from "node:util";
 import { Gpu } from "../gpu/device.ts";
-import { loadPipeline } from "../sampling/engine.ts";
-import { synthWeightsMain } from "../weights/synth.ts";
-import { SAMPLER_NAMES, type SamplerName } from "../sampling/types.ts";
+import { loadPipeline } from "../pipeline/load.ts";
+import { synthWeightsMain } from "../models/synth.ts";
+import { SAMPLER_NAMES, type SamplerName } from "../pipeline/types.ts";
 
 export async function benchCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({

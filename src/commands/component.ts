@@ -7,14 +7,9 @@ import { parseArgs } from "node:util";
 import { Gpu } from "../gpu/device.ts";
 import { SafetensorsFile, writeSafetensors } from "../weights/safetensors.ts";
 import { readJsonFile } from "../util/json.ts";
-import {
-  COMPONENT_NAMES,
-  type ComponentName,
-  type HostTensor,
-  loadModel,
-  runComponent,
-} from "../models/component.ts";
-import { TorchGenerator } from "../sampling/rng.ts";
+import { COMPONENT_NAMES, type ComponentName, loadModel, runComponent } from "../models/harness.ts";
+import type { HostTensor } from "../util/host_tensor.ts";
+import { TorchGenerator } from "../schedulers/rng.ts";
 
 const USAGE =
   "usage: component <unet|vae-decode|vae-encode|clip> --config CONFIG.json --weights WEIGHTS.safetensors " +

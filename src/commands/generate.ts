@@ -4,8 +4,8 @@
 import { parseArgs } from "node:util";
 import cliProgress from "cli-progress";
 import { Gpu } from "../gpu/device.ts";
-import { loadPipeline } from "../sampling/engine.ts";
-import { type GenerateRequest, SAMPLER_NAMES, type SamplerName } from "../sampling/types.ts";
+import { loadPipeline } from "../pipeline/load.ts";
+import { type GenerateRequest, SAMPLER_NAMES, type SamplerName } from "../pipeline/types.ts";
 
 const USAGE = `usage: generate --model DIR --prompt P [--negative N] [--seed S] [--steps N] [--guidance G]
   [--sampler ${SAMPLER_NAMES.join("|")}] [--eta E] [--width W --height H] [--image init.png --strength S]

@@ -2,8 +2,8 @@
 // Without --tokenizer: the bundled CLIP tokenizer (SD 1.x/2.x vocabulary).
 
 import { parseArgs } from "node:util";
-import { ClipTokenizer } from "../sampling/tokenizer.ts";
-import { bundledClipTokenizer } from "../sampling/default_tokenizer.ts";
+import { ClipTokenizer } from "../text/tokenizer.ts";
+import { bundledClipTokenizer } from "../text/default_tokenizer.ts";
 
 export async function tokenizeCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({

@@ -5,13 +5,9 @@
 
 import { BufferPool } from "./pool.ts";
 import { PipelineCache, type ShaderDefines } from "./pipelines.ts";
+import { GpuError } from "./errors.ts";
 
-export class GpuError extends Error {
-  constructor(readonly operation: string, message: string) {
-    super(`GPU error during ${operation}: ${message}`);
-    this.name = "GpuError";
-  }
-}
+export { GpuError };
 
 export interface GpuOptions {
   /** Refuse shader-f16 even where offered: exercises the f32 + unpack2x16float path. */
@@ -60,7 +56,7 @@ export class Gpu {
     readonly report: GpuReport,
     private readonly bindingCap: number | null = null,
   ) {
-    this.pipelines = new PipelineCache(this);
+    this.pipelines = new PipelineCache(device, f16);
     this.pool = new BufferPool(device);
     device.lost.then((info) => {
       this.lost = `${info.reason}: ${info.message}`;

@@ -7,8 +7,7 @@
 //   - keeps or drops `//#if NAME` / `//#else` / `//#endif` blocks (NAME true when defines[NAME] is truthy),
 //   - replaces `{{NAME}}` with defines[NAME].
 
-import type { Gpu } from "./device.ts";
-import { GpuError } from "./device.ts";
+import { GpuError } from "./errors.ts";
 import { SHADERS } from "./shaders.ts";
 
 export type ShaderDefines = Record<string, string | number | boolean>;
@@ -91,7 +90,8 @@ export class PipelineCache {
   private readonly cache = new Map<string, GPUComputePipeline>();
   compiled = 0;
 
-  constructor(private readonly gpu: Gpu) {}
+  /** `f16`: whether the device has shader-f16 (the shader prelude enables it). */
+  constructor(private readonly device: GPUDevice, private readonly f16: boolean) {}
 
   get size(): number {
     return this.cache.size;
@@ -104,8 +104,8 @@ export class PipelineCache {
     const source = SHADERS[name];
     if (source === undefined) throw new GpuError(`shader ${name}`, `no shader named ${name} in shaders/`);
     const act = (defines.ACT ?? "f32") as ActDType;
-    const code = prelude(this.gpu.f16, act) + preprocess(source, defines);
-    const device = this.gpu.device;
+    const code = prelude(this.f16, act) + preprocess(source, defines);
+    const device = this.device;
     device.pushErrorScope("validation");
     const module = device.createShaderModule({ code, label: name });
     const pipeline = device.createComputePipeline({

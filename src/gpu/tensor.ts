@@ -3,6 +3,7 @@
 // checkpoint's layout and stay f16.
 
 import { f16ToF32Array, f32ToF16Array, type Gpu } from "./device.ts";
+import { type HostTensor, nhwcToNchw } from "../util/host_tensor.ts";
 
 export type DType = "f32" | "f16";
 
@@ -85,4 +86,17 @@ export function uploadF16Bits(gpu: Gpu, bits: Uint16Array, shape: readonly numbe
 export async function readTensor(gpu: Gpu, t: Tensor): Promise<Float32Array> {
   const bytes = await gpu.readBytes(t.buffer, t.byteLength, 0, `read ${t.label}`);
   return t.dtype === "f32" ? new Float32Array(bytes) : f16ToF32Array(new Uint16Array(bytes));
+}
+
+/** Writes f32 host values into an activation tensor (converting to f16 bits when it is f16). */
+export function writeActivation(gpu: Gpu, t: Tensor, data: Float32Array): void {
+  if (data.length !== t.numel) throw new RangeError(`${t.label}: ${data.length} values for [${t.shape}]`);
+  const src = t.dtype === "f32" ? data : f32ToF16Array(data);
+  writeBytes(gpu, t.buffer, new Uint8Array(src.buffer, src.byteOffset, src.byteLength));
+}
+
+export async function readNchw(gpu: Gpu, t: Tensor): Promise<HostTensor> {
+  const data = await readTensor(gpu, t);
+  if (t.shape.length !== 4) return { shape: [...t.shape], data };
+  return nhwcToNchw({ shape: [...t.shape], data });
 }

@@ -3,7 +3,8 @@
 
 import { decode as decodePng, encode as encodePng } from "fast-png";
 import { decode as decodeJpeg, encode as encodeJpeg } from "jpeg-js";
-import type { ImageFormat } from "../sampling/types.ts";
+
+export type ImageFormat = "png" | "jpeg";
 
 export const MIME_BY_FORMAT: Record<ImageFormat, string> = { png: "image/png", jpeg: "image/jpeg" };
 

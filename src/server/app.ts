@@ -19,7 +19,7 @@
 import { type Context, Hono, type MiddlewareHandler } from "hono";
 import { zValidator } from "@hono/zod-validator";
 import type { z } from "zod";
-import type { Engine } from "../sampling/types.ts";
+import type { Engine } from "../pipeline/types.ts";
 import { INDEX_HTML } from "../web/bundle.generated.ts";
 import { EngineHost, type EngineLoader, type GpuInfo, UnavailableError } from "./engine_host.ts";
 import { Metrics } from "./metrics.ts";

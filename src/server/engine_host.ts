@@ -1,7 +1,7 @@
 // Owns the engine's life cycle for the server: loads it in the background at start-up, reports
 // starting / loading / ready / failed for /healthz, and hands the engine to the queue's worker.
 
-import type { Engine } from "../sampling/types.ts";
+import type { Engine } from "../pipeline/types.ts";
 
 /** Load progress as a fraction in [0, 1] with an optional stage label ("unet", "vae", …). */
 export interface LoadProgress {

@@ -1,6 +1,6 @@
 // Prometheus text exposition (format 0.0.4) of the server's counters and gauges.
 
-import type { GenerationTimings } from "../sampling/types.ts";
+import type { GenerationTimings } from "../pipeline/types.ts";
 
 export type JobOutcome = "completed" | "failed" | "cancelled" | "rejected";
 

@@ -22,7 +22,7 @@ export function modelEngineLoader(
       throw new Error(`model path ${modelPath} does not exist`);
     }
     const device = await gpu;
-    const { loadPipeline } = await import("../sampling/engine.ts");
+    const { loadPipeline } = await import("../pipeline/load.ts");
     return await loadPipeline(device, modelPath, {
       tokenizerDir: options.tokenizerDir,
       onProgress: (fraction, what) => onProgress({ fraction, stage: what }),

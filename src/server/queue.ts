@@ -2,7 +2,7 @@
 // cancelling a waiting job drops it, cancelling the running one aborts the engine between steps, and the
 // worker then moves on to the next job.
 
-import { type GenerateRequest, type GenerationTimings, RequestError } from "../sampling/types.ts";
+import { type GenerateRequest, type GenerationTimings, RequestError } from "../pipeline/types.ts";
 import { type EngineHost, errorText, UnavailableError } from "./engine_host.ts";
 import type { Metrics } from "./metrics.ts";
 

@@ -2,7 +2,7 @@
 // into a `GenerateRequest` for the engine; every rejection names the offending field.
 
 import { z } from "zod";
-import { type GenerateRequest, SAMPLER_NAMES } from "../sampling/types.ts";
+import { type GenerateRequest, SAMPLER_NAMES } from "../pipeline/types.ts";
 import { sniffImageMime } from "../image/codec.ts";
 
 export interface RequestLimits {

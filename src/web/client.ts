@@ -3,7 +3,7 @@
 // queue position, progress, previews as they arrive and the final image with its parameters. Cancel aborts
 // the request; the server cancels the job when the connection closes. Bundled by src/web/build.ts.
 
-import { SAMPLER_NAMES } from "../sampling/types.ts";
+import { SAMPLER_NAMES } from "../pipeline/types.ts";
 
 interface SseEvent {
   event: string;

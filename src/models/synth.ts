@@ -22,9 +22,9 @@ import {
   unetConfigJson,
   type VaeConfig,
   vaeConfigJson,
-} from "../models/config.ts";
+} from "./config.ts";
 import { clipTensorSpecs, type TensorSpec, unetTensorSpecs, vaeTensorSpecs } from "./expected.ts";
-import { writeSafetensorsStreaming } from "./safetensors.ts";
+import { writeSafetensorsStreaming } from "../weights/safetensors.ts";
 
 export interface SynthConfigs {
   unet: UNetConfig;

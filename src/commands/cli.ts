@@ -4,19 +4,19 @@
 //   weights [--model sd15] [--dir weights]   downloads a model's fp16 diffusers files from the Hugging Face Hub
 
 import { parseArgs } from "node:util";
-import { Gpu } from "./gpu/device.ts";
-import { createApp } from "./server/app.ts";
-import { parseServeConfig, SERVE_USAGE } from "./server/config.ts";
-import { gpuInfoOf, modelEngineLoader } from "./server/model_loader.ts";
-import { serveApp } from "./server/serve.ts";
-import { emptyTensor, readTensor, uploadTensor } from "./gpu/tensor.ts";
-import { componentCommand } from "./commands/component.ts";
-import { tokenizeCommand } from "./commands/tokenize.ts";
-import { generateCommand } from "./commands/generate.ts";
-import { synthWeightsMain } from "./weights/synth.ts";
-import { benchCommand } from "./commands/bench.ts";
-import { describeModel } from "./weights/checkpoint.ts";
-import { weightsCommand } from "./weights/download.ts";
+import { Gpu } from "../gpu/device.ts";
+import { createApp } from "../server/app.ts";
+import { parseServeConfig, SERVE_USAGE } from "../server/config.ts";
+import { gpuInfoOf, modelEngineLoader } from "../server/model_loader.ts";
+import { serveApp } from "../server/serve.ts";
+import { emptyTensor, readTensor, uploadTensor } from "../gpu/tensor.ts";
+import { componentCommand } from "./component.ts";
+import { tokenizeCommand } from "./tokenize.ts";
+import { generateCommand } from "./generate.ts";
+import { synthWeightsMain } from "../models/synth.ts";
+import { benchCommand } from "./bench.ts";
+import { describeModel } from "../models/checkpoint.ts";
+import { weightsCommand } from "../weights/download.ts";
 
 type Command = (args: string[]) => Promise<number>;
 

@@ -7,11 +7,12 @@ import { readTensor } from "../gpu/tensor.ts";
 import type { ClipTextModel } from "../models/clip.ts";
 import type { UNet } from "../models/unet.ts";
 import type { Vae } from "../models/vae.ts";
-import { nchwToNhwc, nhwcToNchw, writeActivation } from "../models/component.ts";
-import { TorchGenerator } from "./rng.ts";
-import { createScheduler, img2imgSchedule } from "./schedulers.ts";
-import type { NoiseSource, Scheduler, SchedulerConfig } from "./schedulers/common.ts";
-import type { ClipTokenizer } from "./tokenizer.ts";
+import { writeActivation } from "../gpu/tensor.ts";
+import { nchwToNhwc, nhwcToNchw } from "../util/host_tensor.ts";
+import { TorchGenerator } from "../schedulers/rng.ts";
+import { createScheduler, img2imgSchedule } from "../schedulers/index.ts";
+import type { NoiseSource, Scheduler, SchedulerConfig } from "../schedulers/common.ts";
+import type { ClipTokenizer } from "../text/tokenizer.ts";
 import {
   a1111Parameters,
   decodedToRgb,
@@ -21,7 +22,7 @@ import {
   mimeOf,
   resizeNearest,
   rgbToNchw,
-} from "./image.ts";
+} from "../image/convert.ts";
 import {
   type Engine,
   type GenerateRequest,

@@ -3,8 +3,8 @@
 
 import type { Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
-import { readTensor, type Tensor, writeBytes } from "../gpu/tensor.ts";
-import { f32ToF16Array } from "../gpu/device.ts";
+import { readNchw, readTensor, type Tensor, writeActivation } from "../gpu/tensor.ts";
+import { type HostTensor, nchwToNhwc } from "../util/host_tensor.ts";
 import {
   type ClipTextConfig,
   parseClipTextConfig,
@@ -13,7 +13,7 @@ import {
   type UNetConfig,
   type VaeConfig,
 } from "./config.ts";
-import { expectedTensors, isIgnorableTensor } from "../weights/expected.ts";
+import { expectedTensors, isIgnorableTensor } from "./expected.ts";
 import { Weights, type WeightSource } from "./graph.ts";
 import { UNet } from "./unet.ts";
 import { Vae } from "./vae.ts";
@@ -22,62 +22,11 @@ import { ClipTextModel } from "./clip.ts";
 export type ComponentName = "unet" | "vae-decode" | "vae-encode" | "clip";
 export const COMPONENT_NAMES: readonly ComponentName[] = ["unet", "vae-decode", "vae-encode", "clip"];
 
-/** A host tensor: row-major f32 data (NCHW for images, as the fixtures store them). */
-export interface HostTensor {
-  shape: number[];
-  data: Float32Array;
-}
-
 export class InputError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "InputError";
   }
-}
-
-// ---- layout conversion on the host ----
-
-export function nchwToNhwc(t: HostTensor): HostTensor {
-  const [B, C, H, W] = t.shape;
-  const out = new Float32Array(t.data.length);
-  for (let b = 0; b < B; b++) {
-    for (let c = 0; c < C; c++) {
-      for (let y = 0; y < H; y++) {
-        for (let x = 0; x < W; x++) {
-          out[((b * H + y) * W + x) * C + c] = t.data[((b * C + c) * H + y) * W + x];
-        }
-      }
-    }
-  }
-  return { shape: [B, H, W, C], data: out };
-}
-
-export function nhwcToNchw(t: HostTensor): HostTensor {
-  const [B, H, W, C] = t.shape;
-  const out = new Float32Array(t.data.length);
-  for (let b = 0; b < B; b++) {
-    for (let c = 0; c < C; c++) {
-      for (let y = 0; y < H; y++) {
-        for (let x = 0; x < W; x++) {
-          out[((b * C + c) * H + y) * W + x] = t.data[((b * H + y) * W + x) * C + c];
-        }
-      }
-    }
-  }
-  return { shape: [B, C, H, W], data: out };
-}
-
-/** Writes f32 host values into an activation tensor (converting to f16 bits when it is f16). */
-export function writeActivation(gpu: Gpu, t: Tensor, data: Float32Array): void {
-  if (data.length !== t.numel) throw new InputError(`${t.label}: ${data.length} values for [${t.shape}]`);
-  const src = t.dtype === "f32" ? data : f32ToF16Array(data);
-  writeBytes(gpu, t.buffer, new Uint8Array(src.buffer, src.byteOffset, src.byteLength));
-}
-
-export async function readNchw(gpu: Gpu, t: Tensor): Promise<HostTensor> {
-  const data = await readTensor(gpu, t);
-  if (t.shape.length !== 4) return { shape: [...t.shape], data };
-  return nhwcToNchw({ shape: [...t.shape], data });
 }
 
 // ---- loading ----

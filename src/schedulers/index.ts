@@ -13,11 +13,11 @@
 //   euler_a: one per step
 //   lcm: one per step except the last
 
-import { DdimScheduler, DdpmScheduler, LcmScheduler, PndmScheduler } from "./schedulers/alpha.ts";
-import type { Scheduler, SchedulerConfig } from "./schedulers/common.ts";
-import { DpmSolverMultistepScheduler, UniPcMultistepScheduler } from "./schedulers/multistep.ts";
-import { EulerAncestralScheduler, EulerScheduler, HeunScheduler } from "./schedulers/sigma.ts";
-import { SAMPLER_NAMES, type SamplerName } from "./types.ts";
+import { DdimScheduler, DdpmScheduler, LcmScheduler, PndmScheduler } from "./alpha.ts";
+import type { Scheduler, SchedulerConfig } from "./common.ts";
+import { DpmSolverMultistepScheduler, UniPcMultistepScheduler } from "./multistep.ts";
+import { EulerAncestralScheduler, EulerScheduler, HeunScheduler } from "./sigma.ts";
+import { SAMPLER_NAMES, type SamplerName } from "./names.ts";
 
 export { SAMPLER_NAMES, type SamplerName };
 
@@ -29,8 +29,8 @@ export type {
   SchedulerConfig,
   StepResult,
   TimestepSpacing,
-} from "./schedulers/common.ts";
-export { betaSchedule, sigmaTable } from "./schedulers/common.ts";
+} from "./common.ts";
+export { betaSchedule, sigmaTable } from "./common.ts";
 export {
   DdimScheduler,
   DdpmScheduler,

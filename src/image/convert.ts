@@ -1,8 +1,8 @@
 // Images in and out of the pipeline: the diffusers-exact float → 8-bit conversion, img2img input
 // preparation, the cheap latent → RGB preview and A1111's parameters text (codecs in src/image/codec.ts).
 
-import * as codec from "../image/codec.ts";
-import type { ImageFormat } from "./types.ts";
+import * as codec from "./codec.ts";
+import type { ImageFormat } from "./codec.ts";
 
 /** 8-bit RGB pixels, row-major HWC. */
 export interface RgbImage {

@@ -1,21 +1,11 @@
 // The generation API shared by the server and the CLI: a request, the typed events a run yields, and
 // the engine that produces them.
 
-export const SAMPLER_NAMES = [
-  "pndm",
-  "ddim",
-  "ddpm",
-  "euler",
-  "euler_a",
-  "heun",
-  "dpmpp_2m",
-  "dpmpp_2m_karras",
-  "unipc",
-  "lcm",
-] as const;
-export type SamplerName = typeof SAMPLER_NAMES[number];
+import type { ImageFormat } from "../image/codec.ts";
+import type { SamplerName } from "../schedulers/names.ts";
 
-export type ImageFormat = "png" | "jpeg";
+export type { ImageFormat, SamplerName };
+export { SAMPLER_NAMES } from "../schedulers/names.ts";
 
 export interface GenerateRequest {
   prompt: string;

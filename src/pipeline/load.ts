@@ -2,18 +2,18 @@
 
 import type { Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
-import { assertValid, type ModelComponent, openModel, type OpenModelOptions } from "../weights/checkpoint.ts";
-import { isIgnorableTensor } from "../weights/expected.ts";
-import type { ComponentConfig } from "../weights/expected.ts";
+import { assertValid, type ModelComponent, openModel, type OpenModelOptions } from "../models/checkpoint.ts";
+import { isIgnorableTensor } from "../models/expected.ts";
+import type { ComponentConfig } from "../models/expected.ts";
 import { Weights, type WeightSource } from "../models/graph.ts";
 import { ClipTextModel } from "../models/clip.ts";
 import { UNet } from "../models/unet.ts";
 import { Vae } from "../models/vae.ts";
-import { ClipTokenizer } from "./tokenizer.ts";
-import { bundledClipTokenizer } from "./default_tokenizer.ts";
+import { ClipTokenizer } from "../text/tokenizer.ts";
+import { bundledClipTokenizer } from "../text/default_tokenizer.ts";
 import { StableDiffusionPipeline } from "./pipeline.ts";
 import type { SamplerName } from "./types.ts";
-import type { SchedulerConfig } from "./schedulers/common.ts";
+import type { SchedulerConfig } from "../schedulers/common.ts";
 
 export interface LoadOptions extends OpenModelOptions {
   /** Activation precision; default f16 where shader-f16 works, else f32. */

@@ -9,7 +9,7 @@ import {
   type UNetMidLevel,
   unetTimeEmbedDim,
   type VaeConfig,
-} from "../models/config.ts";
+} from "./config.ts";
 
 export type ComponentKind = "unet" | "vae" | "text_encoder";
 

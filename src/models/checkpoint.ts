@@ -20,7 +20,7 @@ import {
   parseVaeConfig,
   type UNetConfig,
   type VaeConfig,
-} from "../models/config.ts";
+} from "./config.ts";
 import { readJsonFile } from "../util/json.ts";
 import {
   type ComponentConfig,
@@ -40,8 +40,8 @@ import {
   unetNameMap,
   VAE_ORIGINAL_PREFIX,
   vaeNameMap,
-} from "./names.ts";
-import { type SafetensorsDType, SafetensorsFile, type TensorInfo } from "./safetensors.ts";
+} from "./single_file_names.ts";
+import { type SafetensorsDType, SafetensorsFile, type TensorInfo } from "../weights/safetensors.ts";
 
 export type SdVersion = "sd1" | "sd2";
 export type PredictionType = "epsilon" | "v_prediction" | "sample";

@@ -1,7 +1,9 @@
 // Tiny single-file checkpoints (A1111/ComfyUI layout) built from the tiny diffusers fixtures by renaming
 // their tensors through the name maps (fusing OpenCLIP's q/k/v, reshaping the VAE attention to 1×1 convs).
 
-import { parseClipTextConfig, parseUNetConfig, parseVaeConfig } from "../src/models/config.ts";
+import { parseClipTextConfig } from "../src/models/clip/config.ts";
+import { parseUNetConfig } from "../src/models/unet/config.ts";
+import { parseVaeConfig } from "../src/models/vae/config.ts";
 import { clipNameMap, type NameMap, unetNameMap, vaeNameMap } from "../src/models/single_file_names.ts";
 import { SafetensorsFile, type TensorToWrite, writeSafetensors } from "../src/weights/safetensors.ts";
 

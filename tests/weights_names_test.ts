@@ -2,16 +2,11 @@
 // names, shapes, original keys, state-dict order) and the tiny fixtures' weight files.
 
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import {
-  ConfigError,
-  familyConfigs,
-  parseClipTextConfig,
-  parseUNetConfig,
-  parseVaeConfig,
-  SD15_CONFIG_JSON,
-  SD21_CONFIG_JSON,
-  unetAttentionLevels,
-} from "../src/models/config.ts";
+import { ConfigError } from "../src/models/config_reader.ts";
+import { familyConfigs, SD15_CONFIG_JSON, SD21_CONFIG_JSON } from "../src/models/presets.ts";
+import { parseClipTextConfig } from "../src/models/clip/config.ts";
+import { parseUNetConfig, unetAttentionLevels } from "../src/models/unet/config.ts";
+import { parseVaeConfig } from "../src/models/vae/config.ts";
 import { expectedTensors, parameterCount } from "../src/models/expected.ts";
 import { clipNameMap, unetNameMap, vaeNameMap } from "../src/models/single_file_names.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";

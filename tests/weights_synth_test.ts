@@ -8,13 +8,10 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { f16ToF32Array } from "../src/gpu/device.ts";
 import { readTensor } from "../src/gpu/tensor.ts";
-import {
-  type ClipTextConfig,
-  familyConfigs,
-  SD15_CONFIG_JSON,
-  type UNetConfig,
-  type VaeConfig,
-} from "../src/models/config.ts";
+import type { ClipTextConfig } from "../src/models/clip/config.ts";
+import { familyConfigs, SD15_CONFIG_JSON } from "../src/models/presets.ts";
+import type { UNetConfig } from "../src/models/unet/config.ts";
+import type { VaeConfig } from "../src/models/vae/config.ts";
 import {
   describeModel,
   describeOpenedModel,

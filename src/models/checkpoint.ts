@@ -11,16 +11,11 @@
 
 import type { Gpu } from "../gpu/device.ts";
 import { type Tensor, uploadF16Bits } from "../gpu/tensor.ts";
-import {
-  type ClipTextConfig,
-  familyConfigJson,
-  type ModelFamily,
-  parseClipTextConfig,
-  parseUNetConfig,
-  parseVaeConfig,
-  type UNetConfig,
-  type VaeConfig,
-} from "./config.ts";
+import { type ClipTextConfig, parseClipTextConfig } from "./clip/config.ts";
+import { familyConfigJson } from "./presets.ts";
+import type { ReferenceModel } from "./presets.ts";
+import { parseUNetConfig, type UNetConfig } from "./unet/config.ts";
+import { parseVaeConfig, type VaeConfig } from "./vae/config.ts";
 import { readJsonFile } from "../util/json.ts";
 import {
   type ComponentConfig,
@@ -451,7 +446,7 @@ function describeMismatch(component: ModelComponent): string | null {
       break;
     }
   }
-  for (const family of ["sd15", "sd21"] as ModelFamily[]) {
+  for (const family of ["sd15", "sd21"] as ReferenceModel[]) {
     if (matchesFamily(component, family)) {
       return `the file's tensors match ${
         FAMILY_NAMES[family]
@@ -462,13 +457,13 @@ function describeMismatch(component: ModelComponent): string | null {
   return null;
 }
 
-const FAMILY_NAMES: Record<ModelFamily, string> = {
+const FAMILY_NAMES: Record<ReferenceModel, string> = {
   sd15: "Stable Diffusion 1.5",
   sd21: "Stable Diffusion 2.1",
 };
 
 /** True when the component's diffusers-named tensors equal a reference model's (and the config is another). */
-function matchesFamily(component: ModelComponent, family: ModelFamily): boolean {
+function matchesFamily(component: ModelComponent, family: ReferenceModel): boolean {
   if (component.map) return false; // single files: configs are inferred from the file itself
   const json = familyConfigJson(family);
   let expected: Map<string, number[]>;

@@ -5,7 +5,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { clipHeadDim, type ClipTextConfig } from "./config.ts";
+import { clipHeadDim, type ClipTextConfig } from "./clip/config.ts";
 import { Plan, type Weights } from "./graph.ts";
 import { linear } from "../ops/linear.ts";
 import { layerNorm } from "../ops/norm.ts";

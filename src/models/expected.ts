@@ -2,14 +2,9 @@
 // shapes, and each tensor's role (for synthetic initialisation). Tensors come in the order PyTorch's
 // state_dict() lists them (module registration order), so a list can be compared with a real one as is.
 
-import {
-  type ClipTextConfig,
-  unetAttentionLevels,
-  type UNetConfig,
-  type UNetMidLevel,
-  unetTimeEmbedDim,
-  type VaeConfig,
-} from "./config.ts";
+import type { ClipTextConfig } from "./clip/config.ts";
+import { unetAttentionLevels, type UNetConfig, type UNetMidLevel, unetTimeEmbedDim } from "./unet/config.ts";
+import type { VaeConfig } from "./vae/config.ts";
 
 export type ComponentKind = "unet" | "vae" | "text_encoder";
 

@@ -2,13 +2,9 @@
 // figures in benchmarks. Only GEMM-like work is counted (convs, linears, attention), as is customary;
 // norms and elementwise ops are a rounding error.
 
-import {
-  type ClipTextConfig,
-  unetAttentionLevels,
-  type UNetConfig,
-  unetTimeEmbedDim,
-  type VaeConfig,
-} from "./config.ts";
+import type { ClipTextConfig } from "./clip/config.ts";
+import { unetAttentionLevels, type UNetConfig, unetTimeEmbedDim } from "./unet/config.ts";
+import type { VaeConfig } from "./vae/config.ts";
 
 const conv = (b: number, h: number, w: number, cin: number, cout: number, k: number) =>
   2 * b * h * w * cin * cout * k * k;

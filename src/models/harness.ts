@@ -5,14 +5,9 @@ import type { Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
 import { readNchw, readTensor, type Tensor, writeActivation } from "../gpu/tensor.ts";
 import { type HostTensor, nchwToNhwc } from "../util/host_tensor.ts";
-import {
-  type ClipTextConfig,
-  parseClipTextConfig,
-  parseUNetConfig,
-  parseVaeConfig,
-  type UNetConfig,
-  type VaeConfig,
-} from "./config.ts";
+import { type ClipTextConfig, parseClipTextConfig } from "./clip/config.ts";
+import { parseUNetConfig, type UNetConfig } from "./unet/config.ts";
+import { parseVaeConfig, type VaeConfig } from "./vae/config.ts";
 import { expectedTensors, isIgnorableTensor } from "./expected.ts";
 import { Weights, type WeightSource } from "./graph.ts";
 import { UNet } from "./unet.ts";

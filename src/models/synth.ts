@@ -13,16 +13,11 @@
 
 import { parseArgs } from "node:util";
 import { f32ToF16 } from "../gpu/device.ts";
-import {
-  type ClipTextConfig,
-  clipTextConfigJson,
-  familyConfigs,
-  type ModelFamily,
-  type UNetConfig,
-  unetConfigJson,
-  type VaeConfig,
-  vaeConfigJson,
-} from "./config.ts";
+import type { ClipTextConfig } from "./clip/config.ts";
+import { clipTextConfigJson, familyConfigs, unetConfigJson, vaeConfigJson } from "./presets.ts";
+import type { ReferenceModel } from "./presets.ts";
+import type { UNetConfig } from "./unet/config.ts";
+import type { VaeConfig } from "./vae/config.ts";
 import { clipTensorSpecs, type TensorSpec, unetTensorSpecs, vaeTensorSpecs } from "./expected.ts";
 import { writeSafetensorsStreaming } from "../weights/safetensors.ts";
 
@@ -339,7 +334,7 @@ export async function synthWeightsMain(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const family = values.model as ModelFamily | undefined;
+  const family = values.model as ReferenceModel | undefined;
   if (family !== "sd15" && family !== "sd21") {
     console.error(`--model must be sd15 or sd21\n${USAGE}`);
     return 2;

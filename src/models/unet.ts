@@ -6,7 +6,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { unetAttentionLevels, type UNetConfig, unetTimeEmbedDim } from "./config.ts";
+import { unetAttentionLevels, type UNetConfig, unetTimeEmbedDim } from "./unet/config.ts";
 import { Plan, type Weights } from "./graph.ts";
 import { geglu, linear } from "../ops/linear.ts";
 import { conv2d } from "../ops/conv.ts";

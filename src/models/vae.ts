@@ -5,7 +5,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import type { VaeConfig } from "./config.ts";
+import type { VaeConfig } from "./vae/config.ts";
 import { Plan, type Weights } from "./graph.ts";
 import { linear } from "../ops/linear.ts";
 import { conv2d } from "../ops/conv.ts";

@@ -22,8 +22,8 @@ import { emptyTensor, readTensor, type Tensor, uploadTensor } from "../src/gpu/t
 import { conv2d, convOutSize, convPadding, prepareConvWeight } from "../src/ops/conv.ts";
 import { type GemmTiling, gemmTiling, storageOf, TEXTURE_WIDTH } from "../src/ops/linear.ts";
 import { familyConfigs } from "../src/models/presets.ts";
-import { Weights } from "../src/models/graph.ts";
-import { Vae } from "../src/models/vae.ts";
+import { Weights } from "../src/models/weights.ts";
+import { Vae } from "../src/models/vae/vae.ts";
 import { writeActivation } from "../src/gpu/tensor.ts";
 import { expectedTensors, vaeTensorSpecs } from "../src/models/expected.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";

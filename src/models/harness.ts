@@ -9,10 +9,10 @@ import { type ClipTextConfig, parseClipTextConfig } from "./clip/config.ts";
 import { parseUNetConfig, type UNetConfig } from "./unet/config.ts";
 import { parseVaeConfig, type VaeConfig } from "./vae/config.ts";
 import { expectedTensors, isIgnorableTensor } from "./expected.ts";
-import { Weights, type WeightSource } from "./graph.ts";
-import { UNet } from "./unet.ts";
-import { Vae } from "./vae.ts";
-import { ClipTextModel } from "./clip.ts";
+import { Weights, type WeightSource } from "./weights.ts";
+import { UNet } from "./unet/unet.ts";
+import { Vae } from "./vae/vae.ts";
+import { ClipTextModel } from "./clip/clip.ts";
 
 export type ComponentName = "unet" | "vae-decode" | "vae-encode" | "clip";
 export const COMPONENT_NAMES: readonly ComponentName[] = ["unet", "vae-decode", "vae-encode", "clip"];

@@ -1,65 +1,11 @@
-// Building blocks shared by the models: a plan builder that records one model call's dispatches and
-// recycles activation buffers, and a weight store keyed by diffusers names that checks every shape.
+// f16 weights on the GPU by diffusers name, loaded after checking every name and shape against the
+// model's declaration, and repacked once for the GEMM kernels on first use.
 
-import type { Dispatch, Gpu } from "../gpu/device.ts";
-import type { ActDType } from "../gpu/pipelines.ts";
-import { bytesPerElement, numel, Tensor } from "../gpu/tensor.ts";
+import type { Gpu } from "../gpu/device.ts";
+import type { Tensor } from "../gpu/tensor.ts";
 import { type ConvWeight, prepareConvWeight } from "../ops/conv.ts";
 import { type LinearWeight, prepareLinearWeight } from "../ops/linear.ts";
-
-/**
- * Records the dispatches of one model call at one shape. Activation buffers are recycled: `release(t)`
- * after the last op that reads `t` is recorded lets a later op of the same size write into it (ops in
- * one compute pass run in order, so this is safe). The plan owns its buffers until `destroy()`.
- */
-export class Plan {
-  readonly dispatches: Dispatch[] = [];
-  private readonly free = new Map<number, GPUBuffer[]>();
-  private readonly owned: GPUBuffer[] = [];
-  /** Bytes of activation buffers this plan holds. */
-  bytes = 0;
-
-  constructor(readonly gpu: Gpu, readonly act: ActDType) {}
-
-  /** A new activation tensor of the plan's activation dtype. */
-  tensor(shape: readonly number[], label = ""): Tensor {
-    return this.tensorOf(shape, this.act, label);
-  }
-
-  tensorOf(shape: readonly number[], dtype: "f32" | "f16", label = ""): Tensor {
-    const size = Math.max(16, Math.ceil((numel(shape) * bytesPerElement(dtype)) / 16) * 16);
-    const reused = this.free.get(size)?.pop();
-    if (reused) return new Tensor(reused, shape, dtype, label);
-    const buffer = this.gpu.storage(size, label);
-    this.owned.push(buffer);
-    this.bytes += size;
-    return new Tensor(buffer, shape, dtype, label);
-  }
-
-  /** The tensor's buffer may be reused by tensors allocated after this call. */
-  release(...tensors: Tensor[]): void {
-    for (const t of tensors) {
-      const list = this.free.get(t.buffer.size) ?? [];
-      if (!list.includes(t.buffer)) list.push(t.buffer);
-      this.free.set(t.buffer.size, list);
-    }
-  }
-
-  add(dispatches: Dispatch[]): void {
-    for (const d of dispatches) this.dispatches.push(d);
-  }
-
-  run(label: string): void {
-    this.gpu.run(this.dispatches, label);
-  }
-
-  destroy(): void {
-    for (const b of this.owned) b.destroy();
-    this.owned.length = 0;
-    this.free.clear();
-    this.bytes = 0;
-  }
-}
+import type { WeightShapes } from "./declare.ts";
 
 /** Where weights come from: a safetensors file or a model folder component, by diffusers name. */
 export interface WeightSource {
@@ -82,7 +28,7 @@ export class WeightError extends Error {
  * it as it is (buffer mode, Linear with K % 8 == 0), so a repacked weight occupies GPU memory once. Norm
  * weights, biases and embeddings stay as uploaded and are read through `get(name)`.
  */
-export class Weights {
+export class Weights implements WeightShapes {
   private readonly tensors = new Map<string, Tensor>();
   private readonly convs = new Map<string, ConvWeight>();
   private readonly linears = new Map<string, LinearWeight>();

@@ -1,0 +1,213 @@
+// UNet2DConditionModel (SD 1.x and 2.x) from its diffusers config: its weight declaration and its forward,
+// both following diffusers' module tree (`down_blocks.0.attentions.1.transformer_blocks.0.attn2.to_k`), so
+// the code reads like the checkpoint. Activations are NHWC; one plan per (batch, height, width, context
+// length) records every dispatch once, and a call replays it in one command buffer.
+
+import type { Gpu } from "../../gpu/device.ts";
+import type { ActDType } from "../../gpu/pipelines.ts";
+import type { Tensor } from "../../gpu/tensor.ts";
+import { ModelBuilder, type Value } from "../builder.ts";
+import { declaredShapes, WeightDecl, type WeightShapes } from "../declare.ts";
+import { type Plan, PlanCache } from "../plan.ts";
+import type { Weights } from "../weights.ts";
+import { declareResnet, resnet, type ResnetOptions } from "../blocks/resnet.ts";
+import { declareTransformer2d, transformer2d, type TransformerShape } from "../blocks/transformer.ts";
+import { unetAttentionLevels, type UNetConfig, unetTimeEmbedDim } from "./config.ts";
+
+/** The UNet's tensors in state-dict order (diffusers registers down_blocks, up_blocks, then mid_block). */
+export function declareUNet(d: WeightDecl, c: UNetConfig): void {
+  const { down, up, mid } = unetAttentionLevels(c);
+  const c0 = c.block_out_channels[0];
+  const temb = unetTimeEmbedDim(c);
+  const transformer = (dd: WeightDecl, s: TransformerShape) =>
+    declareTransformer2d(dd, s, c.use_linear_projection);
+  d.conv("conv_in", c0, c.in_channels, 3);
+  d.linear("time_embedding.linear_1", temb, c0);
+  if (c.time_cond_proj_dim !== null) d.linear("time_embedding.cond_proj", c0, c.time_cond_proj_dim, false);
+  d.linear("time_embedding.linear_2", temb, temb);
+  for (const [i, l] of down.entries()) {
+    const block = d.at("down_blocks", i);
+    for (let j = 0; l.hasAttention && j < l.layers; j++) transformer(block.at("attentions", j), l);
+    for (let j = 0; j < l.layers; j++) {
+      declareResnet(block.at("resnets", j), j === 0 ? l.inChannels : l.channels, l.channels, temb);
+    }
+    if (l.hasDownsampler) block.conv("downsamplers.0.conv", l.channels, l.channels, 3);
+  }
+  for (const [i, l] of up.entries()) {
+    const block = d.at("up_blocks", i);
+    for (let j = 0; l.hasAttention && j < l.layers; j++) transformer(block.at("attentions", j), l);
+    for (let j = 0; j < l.layers; j++) {
+      declareResnet(block.at("resnets", j), l.resnetInChannels[j], l.channels, temb);
+    }
+    if (l.hasUpsampler) block.conv("upsamplers.0.conv", l.channels, l.channels, 3);
+  }
+  transformer(d.at("mid_block.attentions.0"), mid);
+  declareResnet(d.at("mid_block.resnets.0"), mid.channels, mid.channels, temb);
+  declareResnet(d.at("mid_block.resnets.1"), mid.channels, mid.channels, temb);
+  d.norm("conv_norm_out", c0);
+  d.conv("conv_out", c.out_channels, c0, 3);
+}
+
+export interface UNetInputs {
+  /** [B, H, W, in_channels], activation dtype */
+  sample: Value;
+  /** [B] f32 */
+  timestep: Value;
+  /** [B, T, cross_attention_dim] */
+  context: Value;
+}
+
+/** The forward: sample, timestep, context → [B, H, W, out_channels]. Probe names are the fixtures' hooks. */
+export function unetForward(
+  b: ModelBuilder,
+  c: UNetConfig,
+  { sample, timestep, context }: UNetInputs,
+): Value {
+  const [, H, W] = sample.shape;
+  const levels = unetAttentionLevels(c);
+  const m = 2 ** (c.block_out_channels.length - 1);
+  if (H % m || W % m) {
+    throw new Error(`UNet: latent ${H}×${W} must be a multiple of ${m} (image size a multiple of ${8 * m})`);
+  }
+  const norm: ResnetOptions = { groups: c.norm_num_groups, eps: c.norm_eps };
+  const attend = (bb: ModelBuilder, x: Value, s: TransformerShape) =>
+    transformer2d(bb, x, context, {
+      groups: c.norm_num_groups,
+      heads: s.heads,
+      headDim: s.headDim,
+      layers: s.transformerLayers,
+    });
+
+  // time_proj → time_embedding (linear_1, SiLU, linear_2); every resnet applies SiLU before its
+  // time_emb_proj, so it is done once here.
+  const proj = b.timestepFeatures(timestep, {
+    dim: c.block_out_channels[0],
+    flipSinToCos: c.flip_sin_to_cos,
+    freqShift: c.freq_shift,
+  });
+  b.probe("time_proj", proj);
+  const temb = b.linear(
+    "time_embedding.linear_2",
+    b.linear("time_embedding.linear_1", proj, { activation: "silu" }),
+  );
+  b.probe("time_embedding", temb);
+  const tembAct = b.silu(temb, "time_embedding.silu");
+
+  let x = b.conv("conv_in", sample);
+  b.probe("conv_in", x);
+  const skips: Value[] = [x];
+  levels.down.forEach((level, i) => {
+    const block = b.at("down_blocks", i);
+    for (let j = 0; j < level.layers; j++) {
+      x = resnet(block.at("resnets", j), x, norm, tembAct);
+      if (level.hasAttention) x = attend(block.at("attentions", j), x, level);
+      b.probe(`down_blocks.${i}.res_samples.${j}`, x);
+      skips.push(x);
+    }
+    if (level.hasDownsampler) {
+      x = block.conv("downsamplers.0.conv", x, { stride: 2 });
+      b.probe(`down_blocks.${i}.res_samples.${level.layers}`, x);
+      skips.push(x);
+    }
+    b.probe(`down_blocks.${i}.hidden_states`, x);
+  });
+
+  x = resnet(b.at("mid_block.resnets.0"), x, norm, tembAct);
+  x = attend(b.at("mid_block.attentions.0"), x, levels.mid);
+  x = resnet(b.at("mid_block.resnets.1"), x, norm, tembAct);
+  b.probe("mid_block", x);
+
+  levels.up.forEach((level, i) => {
+    const block = b.at("up_blocks", i);
+    for (let j = 0; j < level.layers; j++) {
+      x = resnet(block.at("resnets", j), block.concat(x, skips.pop()!), norm, tembAct);
+      if (level.hasAttention) x = attend(block.at("attentions", j), x, level);
+    }
+    if (level.hasUpsampler) {
+      const next = skips[skips.length - 1];
+      if (next && (next.shape[1] !== 2 * x.shape[1] || next.shape[2] !== 2 * x.shape[2])) {
+        throw new Error(`UNet: odd latent sizes are not supported (${H}×${W})`);
+      }
+      x = block.conv("upsamplers.0.conv", block.upsample2x(x));
+    }
+    b.probe(`up_blocks.${i}`, x);
+  });
+
+  x = b.groupNorm("conv_norm_out", x, { groups: c.norm_num_groups, eps: c.norm_eps, silu: true });
+  return b.conv("conv_out", x);
+}
+
+/** Builds the UNet graph on symbolic inputs (also used, without a GPU, for FLOP counts). */
+export function unetGraph(
+  c: UNetConfig,
+  weights: WeightShapes,
+  act: ActDType,
+  shape: { batch: number; height: number; width: number; contextTokens: number },
+  probes = false,
+): { b: ModelBuilder; inputs: UNetInputs; out: Value } {
+  const b = ModelBuilder.create(weights, act, { probes });
+  const crossDim = Array.isArray(c.cross_attention_dim) ? c.cross_attention_dim[0] : c.cross_attention_dim;
+  const { batch: B, height: H, width: W, contextTokens: T } = shape;
+  const inputs: UNetInputs = {
+    sample: b.input("sample", [B, H, W, c.in_channels]),
+    timestep: b.input("timestep", [B], "f32"),
+    context: b.input("context", [B, T, crossDim]),
+  };
+  return { b, inputs, out: b.output(unetForward(b, c, inputs)) };
+}
+
+/** FLOPs of one UNet call (GEMM-like work), from the declaration alone. */
+export function unetFlops(c: UNetConfig, batch: number, height: number, width: number, contextTokens = 77) {
+  const d = WeightDecl.root();
+  declareUNet(d, c);
+  return unetGraph(c, declaredShapes(d.specs), "f32", { batch, height, width, contextTokens }).b.flops();
+}
+
+/** Inputs and outputs of one recorded UNet call. Write the inputs, run, read `out`. */
+export interface UNetPlan {
+  plan: Plan;
+  sample: Tensor;
+  timestep: Tensor;
+  context: Tensor;
+  out: Tensor;
+  /** Intermediate activations by diffusers hook name (only when built with probes). */
+  probes: Map<string, Tensor>;
+}
+
+export class UNet {
+  private readonly plans = new PlanCache<UNetPlan>();
+
+  constructor(
+    readonly gpu: Gpu,
+    readonly config: UNetConfig,
+    readonly weights: Weights,
+    readonly act: ActDType = "f32",
+  ) {}
+
+  /** The recorded call for this shape (built on first use, then reused). */
+  plan(batch: number, height: number, width: number, contextTokens: number, probes = false): UNetPlan {
+    return this.plans.get(`${batch}x${height}x${width}x${contextTokens}${probes ? "p" : ""}`, () => {
+      const shape = { batch, height, width, contextTokens };
+      const { b, inputs, out } = unetGraph(this.config, this.weights, this.act, shape, probes);
+      const compiled = b.compile(this.gpu, this.weights);
+      const t = compiled.tensor;
+      return {
+        plan: compiled.plan,
+        sample: t(inputs.sample),
+        timestep: t(inputs.timestep),
+        context: t(inputs.context),
+        out: t(out),
+        probes: compiled.probes,
+      };
+    });
+  }
+
+  /** Releases the activation buffers of every recorded plan (weights stay). */
+  dropPlans(): void {
+    this.plans.clear();
+  }
+
+  get activationBytes(): number {
+    return this.plans.bytes;
+  }
+}

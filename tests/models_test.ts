@@ -6,7 +6,7 @@
 import { relError, testGpu } from "./util.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
 import { readJsonFile } from "../src/util/json.ts";
-import { type ComponentName, loadModel, runComponent } from "../src/models/harness.ts";
+import { type NetworkEntry, loadModel, runComponent } from "../src/models/harness.ts";
 import type { HostTensor } from "../src/util/host_tensor.ts";
 import type { ActDType } from "../src/gpu/pipelines.ts";
 
@@ -32,7 +32,7 @@ const TOL: Record<ActDType, number> = { f32: 1e-3, f16: 2e-2 };
 
 interface Case {
   name: string;
-  component: ComponentName;
+  component: NetworkEntry;
   dir: string;
   weights: string;
   io: string;

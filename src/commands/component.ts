@@ -7,7 +7,7 @@ import { parseArgs } from "node:util";
 import { Gpu } from "../gpu/device.ts";
 import { SafetensorsFile, writeSafetensors } from "../weights/safetensors.ts";
 import { readJsonFile } from "../util/json.ts";
-import { COMPONENT_NAMES, type ComponentName, loadModel, runComponent } from "../models/harness.ts";
+import { loadModel, NETWORK_ENTRIES, type NetworkEntry, runComponent } from "../models/harness.ts";
 import type { HostTensor } from "../util/host_tensor.ts";
 import { TorchGenerator } from "../schedulers/rng.ts";
 
@@ -19,7 +19,7 @@ const USAGE =
 export async function componentCommand(args: string[]): Promise<number> {
   const [which, ...rest] = args;
   if (which === "randn") return await randnCommand(rest);
-  if (!COMPONENT_NAMES.includes(which as ComponentName)) {
+  if (!NETWORK_ENTRIES.includes(which as NetworkEntry)) {
     console.error(`unknown component ${JSON.stringify(which ?? "")}\n${USAGE}`);
     return 2;
   }
@@ -49,7 +49,7 @@ export async function componentCommand(args: string[]): Promise<number> {
   const configDict = (config as Record<string, unknown>).config_full ?? config;
   const gpu = await Gpu.create({ disableF16: values["no-f16"] });
   using weights = await SafetensorsFile.open(values.weights!);
-  const model = await loadModel(gpu, which as ComponentName, configDict, weights, precision);
+  const model = await loadModel(gpu, which as NetworkEntry, configDict, weights, precision);
   using input = await SafetensorsFile.open(values.in!);
   const inputs = new Map<string, HostTensor>();
   for (const name of input.names()) {
@@ -62,7 +62,7 @@ export async function componentCommand(args: string[]): Promise<number> {
     }
     inputs.set(name, { shape: info.shape, data: await input.readF32(name) });
   }
-  const { outputs } = await runComponent(gpu, which as ComponentName, model, inputs);
+  const { outputs } = await runComponent(gpu, which as NetworkEntry, model, inputs);
   const out: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }> = {};
   for (const [name, t] of outputs) out[name] = { dtype: "F32", shape: t.shape, data: t.data };
   await writeSafetensors(values.out!, out, { component: which, precision });

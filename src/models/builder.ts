@@ -68,6 +68,8 @@ class Graph {
   /** Storage that outlives the forward: inputs, outputs and probes. */
   readonly pinned = new Set<Storage>();
   readonly probes = new Map<string, Value>();
+  /** Every weight the forward reads (full names). */
+  readonly weightsRead = new Set<string>();
 }
 
 /** A compiled forward: the plan and the tensor of every input, output and probe. */
@@ -111,6 +113,24 @@ export class ModelBuilder {
     return this.weights.has(this.prefix + name);
   }
 
+  /** Weights the forward recorded so far reads: a test checks them against the declaration. */
+  weightsRead(): ReadonlySet<string> {
+    return this.graph.weightsRead;
+  }
+
+  /** The full name of a weight this scope reads; a forward naming an undeclared weight fails here. */
+  private weight(name: string): string {
+    const full = this.prefix + name;
+    if (!this.weights.has(full)) throw new Error(`model builder: weight "${full}" is not declared`);
+    this.graph.weightsRead.add(full);
+    return full;
+  }
+
+  /** `name.bias` when the module has one. */
+  private optionalBias(name: string): string | undefined {
+    return this.has(`${name}.bias`) ? this.weight(`${name}.bias`) : undefined;
+  }
+
   // ---- graph edges ----
 
   input(label: string, shape: readonly number[], dtype: DType = this.act): Value {
@@ -146,7 +166,7 @@ export class ModelBuilder {
     x: Value,
     o: { stride?: 1 | 2; padding?: Conv2dParams["padding"]; timeBias?: Value; residual?: Value } = {},
   ): Value {
-    const w = `${this.prefix}${name}.weight`;
+    const w = this.weight(`${name}.weight`);
     const [cout, cin, kh, kw] = this.weights.shape(w);
     const stride = o.stride ?? 1;
     const padding = o.padding ?? "same";
@@ -155,7 +175,7 @@ export class ModelBuilder {
     const ho = convOutSize(H, kh, stride, pad.top, pad.bottom);
     const wo = convOutSize(W, kw, stride, pad.left, pad.right);
     const out = this.value(this.prefix + name, [B, ho, wo, cout]);
-    const bias = this.has(`${name}.bias`) ? `${this.prefix}${name}.bias` : undefined;
+    const bias = this.optionalBias(name);
     return this.node(
       [x, o.timeBias, o.residual],
       out,
@@ -180,11 +200,11 @@ export class ModelBuilder {
    * optional fused activation and residual. A 1×1 conv weight [N, K, 1, 1] works as one (proj_in of SD 1.x).
    */
   linear(name: string, x: Value, o: { activation?: Activation; residual?: Value } = {}): Value {
-    const w = `${this.prefix}${name}.weight`;
+    const w = this.weight(`${name}.weight`);
     const [n, k] = this.weights.shape(w);
     const rows = numel(x.shape) / k;
     const out = this.value(this.prefix + name, [...x.shape.slice(0, -1), n]);
-    const bias = this.has(`${name}.bias`) ? `${this.prefix}${name}.bias` : undefined;
+    const bias = this.optionalBias(name);
     return this.node([x, o.residual], out, 2 * rows * k * n, (c) =>
       linear(c.gpu, {
         x: c.tensor(x.rows()),
@@ -199,7 +219,8 @@ export class ModelBuilder {
 
   /** GEGLU projection `name` ([2D, K] weight: value and gate halves) in one kernel: [..., K] → [..., D]. */
   geglu(name: string, x: Value): Value {
-    const w = `${this.prefix}${name}.weight`;
+    const w = this.weight(`${name}.weight`);
+    const bias = this.weight(`${name}.bias`);
     const [n2, k] = this.weights.shape(w);
     const rows = numel(x.shape) / k;
     const out = this.value(this.prefix + name, [...x.shape.slice(0, -1), n2 / 2]);
@@ -207,7 +228,7 @@ export class ModelBuilder {
       geglu(c.gpu, {
         x: c.tensor(x.rows()),
         weight: c.weights.linear(w),
-        bias: c.weights.get(`${this.prefix}${name}.bias`),
+        bias: c.weights.get(bias),
         out: c.tensor(out.rows()),
         act: c.act,
       }));
@@ -216,12 +237,12 @@ export class ModelBuilder {
   /** GroupNorm `name` over NHWC channels, optionally followed by SiLU in the same kernel. */
   groupNorm(name: string, x: Value, o: { groups: number; eps: number; silu: boolean }): Value {
     const out = this.value(this.prefix + name, x.shape);
-    const p = this.prefix + name;
+    const [gamma, beta] = [this.weight(`${name}.weight`), this.weight(`${name}.bias`)];
     return this.node([x], out, 0, (c) =>
       groupNorm(c.gpu, {
         x: c.tensor(x),
-        gamma: c.weights.get(`${p}.weight`),
-        beta: c.weights.get(`${p}.bias`),
+        gamma: c.weights.get(gamma),
+        beta: c.weights.get(beta),
         out: c.tensor(out),
         groups: o.groups,
         eps: o.eps,
@@ -233,12 +254,12 @@ export class ModelBuilder {
   /** LayerNorm `name` over the last axis. */
   layerNorm(name: string, x: Value, eps: number): Value {
     const out = this.value(this.prefix + name, x.shape);
-    const p = this.prefix + name;
+    const [gamma, beta] = [this.weight(`${name}.weight`), this.weight(`${name}.bias`)];
     return this.node([x], out, 0, (c) =>
       layerNorm(c.gpu, {
         x: c.tensor(x.rows()),
-        gamma: c.weights.get(`${p}.weight`),
-        beta: c.weights.get(`${p}.bias`),
+        gamma: c.weights.get(gamma),
+        beta: c.weights.get(beta),
         out: c.tensor(out.rows()),
         eps,
         act: c.act,
@@ -309,13 +330,14 @@ export class ModelBuilder {
   /** Token + position embedding lookup: ids [B, T] → [B, T, C]. */
   embedding(ids: Value, tokenTable: string, positionTable: string): Value {
     const [B, T] = ids.shape;
-    const C = this.shapeOf(tokenTable)[1];
+    const [token, position] = [this.weight(tokenTable), this.weight(positionTable)];
+    const C = this.weights.shape(token)[1];
     const out = this.value(`${this.prefix}embeddings`, [B, T, C]);
     return this.node([ids], out, 0, (c) =>
       embedding(c.gpu, {
         ids: c.tensor(ids),
-        tokenEmbedding: c.weights.get(this.prefix + tokenTable),
-        positionEmbedding: c.weights.get(this.prefix + positionTable),
+        tokenEmbedding: c.weights.get(token),
+        positionEmbedding: c.weights.get(position),
         out: c.tensor(out),
         act: c.act,
       }));

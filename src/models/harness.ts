@@ -14,8 +14,9 @@ import { UNet } from "./unet/unet.ts";
 import { Vae } from "./vae/vae.ts";
 import { ClipTextModel } from "./clip/clip.ts";
 
-export type ComponentName = "unet" | "vae-decode" | "vae-encode" | "clip";
-export const COMPONENT_NAMES: readonly ComponentName[] = ["unet", "vae-decode", "vae-encode", "clip"];
+/** One network call the harness runs: the "component" CLI's first argument. */
+export type NetworkEntry = "unet" | "vae-decode" | "vae-encode" | "clip";
+export const NETWORK_ENTRIES: readonly NetworkEntry[] = ["unet", "vae-decode", "vae-encode", "clip"];
 
 export class InputError extends Error {
   constructor(message: string) {
@@ -31,7 +32,7 @@ export type AnyModel = UNet | Vae | ClipTextModel;
 /** Loads the network a component needs from a config dict and a weight source with diffusers names. */
 export async function loadModel(
   gpu: Gpu,
-  component: ComponentName,
+  component: NetworkEntry,
   configJson: unknown,
   source: WeightSource,
   act: ActDType,
@@ -78,7 +79,7 @@ export interface ComponentResult {
 /** Runs a loaded network on named inputs. Extra inputs are ignored. */
 export async function runComponent(
   gpu: Gpu,
-  component: ComponentName,
+  component: NetworkEntry,
   model: AnyModel,
   inputs: Map<string, HostTensor>,
   options: { probes?: boolean } = {},

@@ -68,7 +68,13 @@ export function clipForward(b: ModelBuilder, c: ClipTextConfig, ids: Value): Cli
   };
 }
 
-function clipGraph(c: ClipTextConfig, weights: WeightShapes, act: ActDType, batch: number, tokens: number) {
+export function clipGraph(
+  c: ClipTextConfig,
+  weights: WeightShapes,
+  act: ActDType,
+  batch: number,
+  tokens: number,
+) {
   const b = ModelBuilder.create(weights, act);
   const ids = b.input("input_ids", [batch, tokens], "f32");
   const out = clipForward(b, c, ids);

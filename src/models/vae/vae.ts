@@ -120,7 +120,7 @@ export function vaeEncoder(b: ModelBuilder, c: VaeConfig, image: Value): Value {
   return moments;
 }
 
-function decoderGraph(
+export function vaeDecoderGraph(
   c: VaeConfig,
   weights: WeightShapes,
   act: ActDType,
@@ -133,7 +133,7 @@ function decoderGraph(
   return { b, z, image: b.output(vaeDecoder(b, c, z)) };
 }
 
-function encoderGraph(
+export function vaeEncoderGraph(
   c: VaeConfig,
   weights: WeightShapes,
   act: ActDType,
@@ -150,7 +150,7 @@ function encoderGraph(
 export function vaeDecodeFlops(c: VaeConfig, h: number, w: number): number {
   const d = WeightDecl.root();
   declareVae(d, c);
-  return decoderGraph(c, declaredShapes(d.specs), "f32", h, w).b.flops();
+  return vaeDecoderGraph(c, declaredShapes(d.specs), "f32", h, w).b.flops();
 }
 
 export interface VaeDecodePlan {
@@ -184,7 +184,7 @@ export class Vae {
 
   decodePlan(height: number, width: number, probes = false): VaeDecodePlan {
     return this.decodePlans.get(`${height}x${width}${probes ? "p" : ""}`, () => {
-      const g = decoderGraph(this.config, this.weights, this.act, height, width, probes);
+      const g = vaeDecoderGraph(this.config, this.weights, this.act, height, width, probes);
       const compiled = g.b.compile(this.gpu, this.weights);
       return {
         plan: compiled.plan,
@@ -197,7 +197,7 @@ export class Vae {
 
   encodePlan(height: number, width: number, probes = false): VaeEncodePlan {
     return this.encodePlans.get(`${height}x${width}${probes ? "p" : ""}`, () => {
-      const g = encoderGraph(this.config, this.weights, this.act, height, width, probes);
+      const g = vaeEncoderGraph(this.config, this.weights, this.act, height, width, probes);
       const compiled = g.b.compile(this.gpu, this.weights);
       const t = compiled.tensor;
       return { plan: compiled.plan, image: t(g.image), moments: t(g.moments), probes: compiled.probes };

@@ -2,7 +2,12 @@
 // their tensors through the name maps (fusing OpenCLIP's q/k/v, reshaping the VAE attention to 1×1 convs).
 
 import { parseClipTextConfig, parseUNetConfig, parseVaeConfig } from "../src/models/config.ts";
-import { clipNameMap, type NameMap, unetNameMap, vaeNameMap } from "../src/models/single_file_names.ts";
+import {
+  clipNameMap,
+  type NameMap,
+  unetNameMap,
+  vaeNameMap,
+} from "../src/models/checkpoint/single_file_names.ts";
 import { SafetensorsFile, type TensorToWrite, writeSafetensors } from "../src/weights/safetensors.ts";
 
 export const FIX = new URL("./fixtures/", import.meta.url).pathname;

@@ -13,7 +13,7 @@ import {
   unetAttentionLevels,
 } from "../src/models/config.ts";
 import { expectedTensors, parameterCount } from "../src/models/expected.ts";
-import { clipNameMap, unetNameMap, vaeNameMap } from "../src/models/single_file_names.ts";
+import { clipNameMap, unetNameMap, vaeNameMap } from "../src/models/checkpoint/single_file_names.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
 
 const FIX = new URL("./fixtures/", import.meta.url).pathname;

@@ -16,14 +16,19 @@ import {
   type VaeConfig,
 } from "../src/models/config.ts";
 import {
+  type ComponentSource,
   describeModel,
   describeOpenedModel,
-  type ModelComponent,
   openModel,
   validate,
-} from "../src/models/checkpoint.ts";
+} from "../src/models/checkpoint/index.ts";
 import { clipTensorSpecs, expectedTensors, unetTensorSpecs } from "../src/models/expected.ts";
-import { clipNameMap, type NameMap, unetNameMap, vaeNameMap } from "../src/models/single_file_names.ts";
+import {
+  clipNameMap,
+  type NameMap,
+  unetNameMap,
+  vaeNameMap,
+} from "../src/models/checkpoint/single_file_names.ts";
 import { SafetensorsFile, writeSafetensors } from "../src/weights/safetensors.ts";
 import { initFor, synthModelFolder, synthTensorBits, synthWeightsMain } from "../src/models/synth.ts";
 import { testGpu } from "./util.ts";
@@ -43,7 +48,7 @@ import {
   writeTinySd2SingleFile,
 } from "./single_file_fixture.ts";
 
-function issueTexts(c: ModelComponent): string[] {
+function issueTexts(c: ComponentSource): string[] {
   return validate(c).issues.map((i) => i.message);
 }
 
@@ -86,7 +91,7 @@ async function withTempDir(fn: (dir: string) => Promise<void>) {
   }
 }
 
-async function assertSameBits(component: ModelComponent, file: string, names?: string[]) {
+async function assertSameBits(component: ComponentSource, file: string, names?: string[]) {
   using f = await SafetensorsFile.open(file);
   for (const name of names ?? f.names()) {
     const got = await component.readF16Bits(name);
@@ -102,7 +107,7 @@ Deno.test("openModel: tiny diffusers folder", async () => {
   const model = await openModel(TINY);
   try {
     assertEquals(model.format, "diffusers");
-    assertEquals(model.version, "sd1");
+    assertEquals(model.family, "sd1");
     assertEquals(model.predictionType, "epsilon");
     assert(/diffusers default/.test(model.predictionTypeSource));
     assertEquals(model.tokenizerDir, `${TINY}/tokenizer`);
@@ -233,7 +238,7 @@ Deno.test("single file SD 1.x: tiny weights through the name maps open, validate
     const plain = await openModel(path);
     try {
       assertEquals(plain.format, "single-file");
-      assertEquals(plain.version, "sd1");
+      assertEquals(plain.family, "sd1");
       assertEquals(plain.predictionType, "epsilon");
       assert(/assumed/.test(plain.predictionTypeSource));
       const u = plain.unet!.config;
@@ -302,7 +307,7 @@ Deno.test("single file SD 2.x: OpenCLIP layout, fused q/k/v, prediction type gue
       textEncoder: { num_attention_heads: 4, projection_dim: 32 },
     });
     try {
-      assertEquals(model.version, "sd2");
+      assertEquals(model.family, "sd2");
       assertEquals(model.unet!.config, tinySd2Unet());
       assertEquals(model.textEncoder!.config, tinyClipGelu());
       assertEquals(
@@ -334,7 +339,7 @@ Deno.test("single file SD 2.x: OpenCLIP layout, fused q/k/v, prediction type gue
           [model.unet!, "conv_in.weight"],
           [model.vae!, "decoder.mid_block.attentions.0.to_out.0.weight"],
           [model.textEncoder!, "text_model.encoder.layers.2.self_attn.k_proj.weight"],
-        ] as [ModelComponent, string][]
+        ] as [ComponentSource, string][]
       ) {
         const t = await c.uploadF16(gpu, name);
         assertEquals([...t.shape], c.tensor(name).shape, name);
@@ -418,7 +423,7 @@ Deno.test("single file detection: full-size SD 1.5 and SD 2.1 layouts give the r
     );
     const m1 = await openModel(sd15Path);
     try {
-      assertEquals(m1.version, "sd1");
+      assertEquals(m1.family, "sd1");
       assertEquals(m1.unet!.config, sd15.unet);
       assertEquals(m1.vae!.config, sd15.vae);
       assertEquals(m1.textEncoder!.config, sd15.textEncoder);
@@ -445,7 +450,7 @@ Deno.test("single file detection: full-size SD 1.5 and SD 2.1 layouts give the r
     );
     const m2 = await openModel(sd21Path);
     try {
-      assertEquals(m2.version, "sd2");
+      assertEquals(m2.family, "sd2");
       assertEquals(m2.predictionType, "v_prediction");
       assert(/file name/.test(m2.predictionTypeSource), m2.predictionTypeSource);
       assertEquals(m2.unet!.config, sd21.unet);
@@ -518,7 +523,7 @@ Deno.test("synth: a shrunken folder opens with openModel, validates, round-trips
       assertEquals(model.vae!.config, configs.vae);
       assertEquals(model.textEncoder!.config, configs.textEncoder);
       assertEquals(model.predictionType, "v_prediction");
-      assertEquals(model.version, "sd2");
+      assertEquals(model.family, "sd2");
       for (const c of [model.unet!, model.vae!, model.textEncoder!]) {
         assert(validate(c).ok, validate(c).summary);
       }

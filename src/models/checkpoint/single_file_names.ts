@@ -12,8 +12,8 @@
 //   CLIP  cond_stage_model.transformer.text_model.*  (SD 1.x: transformers names behind a prefix)
 //         cond_stage_model.model.*   (SD 2.x: OpenCLIP names, fused q/k/v in_proj, 24 resblocks)
 
-import { type ClipTextConfig, unetAttentionLevels, type UNetConfig, type VaeConfig } from "./config.ts";
-import { clipTensorSpecs, type ComponentKind, unetTensorSpecs, vaeTensorSpecs } from "./expected.ts";
+import { type ClipTextConfig, unetAttentionLevels, type UNetConfig, type VaeConfig } from "../config.ts";
+import { clipTensorSpecs, type ComponentKind, unetTensorSpecs, vaeTensorSpecs } from "../expected.ts";
 
 export const UNET_ORIGINAL_PREFIX = "model.diffusion_model.";
 export const VAE_ORIGINAL_PREFIX = "first_stage_model.";

@@ -16,7 +16,7 @@ import { generateCommand } from "./generate.ts";
 import { synthWeightsMain } from "../models/synth.ts";
 import { benchCommand } from "./bench.ts";
 import { inspectCommand } from "./inspect.ts";
-import { weightsCommand } from "../weights/download.ts";
+import { weightsCommand } from "./weights.ts";
 
 type Command = (args: string[]) => Promise<number>;
 

@@ -11,8 +11,8 @@ import {
   type DownloadOptions,
   HUB_MODELS,
   readLock,
-  weightsCommand,
-} from "../src/weights/download.ts";
+} from "../src/weights/download/index.ts";
+import { progressBars, weightsCommand } from "../src/commands/weights.ts";
 import { runCli } from "../src/commands/cli.ts";
 
 const REPO = HUB_MODELS.sd15.repo;
@@ -574,8 +574,7 @@ Deno.test("the weights command: flags, HF_ENDPOINT/HF_TOKEN from the environment
       dir: `${dir}/bar`,
       endpoint: hub.endpoint,
       token: "tok",
-      progress: true,
-      progressStream: stream,
+      progress: progressBars(stream),
       log: () => {},
     });
     assert(drawn.includes("100%") && drawn.includes(UNET) && drawn.includes("1.43 MiB"), drawn);

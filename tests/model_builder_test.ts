@@ -7,7 +7,7 @@ import { readTensor, uploadTensor, writeActivation } from "../src/gpu/tensor.ts"
 import { ModelBuilder } from "../src/models/builder.ts";
 import { declaredShapes, type TensorSpec, WeightDecl } from "../src/models/declare.ts";
 import { clipTensorSpecs, unetTensorSpecs, vaeTensorSpecs } from "../src/models/expected.ts";
-import { familyConfigs, type ReferenceModel } from "../src/models/presets.ts";
+import { referenceConfigs, type ReferenceModel } from "../src/models/presets.ts";
 import { parseUNetConfig } from "../src/models/unet/config.ts";
 import { unetGraph } from "../src/models/unet/unet.ts";
 import { vaeDecoderGraph, vaeEncoderGraph } from "../src/models/vae/vae.ts";
@@ -28,7 +28,7 @@ function assertSameNames(read: ReadonlySet<string>, specs: TensorSpec[], unused:
 
 for (const model of ["sd15", "sd21"] as ReferenceModel[]) {
   Deno.test(`${model}: UNet, VAE and CLIP forwards read exactly their declared weights`, () => {
-    const c = familyConfigs(model);
+    const c = referenceConfigs(model);
     const unet = unetTensorSpecs(c.unet);
     const shape = { batch: 2, height: 32, width: 32, contextTokens: 77 };
     const u = unetGraph(c.unet, declaredShapes(unet), "f32", shape);

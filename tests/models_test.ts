@@ -6,7 +6,7 @@
 import { relError, testGpu } from "./util.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
 import { readJsonFile } from "../src/util/json.ts";
-import { type NetworkEntry, loadModel, runComponent } from "../src/models/harness.ts";
+import { loadModel, type NetworkEntry, runComponent } from "../src/models/harness.ts";
 import type { HostTensor } from "../src/util/host_tensor.ts";
 import type { ActDType } from "../src/gpu/pipelines.ts";
 

@@ -4,7 +4,12 @@
 import { parseClipTextConfig } from "../src/models/clip/config.ts";
 import { parseUNetConfig } from "../src/models/unet/config.ts";
 import { parseVaeConfig } from "../src/models/vae/config.ts";
-import { clipNameMap, type NameMap, unetNameMap, vaeNameMap } from "../src/models/single_file_names.ts";
+import {
+  clipNameMap,
+  type NameMap,
+  unetNameMap,
+  vaeNameMap,
+} from "../src/models/checkpoint/single_file_names.ts";
 import { SafetensorsFile, type TensorToWrite, writeSafetensors } from "../src/weights/safetensors.ts";
 
 export const FIX = new URL("./fixtures/", import.meta.url).pathname;

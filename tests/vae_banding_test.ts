@@ -6,7 +6,7 @@
 //     place (Cin % 8 == 0) or packed (Cin = 20), and the workgroup-memory kernel. Windows start at odd rows
 //     and unaligned byte offsets. The unbanded result is also checked against the float64 CPU reference
 //     (tests/ref/gemm.ts; f32 1e-5, f16 5e-3 of max|ref|, as ops_conv_test.ts).
-// (b) SD's full-width VAE decoder (familyConfigs("sd15"), synthetic weights written with src/weights/synth.ts)
+// (b) SD's full-width VAE decoder (referenceConfigs("sd15"), synthetic weights written with src/weights/synth.ts)
 //     decodes a 12×8 latent to 96×64 once on a normal Gpu and once on a Gpu created with a small
 //     `maxBindingBytes`, so every map from 24×16×512 up (conv, groupNorm, upsample) runs in row bands. The
 //     two images must be identical (tolerance 0: banding changes which rows a dispatch covers, never the
@@ -21,7 +21,7 @@ import type { ActDType } from "../src/gpu/pipelines.ts";
 import { emptyTensor, readTensor, type Tensor, uploadTensor } from "../src/gpu/tensor.ts";
 import { conv2d, convOutSize, convPadding, prepareConvWeight } from "../src/ops/conv.ts";
 import { type GemmTiling, gemmTiling, storageOf, TEXTURE_WIDTH } from "../src/ops/linear.ts";
-import { familyConfigs } from "../src/models/presets.ts";
+import { referenceConfigs } from "../src/models/presets.ts";
 import { Weights } from "../src/models/weights.ts";
 import { Vae } from "../src/models/vae/vae.ts";
 import { writeActivation } from "../src/gpu/tensor.ts";
@@ -227,7 +227,7 @@ function repackedBytes(gpu: Gpu): number {
   const operand = (texels: number) =>
     storage === "texture" ? Math.ceil(texels / TEXTURE_WIDTH) * TEXTURE_WIDTH * 16 : buffer(texels * 16);
   let total = 0;
-  for (const spec of vaeTensorSpecs(familyConfigs("sd15").vae)) {
+  for (const spec of vaeTensorSpecs(referenceConfigs("sd15").vae)) {
     const [n, k, kh, kw] = spec.shape;
     const decoder = spec.name.startsWith("decoder.") || spec.name.startsWith("post_quant_conv.");
     if (spec.role !== "weight" || !decoder) total += buffer(2 * spec.shape.reduce((a, b) => a * b, 1));
@@ -239,7 +239,7 @@ function repackedBytes(gpu: Gpu): number {
 }
 
 async function decodeOnce(gpu: Gpu, path: string, act: ActDType, z: Float32Array): Promise<Decoded> {
-  const config = familyConfigs("sd15").vae;
+  const config = referenceConfigs("sd15").vae;
   using file = await SafetensorsFile.open(path);
   const weights = await Weights.load(gpu, "vae", file, expectedTensors("vae", config));
   const vae = new Vae(gpu, config, weights, act);
@@ -269,7 +269,7 @@ async function decodeOnce(gpu: Gpu, path: string, act: ActDType, z: Float32Array
 }
 
 Deno.test("VAE decoder (SD's full-width config): row-banded decode equals the unbanded one exactly", async () => {
-  const config = familyConfigs("sd15").vae;
+  const config = referenceConfigs("sd15").vae;
   const dir = await Deno.makeTempDir({ prefix: "vae-banding-" });
   try {
     const path = `${dir}/vae.safetensors`;

@@ -3,12 +3,12 @@
 
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { ConfigError } from "../src/models/config_reader.ts";
-import { familyConfigs, SD15_CONFIG_JSON, SD21_CONFIG_JSON } from "../src/models/presets.ts";
+import { referenceConfigs, SD15_CONFIG_JSON, SD21_CONFIG_JSON } from "../src/models/presets.ts";
 import { parseClipTextConfig } from "../src/models/clip/config.ts";
 import { parseUNetConfig, unetAttentionLevels } from "../src/models/unet/config.ts";
 import { parseVaeConfig } from "../src/models/vae/config.ts";
 import { expectedTensors, parameterCount } from "../src/models/expected.ts";
-import { clipNameMap, unetNameMap, vaeNameMap } from "../src/models/single_file_names.ts";
+import { clipNameMap, unetNameMap, vaeNameMap } from "../src/models/checkpoint/single_file_names.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
 
 const FIX = new URL("./fixtures/", import.meta.url).pathname;
@@ -75,14 +75,14 @@ Deno.test("configs: manifests' config_passed and config_full parse to the same c
   assertEquals(parseVaeConfig(SD21_CONFIG_JSON.vae), parseVaeConfig(manifest("sd21_vae").config_full));
   const clip: ClipManifest = manifest("clip_sd15");
   const fromManifest = parseClipTextConfig(clip.config);
-  const embedded = familyConfigs("sd15").textEncoder;
+  const embedded = referenceConfigs("sd15").textEncoder;
   for (const k of Object.keys(clip.config) as (keyof typeof fromManifest)[]) {
     assertEquals(embedded[k], fromManifest[k], `sd15 text encoder ${k}`);
   }
 });
 
 Deno.test("configs: attention heads per level follow diffusers' semantics", () => {
-  const sd15 = unetAttentionLevels(familyConfigs("sd15").unet);
+  const sd15 = unetAttentionLevels(referenceConfigs("sd15").unet);
   // SD 1.x: attention_head_dim = 8 is the head COUNT; head size = width / 8.
   assertEquals(sd15.down.map((l) => [l.heads, l.headDim]), [[8, 40], [8, 80], [8, 160], [8, 160]]);
   assertEquals(sd15.up.map((l) => [l.heads, l.headDim]), [[8, 160], [8, 160], [8, 80], [8, 40]]);
@@ -96,7 +96,7 @@ Deno.test("configs: attention heads per level follow diffusers' semantics", () =
     [960, 640, 640],
   ]);
   // SD 2.x: [5, 10, 20, 20] heads → 64 channels per head; up levels reversed; mid uses the last entry.
-  const sd21 = unetAttentionLevels(familyConfigs("sd21").unet);
+  const sd21 = unetAttentionLevels(referenceConfigs("sd21").unet);
   assertEquals(sd21.down.map((l) => [l.heads, l.headDim]), [[5, 64], [10, 64], [20, 64], [20, 64]]);
   assertEquals(sd21.up.map((l) => [l.heads, l.headDim]), [[20, 64], [20, 64], [10, 64], [5, 64]]);
   assertEquals([sd21.mid.heads, sd21.mid.headDim], [20, 64]);
@@ -310,7 +310,7 @@ Deno.test("name map: SD 1.5 text encoder (transformers layout behind cond_stage_
 });
 
 Deno.test("name map: SD 2.x OpenCLIP text encoder (fused in_proj, positional_embedding, ln_final, resblocks)", () => {
-  const config = familyConfigs("sd21").textEncoder;
+  const config = referenceConfigs("sd21").textEncoder;
   const map = clipNameMap(config, "openclip");
   const P = "cond_stage_model.model.";
   const e = (n: string) => map.byName.get(n)!;

@@ -9,18 +9,23 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/stric
 import { f16ToF32Array } from "../src/gpu/device.ts";
 import { readTensor } from "../src/gpu/tensor.ts";
 import type { ClipTextConfig } from "../src/models/clip/config.ts";
-import { familyConfigs, SD15_CONFIG_JSON } from "../src/models/presets.ts";
+import { referenceConfigs, SD15_CONFIG_JSON } from "../src/models/presets.ts";
 import type { UNetConfig } from "../src/models/unet/config.ts";
 import type { VaeConfig } from "../src/models/vae/config.ts";
 import {
+  type ComponentSource,
   describeModel,
   describeOpenedModel,
-  type ModelComponent,
   openModel,
   validate,
-} from "../src/models/checkpoint.ts";
+} from "../src/models/checkpoint/index.ts";
 import { clipTensorSpecs, expectedTensors, unetTensorSpecs } from "../src/models/expected.ts";
-import { clipNameMap, type NameMap, unetNameMap, vaeNameMap } from "../src/models/single_file_names.ts";
+import {
+  clipNameMap,
+  type NameMap,
+  unetNameMap,
+  vaeNameMap,
+} from "../src/models/checkpoint/single_file_names.ts";
 import { SafetensorsFile, writeSafetensors } from "../src/weights/safetensors.ts";
 import { initFor, synthModelFolder, synthTensorBits, synthWeightsMain } from "../src/models/synth.ts";
 import { testGpu } from "./util.ts";
@@ -40,7 +45,7 @@ import {
   writeTinySd2SingleFile,
 } from "./single_file_fixture.ts";
 
-function issueTexts(c: ModelComponent): string[] {
+function issueTexts(c: ComponentSource): string[] {
   return validate(c).issues.map((i) => i.message);
 }
 
@@ -83,7 +88,7 @@ async function withTempDir(fn: (dir: string) => Promise<void>) {
   }
 }
 
-async function assertSameBits(component: ModelComponent, file: string, names?: string[]) {
+async function assertSameBits(component: ComponentSource, file: string, names?: string[]) {
   using f = await SafetensorsFile.open(file);
   for (const name of names ?? f.names()) {
     const got = await component.readF16Bits(name);
@@ -99,7 +104,7 @@ Deno.test("openModel: tiny diffusers folder", async () => {
   const model = await openModel(TINY);
   try {
     assertEquals(model.format, "diffusers");
-    assertEquals(model.version, "sd1");
+    assertEquals(model.family, "sd1");
     assertEquals(model.predictionType, "epsilon");
     assert(/diffusers default/.test(model.predictionTypeSource));
     assertEquals(model.tokenizerDir, `${TINY}/tokenizer`);
@@ -200,11 +205,11 @@ Deno.test("validate: SD 2.x UNet weights under an SD 1.x config say what the fil
       model.close();
     }
     // Full-size: an SD 2.1 UNet (sparse file) under SD 1.5's config is recognised exactly.
-    const sd15 = familyConfigs("sd15");
+    const sd15 = referenceConfigs("sd15");
     await Deno.writeTextFile(`${dir}/unet/config.json`, JSON.stringify(SD15_CONFIG_JSON.unet));
     await writeSparseSafetensors(
       `${dir}/unet/diffusion_pytorch_model.safetensors`,
-      expectedTensors("unet", familyConfigs("sd21").unet),
+      expectedTensors("unet", referenceConfigs("sd21").unet),
     );
     const big = await openModel(dir);
     try {
@@ -230,7 +235,7 @@ Deno.test("single file SD 1.x: tiny weights through the name maps open, validate
     const plain = await openModel(path);
     try {
       assertEquals(plain.format, "single-file");
-      assertEquals(plain.version, "sd1");
+      assertEquals(plain.family, "sd1");
       assertEquals(plain.predictionType, "epsilon");
       assert(/assumed/.test(plain.predictionTypeSource));
       const u = plain.unet!.config;
@@ -299,7 +304,7 @@ Deno.test("single file SD 2.x: OpenCLIP layout, fused q/k/v, prediction type gue
       textEncoder: { num_attention_heads: 4, projection_dim: 32 },
     });
     try {
-      assertEquals(model.version, "sd2");
+      assertEquals(model.family, "sd2");
       assertEquals(model.unet!.config, tinySd2Unet());
       assertEquals(model.textEncoder!.config, tinyClipGelu());
       assertEquals(
@@ -331,7 +336,7 @@ Deno.test("single file SD 2.x: OpenCLIP layout, fused q/k/v, prediction type gue
           [model.unet!, "conv_in.weight"],
           [model.vae!, "decoder.mid_block.attentions.0.to_out.0.weight"],
           [model.textEncoder!, "text_model.encoder.layers.2.self_attn.k_proj.weight"],
-        ] as [ModelComponent, string][]
+        ] as [ComponentSource, string][]
       ) {
         const t = await c.uploadF16(gpu, name);
         assertEquals([...t.shape], c.tensor(name).shape, name);
@@ -401,7 +406,7 @@ Deno.test("single file: missing, extra and misshapen tensors name both the diffu
 
 Deno.test("single file detection: full-size SD 1.5 and SD 2.1 layouts give the reference configs", async () => {
   await withTempDir(async (dir) => {
-    const sd15 = familyConfigs("sd15");
+    const sd15 = referenceConfigs("sd15");
     const sd15Path = `${dir}/v1-5-pruned-emaonly.safetensors`;
     await writeSparseSafetensors(
       sd15Path,
@@ -415,7 +420,7 @@ Deno.test("single file detection: full-size SD 1.5 and SD 2.1 layouts give the r
     );
     const m1 = await openModel(sd15Path);
     try {
-      assertEquals(m1.version, "sd1");
+      assertEquals(m1.family, "sd1");
       assertEquals(m1.unet!.config, sd15.unet);
       assertEquals(m1.vae!.config, sd15.vae);
       assertEquals(m1.textEncoder!.config, sd15.textEncoder);
@@ -424,7 +429,7 @@ Deno.test("single file detection: full-size SD 1.5 and SD 2.1 layouts give the r
     } finally {
       m1.close();
     }
-    const sd21 = familyConfigs("sd21");
+    const sd21 = referenceConfigs("sd21");
     const sd21Path = `${dir}/v2-1_768-ema-pruned.safetensors`;
     await writeSparseSafetensors(
       sd21Path,
@@ -442,7 +447,7 @@ Deno.test("single file detection: full-size SD 1.5 and SD 2.1 layouts give the r
     );
     const m2 = await openModel(sd21Path);
     try {
-      assertEquals(m2.version, "sd2");
+      assertEquals(m2.family, "sd2");
       assertEquals(m2.predictionType, "v_prediction");
       assert(/file name/.test(m2.predictionTypeSource), m2.predictionTypeSource);
       assertEquals(m2.unet!.config, sd21.unet);
@@ -465,7 +470,7 @@ function shrunkenConfigs(): {
   textEncoder: ClipTextConfig;
   scheduler: Record<string, unknown>;
 } {
-  const full = familyConfigs("sd21");
+  const full = referenceConfigs("sd21");
   return {
     unet: {
       ...full.unet,
@@ -515,7 +520,7 @@ Deno.test("synth: a shrunken folder opens with openModel, validates, round-trips
       assertEquals(model.vae!.config, configs.vae);
       assertEquals(model.textEncoder!.config, configs.textEncoder);
       assertEquals(model.predictionType, "v_prediction");
-      assertEquals(model.version, "sd2");
+      assertEquals(model.family, "sd2");
       for (const c of [model.unet!, model.vae!, model.textEncoder!]) {
         assert(validate(c).ok, validate(c).summary);
       }

@@ -15,8 +15,8 @@ import { tokenizeCommand } from "./tokenize.ts";
 import { generateCommand } from "./generate.ts";
 import { synthWeightsMain } from "../models/synth.ts";
 import { benchCommand } from "./bench.ts";
-import { describeModel } from "../models/checkpoint.ts";
-import { weightsCommand } from "../weights/download.ts";
+import { inspectCommand } from "./inspect.ts";
+import { weightsCommand } from "./weights.ts";
 
 type Command = (args: string[]) => Promise<number>;
 
@@ -31,16 +31,6 @@ export const COMMANDS: Record<string, Command> = {
   inspect: inspectCommand,
   weights: weightsCommand,
 };
-
-/** `inspect PATH`: what a model folder or single-file checkpoint is, and what is missing. */
-async function inspectCommand(args: string[]): Promise<number> {
-  if (args.length !== 1) {
-    console.error("usage: inspect MODEL_DIR_OR_FILE");
-    return 2;
-  }
-  console.log(await describeModel(args[0]));
-  return 0;
-}
 
 export async function runCli(argv: string[]): Promise<number> {
   const [first, ...rest] = argv;

@@ -9,7 +9,7 @@ import { type ClipTextConfig, parseClipTextConfig } from "./clip/config.ts";
 export type ReferenceModel = "sd15" | "sd21";
 export const REFERENCE_MODELS: readonly ReferenceModel[] = ["sd15", "sd21"];
 
-export interface FamilyConfigJson {
+export interface ReferenceConfigJson {
   unet: Record<string, unknown>;
   vae: Record<string, unknown>;
   text_encoder: Record<string, unknown>;
@@ -107,7 +107,7 @@ const SCHEDULER_COMMON_JSON = {
 };
 
 /** runwayml/stable-diffusion-v1-5 (epsilon prediction, 512 px). */
-export const SD15_CONFIG_JSON: FamilyConfigJson = {
+export const SD15_CONFIG_JSON: ReferenceConfigJson = {
   unet: {
     _class_name: "UNet2DConditionModel",
     _diffusers_version: "0.27.2",
@@ -135,7 +135,7 @@ export const SD15_CONFIG_JSON: FamilyConfigJson = {
  * stabilityai/stable-diffusion-2-1 (768 px, v-prediction). The text encoder is OpenCLIP ViT-H/14's text
  * tower cut to 23 of its 24 layers (SD 2.x conditions on the penultimate layer).
  */
-export const SD21_CONFIG_JSON: FamilyConfigJson = {
+export const SD21_CONFIG_JSON: ReferenceConfigJson = {
   unet: {
     _class_name: "UNet2DConditionModel",
     _diffusers_version: "0.27.2",
@@ -164,19 +164,19 @@ export const SD21_CONFIG_JSON: FamilyConfigJson = {
   },
 };
 
-export interface FamilyConfigs {
+export interface ReferenceConfigs {
   unet: UNetConfig;
   vae: VaeConfig;
   textEncoder: ClipTextConfig;
   scheduler: Record<string, unknown>;
 }
 
-export function familyConfigJson(family: ReferenceModel): FamilyConfigJson {
+export function referenceConfigJson(family: ReferenceModel): ReferenceConfigJson {
   return structuredClone(family === "sd15" ? SD15_CONFIG_JSON : SD21_CONFIG_JSON);
 }
 
-export function familyConfigs(family: ReferenceModel): FamilyConfigs {
-  const j = familyConfigJson(family);
+export function referenceConfigs(family: ReferenceModel): ReferenceConfigs {
+  const j = referenceConfigJson(family);
   return {
     unet: parseUNetConfig(j.unet, `${family} unet config`),
     vae: parseVaeConfig(j.vae, `${family} vae config`),

@@ -14,7 +14,7 @@
 import { parseArgs } from "node:util";
 import { f32ToF16 } from "../gpu/device.ts";
 import type { ClipTextConfig } from "./clip/config.ts";
-import { clipTextConfigJson, familyConfigs, unetConfigJson, vaeConfigJson } from "./presets.ts";
+import { clipTextConfigJson, referenceConfigs, unetConfigJson, vaeConfigJson } from "./presets.ts";
 import type { ReferenceModel } from "./presets.ts";
 import type { UNetConfig } from "./unet/config.ts";
 import type { VaeConfig } from "./vae/config.ts";
@@ -367,7 +367,7 @@ export async function synthWeightsMain(args: string[]): Promise<number> {
     console.error(`${out} exists and is not empty; pass --force to overwrite the model files in it`);
     return 2;
   }
-  const configs = familyConfigs(family);
+  const configs = referenceConfigs(family);
   console.log(`writing synthetic ${family} weights (seed ${seed}) to ${out}`);
   const report = await synthModelFolder(out, configs, {
     seed,

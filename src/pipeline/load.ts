@@ -2,7 +2,12 @@
 
 import type { Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
-import { assertValid, type ModelComponent, openModel, type OpenModelOptions } from "../models/checkpoint.ts";
+import {
+  assertValid,
+  type ComponentSource,
+  openModel,
+  type OpenModelOptions,
+} from "../models/checkpoint/index.ts";
 import { isIgnorableTensor } from "../models/expected.ts";
 import type { ComponentConfig } from "../models/expected.ts";
 import { Weights, type WeightSource } from "../models/weights.ts";
@@ -44,7 +49,7 @@ export function defaultSamplerOf(schedulerConfig: Record<string, unknown>): Samp
   return name;
 }
 
-function sourceOf(c: ModelComponent): WeightSource {
+function sourceOf(c: ComponentSource): WeightSource {
   return {
     names: () => c.names(),
     info: (name) => c.tensor(name),
@@ -54,7 +59,7 @@ function sourceOf(c: ModelComponent): WeightSource {
 
 async function loadWeights(
   gpu: Gpu,
-  component: ModelComponent<ComponentConfig>,
+  component: ComponentSource<ComponentConfig>,
   onProgress: (done: number, total: number) => void,
 ): Promise<Weights> {
   assertValid(component);
@@ -83,7 +88,7 @@ export async function loadPipeline(
     const tokenizerDir = options.tokenizerDir ?? model.tokenizerDir;
     const tokenizer = tokenizerDir
       ? await ClipTokenizer.load(tokenizerDir)
-      : bundledClipTokenizer(model.version === "sd2" ? "sd2" : "sd1");
+      : bundledClipTokenizer(model.family ?? "sd1");
     const counts = [model.textEncoder!, model.unet!, model.vae!].map((c) => c.expectedTensors().size);
     const total = counts.reduce((a, b) => a + b, 0);
     let before = 0;

@@ -5,6 +5,11 @@
 // too, so timesteps match exactly and sigmas to float32 rounding. Per-step scalar and element-wise math runs
 // in float64 and is stored as float32; against diffusers' float32 arithmetic that is ≲1e-6 relative.
 
+import type { PredictionType } from "../models/family.ts";
+
+// Re-exported so the scheduler ports keep one import site for their types.
+export type { PredictionType };
+
 /** A diffusers scheduler config as found in `scheduler/scheduler_config.json` (unknown keys are ignored). */
 export interface SchedulerConfig {
   num_train_timesteps?: number;
@@ -43,7 +48,6 @@ export interface SchedulerConfig {
   [key: string]: unknown;
 }
 
-export type PredictionType = "epsilon" | "v_prediction" | "sample";
 export type TimestepSpacing = "leading" | "linspace" | "trailing";
 
 /** Result of one `step()`. `predOriginal` is diffusers' `pred_original_sample` (LCM: `denoised`). */

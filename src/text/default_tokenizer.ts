@@ -4,14 +4,15 @@
 
 import vocab from "../../assets/clip-tokenizer/vocab.json" with { type: "json" };
 import merges from "../../assets/clip-tokenizer/merges.txt" with { type: "text" };
+import type { ModelFamily } from "../models/family.ts";
 import { ClipTokenizer } from "./tokenizer.ts";
 
-export function bundledClipTokenizer(version: "sd1" | "sd2"): ClipTokenizer {
+export function bundledClipTokenizer(family: ModelFamily): ClipTokenizer {
   return ClipTokenizer.fromVocabMerges(vocab as Record<string, number>, merges, {
     bos_token: "<|startoftext|>",
     eos_token: "<|endoftext|>",
     unk_token: "<|endoftext|>",
-    pad_token: version === "sd2" ? "!" : "<|endoftext|>",
+    pad_token: family === "sd2" ? "!" : "<|endoftext|>",
     model_max_length: 77,
   });
 }

@@ -12,10 +12,10 @@
 //   CLIP  cond_stage_model.transformer.text_model.*  (SD 1.x: transformers names behind a prefix)
 //         cond_stage_model.model.*   (SD 2.x: OpenCLIP names, fused q/k/v in_proj, 24 resblocks)
 
-import type { ClipTextConfig } from "./clip/config.ts";
-import { unetAttentionLevels, type UNetConfig } from "./unet/config.ts";
-import type { VaeConfig } from "./vae/config.ts";
-import { clipTensorSpecs, type ComponentKind, unetTensorSpecs, vaeTensorSpecs } from "./expected.ts";
+import type { ClipTextConfig } from "../clip/config.ts";
+import { unetAttentionLevels, type UNetConfig } from "../unet/config.ts";
+import type { VaeConfig } from "../vae/config.ts";
+import { clipTensorSpecs, type ComponentKind, unetTensorSpecs, vaeTensorSpecs } from "../expected.ts";
 
 export const UNET_ORIGINAL_PREFIX = "model.diffusion_model.";
 export const VAE_ORIGINAL_PREFIX = "first_stage_model.";

@@ -25,7 +25,8 @@ import {
 import { clipTensorSpecs, expectedTensors, unetTensorSpecs } from "../src/models/expected.ts";
 import { clipNameMap, type NameMap, unetNameMap, vaeNameMap } from "../src/models/single_file_names.ts";
 import { SafetensorsFile, writeSafetensors } from "../src/weights/safetensors.ts";
-import { initFor, synthModelFolder, synthTensorBits, synthWeightsMain } from "../src/models/synth.ts";
+import { initFor, synthModelFolder, synthTensorBits } from "../src/models/synth.ts";
+import { synthWeightsMain } from "../src/commands/synth_weights.ts";
 import { testGpu } from "./util.ts";
 import {
   FIX,

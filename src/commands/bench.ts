@@ -6,7 +6,7 @@
 import { parseArgs } from "node:util";
 import { Gpu } from "../gpu/device.ts";
 import { loadPipeline } from "../pipeline/load.ts";
-import { synthWeightsMain } from "../models/synth.ts";
+import { synthWeightsMain } from "./synth_weights.ts";
 import { SAMPLER_NAMES, type SamplerName } from "../pipeline/types.ts";
 
 export async function benchCommand(args: string[]): Promise<number> {

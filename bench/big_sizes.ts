@@ -22,7 +22,7 @@ import { Vae } from "../src/models/vae/vae.ts";
 import { readJsonFile } from "../src/util/json.ts";
 import { expectedTensors, isIgnorableTensor } from "../src/models/expected.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
-import { synthWeightsMain } from "../src/models/synth.ts";
+import { synthWeightsMain } from "../src/commands/synth_weights.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -9,7 +9,7 @@
 import { parseArgs } from "node:util";
 import { Gpu } from "../src/gpu/device.ts";
 import { loadPipeline } from "../src/pipeline/load.ts";
-import { synthWeightsMain } from "../src/models/synth.ts";
+import { synthWeightsMain } from "../src/commands/synth_weights.ts";
 import { clipFlops, unetFlops, vaeDecodeFlops } from "../src/models/flops.ts";
 import { encodeImage, latentPreview } from "../src/image/convert.ts";
 import { numpyMatmulGflops } from "./numpy.ts";

@@ -141,7 +141,7 @@ for (const c of manifest.cases) {
       let png: Uint8Array | null = null;
       let steps = 0;
       for await (const ev of p.generate(request)) {
-        if (ev.type === "step") steps = ev.i;
+        if (ev.type === "progress") steps = ev.step;
         if (ev.type === "done") png = ev.image;
       }
       const iterations = [...ref.keys()].filter((k) => k.startsWith("latents_step_")).length;

@@ -10,6 +10,7 @@ import {
   type Engine,
   type GenerateRequest,
   type GenerationEvent,
+  progressEvent,
   RequestError,
   type SamplerName,
 } from "../src/pipeline/types.ts";
@@ -94,12 +95,12 @@ export class FakeEngine implements Engine {
       if (s === 1 && request.prompt.includes("[fake:crash]")) {
         throw new Error("fake engine crashed (test double)");
       }
-      yield { type: "step", i: s - 1, n: steps, elapsedMs: performance.now() - denoiseStart };
+      yield progressEvent(s, steps, performance.now() - denoiseStart);
       if (request.previewEvery && s % request.previewEvery === 0 && s < steps) {
         const preview = noisy(target, seed + s, 1 - s / steps);
         const format = request.previewFormat ?? "jpeg";
         const { bytes, mime } = encodeImage(preview, width, height, format);
-        yield { type: "preview", i: s - 1, image: bytes, mime, width, height };
+        yield { type: "preview", step: s, mime, width, height, data: bytes };
       }
     }
     const denoiseMs = performance.now() - denoiseStart;
@@ -117,6 +118,8 @@ export class FakeEngine implements Engine {
       image: bytes,
       mime,
       seed,
+      width,
+      height,
       parameters,
       timings: {
         totalMs: performance.now() - t0,

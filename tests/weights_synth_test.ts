@@ -27,7 +27,8 @@ import {
   vaeNameMap,
 } from "../src/models/checkpoint/single_file_names.ts";
 import { SafetensorsFile, writeSafetensors } from "../src/weights/safetensors.ts";
-import { initFor, synthModelFolder, synthTensorBits, synthWeightsMain } from "../src/models/synth.ts";
+import { initFor, synthModelFolder, synthTensorBits } from "../src/models/synth.ts";
+import { synthWeightsMain } from "../src/commands/synth_weights.ts";
 import { testGpu } from "./util.ts";
 import {
   FIX,

@@ -6,7 +6,7 @@
 import { parseArgs } from "node:util";
 import { Gpu } from "../gpu/device.ts";
 import { loadPipeline } from "../pipeline/load.ts";
-import { synthWeightsMain } from "../models/synth.ts";
+import { synthWeightsMain } from "./synth_weights.ts";
 import { SAMPLER_NAMES, type SamplerName } from "../pipeline/types.ts";
 
 export async function benchCommand(args: string[]): Promise<number> {
@@ -71,9 +71,9 @@ export async function benchCommand(args: string[]): Promise<number> {
       seed: 0,
     })
   ) {
-    if (ev.type === "step") {
-      evaluations = ev.n;
-      if (ev.i === 1) firstStepMs = ev.elapsedMs;
+    if (ev.type === "progress") {
+      evaluations = ev.steps;
+      if (ev.step === 1) firstStepMs = ev.elapsedMs;
       lastStepAt = ev.elapsedMs;
     }
     if (ev.type === "done") denoiseMs = ev.timings.denoiseMs;

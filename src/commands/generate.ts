@@ -105,16 +105,16 @@ export async function generateCommand(args: string[]): Promise<number> {
   for await (const ev of pipeline.generate(request)) {
     if (ev.type === "started") {
       console.error(`seed ${ev.seed}, ${ev.width}×${ev.height}, ${ev.steps} steps`);
-    } else if (ev.type === "step") {
+    } else if (ev.type === "progress") {
       if (!values.quiet) {
-        if (!started) bar.start(ev.n, 0);
+        if (!started) bar.start(ev.steps, 0);
         started = true;
-        bar.update(ev.i);
+        bar.update(ev.step);
       }
     } else if (ev.type === "preview") {
       if (values.previews) {
         const ext = ev.mime === "image/png" ? "png" : "jpg";
-        await Deno.writeFile(`${values.previews}/step_${String(ev.i).padStart(3, "0")}.${ext}`, ev.image);
+        await Deno.writeFile(`${values.previews}/step_${String(ev.step).padStart(3, "0")}.${ext}`, ev.data);
       }
     } else if (ev.type === "done") {
       if (started) bar.stop();

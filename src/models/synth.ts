@@ -11,11 +11,9 @@
 // transcendental math or f32→f16 conversion, so the ~1.1 G values of SD 1.5 take seconds, and tensors are
 // streamed to disk one at a time (memory stays at the largest tensor).
 
-import { parseArgs } from "node:util";
 import { f32ToF16 } from "../gpu/device.ts";
 import type { ClipTextConfig } from "./clip/config.ts";
-import { clipTextConfigJson, referenceConfigs, unetConfigJson, vaeConfigJson } from "./presets.ts";
-import type { ReferenceModel } from "./presets.ts";
+import { clipTextConfigJson, unetConfigJson, vaeConfigJson } from "./presets.ts";
 import type { UNetConfig } from "./unet/config.ts";
 import type { VaeConfig } from "./vae/config.ts";
 import { clipTensorSpecs, type TensorSpec, unetTensorSpecs, vaeTensorSpecs } from "./expected.ts";
@@ -300,86 +298,4 @@ export async function synthModelFolder(
     bytes: files.reduce((n, f) => n + f.bytes, 0),
     seconds: (performance.now() - start) / 1000,
   };
-}
-
-// ---- CLI: deno task synth-weights --model sd15|sd21 --out DIR ----
-
-const USAGE = "usage: synth-weights --model sd15|sd21 --out DIR [--seed N] [--tokenizer DIR] [--force]";
-
-/** The bundled tokenizer (tests/fixtures/tokenizer) when running from a source checkout. */
-function defaultTokenizerDir(): string | null {
-  try {
-    const url = new URL("../../tests/fixtures/tokenizer", import.meta.url);
-    if (url.protocol !== "file:") return null;
-    const path = decodeURIComponent(url.pathname);
-    return Deno.statSync(`${path}/vocab.json`).isFile ? path : null;
-  } catch {
-    return null;
-  }
-}
-
-export async function synthWeightsMain(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      model: { type: "string" },
-      out: { type: "string" },
-      seed: { type: "string" },
-      tokenizer: { type: "string" },
-      force: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
-  const family = values.model as ReferenceModel | undefined;
-  if (family !== "sd15" && family !== "sd21") {
-    console.error(`--model must be sd15 or sd21\n${USAGE}`);
-    return 2;
-  }
-  if (!values.out) {
-    console.error(`--out is required\n${USAGE}`);
-    return 2;
-  }
-  const seed = values.seed === undefined ? 0 : Number(values.seed);
-  if (!Number.isSafeInteger(seed)) {
-    console.error(`--seed must be an integer, got ${values.seed}`);
-    return 2;
-  }
-  const tokenizerDir = values.tokenizer ?? defaultTokenizerDir();
-  if (!tokenizerDir) {
-    console.error("no tokenizer found: pass --tokenizer DIR (a folder with vocab.json and merges.txt)");
-    return 2;
-  }
-  const out = values.out;
-  let nonEmpty = false;
-  try {
-    for await (const _ of Deno.readDir(out)) {
-      nonEmpty = true;
-      break;
-    }
-  } catch {
-    // does not exist yet
-  }
-  if (nonEmpty && !values.force) {
-    console.error(`${out} exists and is not empty; pass --force to overwrite the model files in it`);
-    return 2;
-  }
-  const configs = referenceConfigs(family);
-  console.log(`writing synthetic ${family} weights (seed ${seed}) to ${out}`);
-  const report = await synthModelFolder(out, configs, {
-    seed,
-    tokenizerDir,
-    tokenizerPadToken: family === "sd21" ? "!" : undefined,
-    log: (line) => console.log(line),
-  });
-  console.log(
-    `done: ${report.bytes.toLocaleString("en-US")} bytes of weights (${
-      (report.bytes / 2 ** 30).toFixed(2)
-    } GiB) ` +
-      `in ${report.seconds.toFixed(1)} s`,
-  );
-  return 0;
 }

@@ -27,6 +27,8 @@ import {
   type Engine,
   type GenerateRequest,
   type GenerationEvent,
+  type PreviewEvent,
+  progressEvent,
   RequestError,
   SAMPLER_NAMES,
   type SamplerName,
@@ -174,7 +176,7 @@ export class StableDiffusionPipeline implements Engine {
     for await (const step of loop) {
       latents = step.latents;
       const done = step.index - startIndex + 1;
-      yield { type: "step", i: done, n: evaluations, elapsedMs: performance.now() - t0 };
+      yield progressEvent(done, evaluations, performance.now() - t0);
       if (req.previewEvery && req.previewEvery > 0 && done % req.previewEvery === 0 && done < evaluations) {
         yield await this.preview(latents, h, w, done, req);
       }
@@ -204,6 +206,8 @@ export class StableDiffusionPipeline implements Engine {
       image: encodeImage(rgb, format, parameters),
       mime: mimeOf(format),
       seed,
+      width: req.width,
+      height: req.height,
       parameters,
       timings: {
         totalMs: tEnd - t0,
@@ -271,32 +275,25 @@ export class StableDiffusionPipeline implements Engine {
     }
   }
 
-  private async preview(latents: Float32Array, h: number, w: number, step: number, req: GenerateRequest) {
+  private async preview(
+    latents: Float32Array,
+    h: number,
+    w: number,
+    step: number,
+    req: GenerateRequest,
+  ): Promise<PreviewEvent> {
     const format = req.previewFormat ?? "jpeg";
-    if (req.preview === "vae") {
-      const decoded = await this.vaeDecode(
-        latents.map((v) => Math.fround(v / this.parts.vae.config.scaling_factor)),
-        h,
-        w,
-      );
-      const rgb = decodedToRgb(decoded, h * 8, w * 8);
-      return {
-        type: "preview" as const,
-        i: step,
-        image: encodeImage(rgb, format),
-        mime: mimeOf(format),
-        width: rgb.width,
-        height: rgb.height,
-      };
-    }
-    const rgb = latentPreview(latents, h, w, 4);
+    const scaling = this.parts.vae.config.scaling_factor;
+    const rgb = req.preview === "vae"
+      ? decodedToRgb(await this.vaeDecode(latents.map((v) => Math.fround(v / scaling)), h, w), h * 8, w * 8)
+      : latentPreview(latents, h, w, 4);
     return {
-      type: "preview" as const,
-      i: step,
-      image: encodeImage(rgb, format),
+      type: "preview",
+      step,
       mime: mimeOf(format),
       width: rgb.width,
       height: rgb.height,
+      data: encodeImage(rgb, format),
     };
   }
 

@@ -41,19 +41,62 @@ export interface GenerationTimings {
   stepsPerSecond: number;
 }
 
-export type GenerationEvent =
-  | { type: "started"; seed: number; steps: number; width: number; height: number }
-  | { type: "step"; i: number; n: number; elapsedMs: number }
-  | { type: "preview"; i: number; image: Uint8Array; mime: string; width: number; height: number }
-  | {
-    type: "done";
-    image: Uint8Array;
-    mime: string;
-    seed: number;
-    /** A1111-style parameters text (also stored in the PNG's tEXt "parameters" chunk). */
-    parameters: string;
-    timings: GenerationTimings;
+// The events a run yields carry the names and fields the server sends on the wire; the server only adds its
+// own (queued, error), writes keys in snake_case and base64-encodes the bytes. Events are built with their
+// fields in the order listed here, which is the order of the wire's JSON.
+
+export interface StartedEvent {
+  type: "started";
+  seed: number;
+  steps: number;
+  width: number;
+  height: number;
+}
+
+/** `step` counts denoising steps finished (1..steps); `etaMs` extrapolates the mean step time so far. */
+export interface ProgressEvent {
+  type: "progress";
+  step: number;
+  steps: number;
+  elapsedMs: number;
+  etaMs: number;
+}
+
+/** A partly denoised image after `step` steps. */
+export interface PreviewEvent {
+  type: "preview";
+  step: number;
+  mime: string;
+  width: number;
+  height: number;
+  data: Uint8Array;
+}
+
+export interface DoneEvent {
+  type: "done";
+  image: Uint8Array;
+  mime: string;
+  seed: number;
+  width: number;
+  height: number;
+  /** A1111-style parameters text (also stored in the PNG's tEXt "parameters" chunk). */
+  parameters: string;
+  timings: GenerationTimings;
+}
+
+export type GenerationEvent = StartedEvent | ProgressEvent | PreviewEvent | DoneEvent;
+
+/** The progress event after `step` of `steps`, `elapsedMs` after the run started (whole milliseconds). */
+export function progressEvent(step: number, steps: number, elapsedMs: number): ProgressEvent {
+  const perStep = elapsedMs / Math.max(1, step);
+  return {
+    type: "progress",
+    step,
+    steps,
+    elapsedMs: Math.round(elapsedMs),
+    etaMs: Math.round(perStep * Math.max(0, steps - step)),
   };
+}
 
 export interface Engine {
   /** The loaded model's name (e.g. the folder name). */

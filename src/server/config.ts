@@ -1,7 +1,7 @@
 // `serve` configuration from flags and environment variables (flags win), with errors naming the flag.
 
 import { parseArgs } from "node:util";
-import { DEFAULT_SERVER_OPTIONS, type ServerOptions } from "./app.ts";
+import { DEFAULT_SERVER_OPTIONS, type ServerOptions } from "./options.ts";
 
 export interface ServeConfig {
   hostname: string;

@@ -2,30 +2,37 @@
 // cancelling a waiting job drops it, cancelling the running one aborts the engine between steps, and the
 // worker then moves on to the next job.
 
-import { type GenerateRequest, type GenerationTimings, RequestError } from "../pipeline/types.ts";
+import { type GenerateRequest, type GenerationEvent, RequestError } from "../pipeline/types.ts";
 import { type EngineHost, errorText, UnavailableError } from "./engine_host.ts";
 import type { Metrics } from "./metrics.ts";
 
 export type JobErrorCode = "cancelled" | "shutting_down" | "invalid_request" | "unavailable" | "engine_error";
 
-export type JobEvent =
+/** The HTTP status each job error answers with (499, client closed, is nginx's convention). */
+export const JOB_ERROR_STATUS: Record<JobErrorCode, number> = {
+  cancelled: 499,
+  shutting_down: 503,
+  invalid_request: 400,
+  unavailable: 503,
+  engine_error: 500,
+};
+
+export interface QueuedEvent {
+  type: "queued";
   /** Jobs ahead of this one (the running job included); 0: it starts now. */
-  | { type: "queued"; position: number }
-  | { type: "started"; seed: number; steps: number; width: number; height: number }
-  /** `step` counts steps finished (1..steps). */
-  | { type: "progress"; step: number; steps: number; elapsedMs: number; etaMs: number }
-  | { type: "preview"; step: number; mime: string; image: Uint8Array; width: number; height: number }
-  | {
-    type: "done";
-    image: Uint8Array;
-    mime: string;
-    seed: number;
-    parameters: string;
-    timings: GenerationTimings;
-    width: number;
-    height: number;
-  }
-  | { type: "error"; code: JobErrorCode; message: string; status: number; param?: string };
+  position: number;
+}
+
+export interface JobErrorEvent {
+  type: "error";
+  code: JobErrorCode;
+  message: string;
+  /** The request field at fault, for invalid_request. */
+  param?: string;
+}
+
+/** The engine's events, passed through unchanged, plus the queue's own. Ends with `done` or `error`. */
+export type JobEvent = QueuedEvent | GenerationEvent | JobErrorEvent;
 
 /** Too many waiting jobs: the server answers 429 with Retry-After. */
 export class QueueFullError extends Error {
@@ -246,89 +253,49 @@ export class GenerationQueue {
     try {
       const engine = await this.host.engine();
       job.signal.throwIfAborted();
-      let stepsDone = 0;
-      let lastElapsed = 0;
-      let stepsTotal = job.request.steps;
+      let lastElapsedMs = 0;
+      let progress = `0/${job.request.steps}`;
       for await (const ev of engine.generate(job.request, job.signal)) {
         if (job.signal.aborted) break;
-        switch (ev.type) {
-          case "started":
-            stepsTotal = ev.steps;
-            job.emit({ type: "started", seed: ev.seed, steps: ev.steps, width: ev.width, height: ev.height });
-            break;
-          case "step": {
-            stepsDone++;
-            stepsTotal = ev.n;
-            this.metrics.stepsDone(1, Math.max(0, ev.elapsedMs - lastElapsed) / 1000);
-            lastElapsed = ev.elapsedMs;
-            const perStep = ev.elapsedMs / stepsDone;
-            job.emit({
-              type: "progress",
-              step: stepsDone,
-              steps: ev.n,
-              elapsedMs: Math.round(ev.elapsedMs),
-              etaMs: Math.round(perStep * Math.max(0, ev.n - stepsDone)),
-            });
-            break;
-          }
-          case "preview":
-            job.emit({
-              type: "preview",
-              step: stepsDone,
-              mime: ev.mime,
-              image: ev.image,
-              width: ev.width,
-              height: ev.height,
-            });
-            break;
-          case "done":
-            this.metrics.jobTimings(ev.timings);
-            job.emit({
-              type: "done",
-              image: ev.image,
-              mime: ev.mime,
-              seed: ev.seed,
-              parameters: ev.parameters,
-              timings: ev.timings,
-              width: job.request.width,
-              height: job.request.height,
-            });
-            outcome = "completed";
-            break;
+        if (ev.type === "started") {
+          progress = `0/${ev.steps}`;
+        } else if (ev.type === "progress") {
+          this.metrics.stepsDone(1, Math.max(0, ev.elapsedMs - lastElapsedMs) / 1000);
+          lastElapsedMs = ev.elapsedMs;
+          progress = `${ev.step}/${ev.steps}`;
+        } else if (ev.type === "done") {
+          this.metrics.jobTimings(ev.timings);
+          outcome = "completed";
         }
+        job.emit(ev);
       }
       job.signal.throwIfAborted();
       if (outcome !== "completed") {
-        throw new Error(`the engine finished without an image (${stepsDone}/${stepsTotal} steps)`);
+        throw new Error(`the engine finished without an image (${progress} steps)`);
       }
     } catch (e) {
       if (job.signal.aborted) {
         outcome = "cancelled";
         job.emit(cancelEvent(job));
       } else if (e instanceof RequestError) {
-        job.emit({ type: "error", code: "invalid_request", status: 400, param: e.field, message: e.message });
+        job.emit({ type: "error", code: "invalid_request", message: e.message, param: e.field });
       } else if (e instanceof UnavailableError) {
-        job.emit({ type: "error", code: "unavailable", status: 503, message: e.message });
+        job.emit({ type: "error", code: "unavailable", message: e.message });
       } else {
         console.error(`generation ${job.id} failed:`, e);
-        job.emit({ type: "error", code: "engine_error", status: 500, message: errorText(e) });
+        job.emit({ type: "error", code: "engine_error", message: errorText(e) });
       }
     } finally {
       this.metrics.jobFinished(outcome);
       if (outcome === "completed") this.#avgJobMs = 0.7 * this.#avgJobMs + 0.3 * (performance.now() - t0);
       // Never leave a subscriber hanging, whatever the engine did.
-      job.emit({
-        type: "error",
-        code: "engine_error",
-        status: 500,
-        message: "generation ended unexpectedly",
-      });
+      job.emit({ type: "error", code: "engine_error", message: "generation ended unexpectedly" });
     }
   }
 }
 
-function cancelEvent(job: Job): JobEvent {
+function cancelEvent(job: Job): JobErrorEvent {
   return job.cancelReason === "shutting_down"
-    ? { type: "error", code: "shutting_down", status: 503, message: "the server is shutting down" }
-    : { type: "error", code: "cancelled", status: 499, message: "the generation was cancelled" };
+    ? { type: "error", code: "shutting_down", message: "the server is shutting down" }
+    : { type: "error", code: "cancelled", message: "the generation was cancelled" };
 }

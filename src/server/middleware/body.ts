@@ -1,0 +1,80 @@
+// Reads a JSON request body under a size limit, answering 400 with the field "body" on any problem (the
+// API's contract for every bad field; too large has its own code for clients that care). The validator
+// after it parses the body again: it gets the bytes already read.
+
+import { createMiddleware } from "hono/factory";
+import { errorResponse } from "../errors.ts";
+
+export interface JsonBodyOptions {
+  maxBytes: number;
+}
+
+export function jsonBody(options: JsonBodyOptions) {
+  const { maxBytes } = options;
+  const tooLarge = () =>
+    errorResponse(400, "payload_too_large", `body: larger than the limit of ${maxBytes} bytes`, "body");
+  return createMiddleware(async function jsonBody(c, next) {
+    const type = (c.req.header("content-type") ?? "").split(";")[0].trim().toLowerCase();
+    if (!/^application\/([\w.-]+\+)?json$/.test(type)) {
+      return errorResponse(
+        400,
+        "invalid_request",
+        `body: expected Content-Type application/json, got ${type ? JSON.stringify(type) : "none"}`,
+        "body",
+      );
+    }
+    const declared = Number(c.req.header("content-length") ?? "0");
+    if (declared > maxBytes) return tooLarge();
+    let bytes: Uint8Array;
+    try {
+      const read = await readLimited(c.req.raw.body, maxBytes);
+      if (read === "too-large") return tooLarge();
+      bytes = read;
+    } catch (e) {
+      return errorResponse(
+        400,
+        "invalid_request",
+        `body: could not be read (${(e as Error).message})`,
+        "body",
+      );
+    }
+    let text: string;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+      JSON.parse(text);
+    } catch (e) {
+      const why = e instanceof SyntaxError ? e.message : "not valid UTF-8";
+      return errorResponse(400, "invalid_request", `body: not valid JSON (${why})`, "body");
+    }
+    c.req.raw = new Request(c.req.raw.url, { method: c.req.method, headers: c.req.raw.headers, body: text });
+    await next();
+  });
+}
+
+/** The whole body, or "too-large" as soon as it passes `maxBytes` (a chunked body declares no length). */
+async function readLimited(
+  body: ReadableStream<Uint8Array> | null,
+  maxBytes: number,
+): Promise<Uint8Array | "too-large"> {
+  if (!body) return new Uint8Array();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = body.getReader();
+  while (true) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > maxBytes) {
+      reader.cancel().catch(() => {});
+      return "too-large";
+    }
+    chunks.push(value);
+  }
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}

@@ -1,0 +1,21 @@
+// The server's settings (request limits, queue length, body size, token, heartbeat) and their defaults.
+
+import { DEFAULT_LIMITS, type RequestLimits } from "./schemas.ts";
+
+export interface ServerOptions extends RequestLimits {
+  /** Jobs allowed to wait behind the running one; more answer 429. */
+  maxQueued: number;
+  /** Largest accepted request body (JSON with a base64 init image). */
+  maxBodyBytes: number;
+  /** When set, every /v1 route and /metrics need `Authorization: Bearer TOKEN`. */
+  token?: string;
+  /** SSE comment heartbeat interval. */
+  heartbeatMs: number;
+}
+
+export const DEFAULT_SERVER_OPTIONS: ServerOptions = {
+  ...DEFAULT_LIMITS,
+  maxQueued: 8,
+  maxBodyBytes: 20 * 1024 * 1024,
+  heartbeatMs: 15_000,
+};

@@ -1,0 +1,89 @@
+// The native generation endpoint.
+//
+//   POST /v1/generate   JSON body; SSE with `Accept: text/event-stream` (queued, started, progress, preview,
+//                       done, error, each with an id), else JSON once done
+//   GET  /v1/generate?… the same as query parameters, always SSE (for EventSource)
+//
+// Events go out as the queue yields them (src/server/wire.ts turns them into JSON); the job id rides on
+// the events that open and close a job: queued (so a client can cancel it), started and done.
+
+import { type Context, Hono } from "hono";
+import type { AppEnv, AppState } from "../context.ts";
+import { errorResponse, jobErrorResponse, methodNotAllowed } from "../errors.ts";
+import { jsonBody } from "../middleware/body.ts";
+import { validate } from "../middleware/validate.ts";
+import type { JobEvent } from "../queue.ts";
+import { type NativeRequest, nativeSchema } from "../schemas.ts";
+import { sseResponse } from "../sse.ts";
+import { wirePayload } from "../wire.ts";
+import { cancelOnAbort, submitJobs } from "./submit.ts";
+
+const WITH_JOB_ID: ReadonlySet<JobEvent["type"]> = new Set(["queued", "started", "done"]);
+
+function payload(ev: JobEvent, jobId: string): Record<string, unknown> {
+  return wirePayload(ev, WITH_JOB_ID.has(ev.type) ? { jobId } : {});
+}
+
+export function nativeRoutes({ queue, options }: AppState): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+
+  app.post(
+    "/v1/generate",
+    jsonBody({ maxBytes: options.maxBodyBytes }),
+    validate("json", nativeSchema(options, false)),
+    (c) => {
+      const parsed = c.req.valid("json") as NativeRequest;
+      const wantsSse = (c.req.header("accept") ?? "").includes("text/event-stream");
+      return wantsSse ? streamed(c, parsed) : whole(c, parsed);
+    },
+  );
+
+  app.get("/v1/generate", validate("query", nativeSchema(options, true)), (c) => {
+    // An EventSource reconnects after the stream ends; a reconnect must not start a second generation.
+    if (c.req.header("last-event-id")) return c.body(null, 204);
+    return streamed(c, c.req.valid("query") as NativeRequest);
+  });
+
+  app.all("/v1/generate", methodNotAllowed("GET, POST"));
+
+  function streamed(c: Context<AppEnv>, parsed: NativeRequest): Response {
+    const request = { ...parsed.request };
+    if (!parsed.previewEveryGiven) request.previewEvery = Math.max(1, Math.ceil(request.steps / 4));
+    const jobs = submitJobs(queue, [request]);
+    if (jobs instanceof Response) return jobs;
+    const job = jobs[0];
+    return sseResponse(async (send, disconnected) => {
+      const release = cancelOnAbort(disconnected, jobs);
+      let id = 0;
+      try {
+        for await (const ev of job.events()) {
+          if (disconnected.aborted) break;
+          send({ event: ev.type, id: String(++id), data: JSON.stringify(payload(ev, job.id)) });
+        }
+      } finally {
+        release();
+      }
+    }, {
+      clientSignal: c.get("clientSignal"),
+      heartbeatMs: options.heartbeatMs,
+      headers: { "x-job-id": job.id },
+    });
+  }
+
+  async function whole(c: Context<AppEnv>, parsed: NativeRequest): Promise<Response> {
+    const jobs = submitJobs(queue, [{ ...parsed.request, previewEvery: 0 }]);
+    if (jobs instanceof Response) return jobs;
+    const release = cancelOnAbort(c.get("clientSignal"), jobs);
+    try {
+      for await (const ev of jobs[0].events()) {
+        if (ev.type === "error") return jobErrorResponse(ev);
+        if (ev.type === "done") return c.json(payload(ev, jobs[0].id));
+      }
+      return errorResponse(500, "engine_error", "the generation ended without a result");
+    } finally {
+      release();
+    }
+  }
+
+  return app;
+}

@@ -1,0 +1,130 @@
+// POST /v1/images/generations: OpenAI's Images API, plain (`data[].b64_json`) or, with `stream: true`,
+// OpenAI's image_generation.partial_image / .completed events. n images run as n consecutive jobs.
+
+import { type Context, Hono } from "hono";
+import type { AppEnv, AppState } from "../context.ts";
+import { errorBody, jobErrorResponse, methodNotAllowed } from "../errors.ts";
+import { jsonBody } from "../middleware/body.ts";
+import { validate } from "../middleware/validate.ts";
+import { JOB_ERROR_STATUS } from "../queue.ts";
+import { type OpenAIRequest, openAISchema } from "../schemas.ts";
+import { sseResponse } from "../sse.ts";
+import { cancelOnAbort, submitJobs } from "./submit.ts";
+
+export function openAIRoutes({ queue, options }: AppState): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+
+  app.post(
+    "/v1/images/generations",
+    jsonBody({ maxBytes: options.maxBodyBytes }),
+    validate("json", openAISchema(options)),
+    (c) => {
+      const parsed = c.req.valid("json") as OpenAIRequest;
+      return parsed.stream ? streamed(c, parsed) : whole(c, parsed);
+    },
+  );
+
+  app.all("/v1/images/generations", methodNotAllowed("POST"));
+
+  async function whole(c: Context<AppEnv>, parsed: OpenAIRequest): Promise<Response> {
+    const jobs = submitJobs(queue, requestsOf(parsed));
+    if (jobs instanceof Response) return jobs;
+    const release = cancelOnAbort(c.get("clientSignal"), jobs);
+    try {
+      const data: { b64_json: string; revised_prompt?: string }[] = [];
+      for (const job of jobs) {
+        for await (const ev of job.events()) {
+          if (ev.type === "error") {
+            jobs.forEach((j) => j.cancel());
+            return jobErrorResponse(ev);
+          }
+          if (ev.type === "done") data.push({ b64_json: ev.image.toBase64() });
+        }
+      }
+      return c.json({
+        created: Math.floor(Date.now() / 1000),
+        data,
+        background: "opaque",
+        output_format: parsed.outputFormat,
+        quality: parsed.quality === "auto" ? "medium" : parsed.quality,
+        size: parsed.size,
+        usage: usage(parsed, data.length),
+      });
+    } finally {
+      release();
+    }
+  }
+
+  function streamed(c: Context<AppEnv>, parsed: OpenAIRequest): Response {
+    const jobs = submitJobs(queue, requestsOf(parsed));
+    if (jobs instanceof Response) return jobs;
+    const common = {
+      size: parsed.size,
+      quality: parsed.quality,
+      background: "opaque" as const,
+      output_format: parsed.outputFormat,
+    };
+    return sseResponse(async (send, disconnected) => {
+      const release = cancelOnAbort(disconnected, jobs);
+      const emit = (data: Record<string, unknown>) =>
+        send({ event: String(data.type), data: JSON.stringify(data) });
+      try {
+        for (const job of jobs) {
+          let partials = 0;
+          for await (const ev of job.events()) {
+            if (disconnected.aborted) return;
+            if (ev.type === "preview" && partials < parsed.partialImages) {
+              emit({
+                type: "image_generation.partial_image",
+                b64_json: ev.data.toBase64(),
+                created_at: Math.floor(Date.now() / 1000),
+                partial_image_index: partials++,
+                ...common,
+              });
+            } else if (ev.type === "done") {
+              emit({
+                type: "image_generation.completed",
+                b64_json: ev.image.toBase64(),
+                created_at: Math.floor(Date.now() / 1000),
+                ...common,
+                usage: usage(parsed, 1),
+              });
+            } else if (ev.type === "error") {
+              jobs.forEach((j) => j.cancel());
+              // OpenAI's client raises an APIError for an `error` event.
+              send({
+                event: "error",
+                data: JSON.stringify(errorBody(JOB_ERROR_STATUS[ev.code], ev.code, ev.message, ev.param)),
+              });
+              return;
+            }
+          }
+        }
+      } finally {
+        release();
+      }
+    }, { clientSignal: c.get("clientSignal"), heartbeatMs: options.heartbeatMs });
+  }
+
+  return app;
+}
+
+/** n images: n consecutive jobs; with a fixed seed the k-th image uses seed + k. */
+function requestsOf(parsed: OpenAIRequest) {
+  return Array.from({ length: parsed.n }, (_, k) => ({
+    ...parsed.request,
+    seed: parsed.request.seed === undefined ? undefined : parsed.request.seed + k,
+  }));
+}
+
+/** OpenAI reports token usage; there are no tokens billed here, so these are rough counts for clients. */
+function usage(parsed: OpenAIRequest, images: number) {
+  const textTokens = Math.ceil(parsed.request.prompt.length / 4);
+  const imageTokens = parsed.request.initImage ? 1 : 0;
+  return {
+    input_tokens: textTokens + imageTokens,
+    input_tokens_details: { text_tokens: textTokens, image_tokens: imageTokens },
+    output_tokens: images,
+    total_tokens: textTokens + imageTokens + images,
+  };
+}

@@ -1,0 +1,59 @@
+// The server's state: GET /healthz (open), GET /metrics (Prometheus text), GET /v1/models (OpenAI list).
+//
+//   /healthz  starting | loading {progress} | ready {model, adapter, f16} | failed {reason}, with the queue
+
+import { Hono } from "hono";
+import type { Engine } from "../../pipeline/types.ts";
+import type { AppEnv, AppState } from "../context.ts";
+import { methodNotAllowed } from "../errors.ts";
+
+export function statusRoutes({ engineHost, queue, metrics }: AppState): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+
+  app.get("/healthz", (c) => {
+    const state = engineHost.status();
+    const gpu = engineHost.gpuInfo();
+    const queueInfo = { queued: queue.waiting, running: queue.running ? 1 : 0 };
+    if (state.status !== "ready") return c.json({ ...state, queue: queueInfo }, 503);
+    return c.json({
+      status: "ready",
+      model: state.model,
+      ...(gpu ?? {}),
+      ...(state.model === null ? { note: "no model configured (--model DIR): generation answers 503" } : {}),
+      queue: queueInfo,
+    });
+  });
+
+  app.get("/metrics", (c) => {
+    const engine = engineHost.current;
+    const body = metrics.render({
+      queueLength: queue.waiting,
+      running: queue.running ? 1 : 0,
+      gpuBytes: engine ? safeGpuBytes(engine) : 0,
+      modelReady: engine !== undefined,
+    });
+    return c.body(body, 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
+  });
+
+  const startedAt = Date.now();
+  app.get("/v1/models", (c) => {
+    const engine = engineHost.current;
+    const created = Math.floor(startedAt / 1000);
+    return c.json({
+      object: "list",
+      data: engine ? [{ id: engine.modelName, object: "model", created, owned_by: "sd-webgpu" }] : [],
+    });
+  });
+
+  for (const path of ["/healthz", "/metrics", "/v1/models"]) app.all(path, methodNotAllowed("GET"));
+  return app;
+}
+
+/** A scrape must not fail because the engine cannot count its bytes. */
+function safeGpuBytes(engine: Engine): number {
+  try {
+    return engine.gpuBytes();
+  } catch {
+    return 0;
+  }
+}

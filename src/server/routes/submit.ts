@@ -1,0 +1,33 @@
+// Putting generation requests on the queue from a handler, shared by the native and the OpenAI routes.
+
+import type { GenerateRequest } from "../../pipeline/types.ts";
+import { UnavailableError } from "../engine_host.ts";
+import { errorResponse } from "../errors.ts";
+import { type GenerationQueue, type Job, QueueFullError } from "../queue.ts";
+
+/** Queues the requests, or answers 429 / 503 right away. */
+export function submitJobs(queue: GenerationQueue, requests: GenerateRequest[]): Job[] | Response {
+  try {
+    return queue.submit(requests);
+  } catch (e) {
+    if (e instanceof QueueFullError) {
+      return errorResponse(429, "queue_full", e.message, undefined, {
+        "retry-after": String(e.retryAfterSeconds),
+      });
+    }
+    if (e instanceof UnavailableError) {
+      const code = queue.closed ? "shutting_down" : "unavailable";
+      return errorResponse(503, code, e.message, undefined, { "retry-after": "10" });
+    }
+    throw e;
+  }
+}
+
+/** Cancels the jobs when the client goes away (connection closed or response body cancelled); returns the
+ * function that stops watching. */
+export function cancelOnAbort(signal: AbortSignal, jobs: Job[]): () => void {
+  const cancel = () => jobs.forEach((j) => j.cancel());
+  if (signal.aborted) cancel();
+  signal.addEventListener("abort", cancel, { once: true });
+  return () => signal.removeEventListener("abort", cancel);
+}

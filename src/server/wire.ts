@@ -1,0 +1,25 @@
+// One rule from events to JSON: camelCase keys become snake_case and bytes become base64, at every depth.
+// The event's `type` is not a field: it names the SSE event.
+
+/** `elapsedMs` → `elapsed_ms`. */
+export function snakeCase(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+
+export function toWire(value: unknown): unknown {
+  if (value instanceof Uint8Array) return value.toBase64();
+  if (Array.isArray(value)) return value.map(toWire);
+  if (value !== null && typeof value === "object") {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [snakeCase(k), toWire(v)]));
+  }
+  return value;
+}
+
+/** An event's JSON payload: its fields but `type`, after `extra` (which comes first on the wire). */
+export function wirePayload(
+  event: { type: string },
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
+  const { type: _, ...fields } = event;
+  return toWire({ ...extra, ...fields }) as Record<string, unknown>;
+}

@@ -5,7 +5,7 @@ import type { Dispatch, Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
 import { bytesPerElement, numel, Tensor } from "../gpu/tensor.ts";
 import { type ConvWeight, prepareConvWeight } from "../ops/conv.ts";
-import { type LinearWeight, prepareLinearWeight } from "../ops/linear.ts";
+import { type LinearWeight, prepareLinearWeight } from "../ops/gemm_weights.ts";
 
 /**
  * Records the dispatches of one model call at one shape. Activation buffers are recycled: `release(t)`

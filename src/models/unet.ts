@@ -12,7 +12,9 @@ import { geglu, linear } from "../ops/linear.ts";
 import { conv2d } from "../ops/conv.ts";
 import { groupNorm, layerNorm } from "../ops/norm.ts";
 import { attention } from "../ops/attention.ts";
-import { concatChannels, silu, timestepEmbedding, upsampleNearest2x } from "../ops/elementwise.ts";
+import { silu } from "../ops/elementwise.ts";
+import { concatChannels, upsampleNearest2x } from "../ops/layout.ts";
+import { timestepEmbedding } from "../ops/timestep.ts";
 
 /** Inputs and outputs of one recorded UNet call. Write the inputs, run, read `out`. */
 export interface UNetPlan {

@@ -11,7 +11,7 @@ import { linear } from "../ops/linear.ts";
 import { conv2d } from "../ops/conv.ts";
 import { groupNorm } from "../ops/norm.ts";
 import { attention } from "../ops/attention.ts";
-import { upsampleNearest2x } from "../ops/elementwise.ts";
+import { upsampleNearest2x } from "../ops/layout.ts";
 
 export interface VaeDecodePlan {
   plan: Plan;

@@ -11,7 +11,9 @@
 import { type Dispatch, Gpu } from "../src/gpu/device.ts";
 import type { ActDType } from "../src/gpu/pipelines.ts";
 import { type Tensor, uploadTensor } from "../src/gpu/tensor.ts";
-import { gemmTiling, linear, prepareLinearWeight } from "../src/ops/linear.ts";
+import { gemmTiling } from "../src/ops/gemm.ts";
+import { prepareLinearWeight } from "../src/ops/gemm_weights.ts";
+import { linear } from "../src/ops/linear.ts";
 import { conv2d, prepareConvWeight } from "../src/ops/conv.ts";
 
 interface Row {

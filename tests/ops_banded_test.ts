@@ -12,15 +12,8 @@ import type { Dispatch, Gpu } from "../src/gpu/device.ts";
 import type { ActDType } from "../src/gpu/pipelines.ts";
 import { emptyTensor, readTensor, type Tensor, uploadTensor } from "../src/gpu/tensor.ts";
 import { rowBands } from "../src/ops/bands.ts";
-import {
-  add,
-  concatChannels,
-  copyChannels,
-  map,
-  silu,
-  sliceChannels,
-  upsampleNearest2x,
-} from "../src/ops/elementwise.ts";
+import { add, map, silu } from "../src/ops/elementwise.ts";
+import { concatChannels, copyChannels, sliceChannels, upsampleNearest2x } from "../src/ops/layout.ts";
 import { groupNorm } from "../src/ops/norm.ts";
 import { concatLastRef, groupNormRef, mapRef, siluRef, upsample2xRef } from "./ref/ops.ts";
 import { assertClose, randomArray, roundF16, testGpu } from "./util.ts";

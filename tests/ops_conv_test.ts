@@ -11,7 +11,7 @@ import type { Gpu } from "../src/gpu/device.ts";
 import type { ActDType } from "../src/gpu/pipelines.ts";
 import { emptyTensor, readTensor, type Tensor, uploadTensor } from "../src/gpu/tensor.ts";
 import { conv2d, convOutSize, convPadding, prepareConvWeight } from "../src/ops/conv.ts";
-import { GEMM_TILINGS, type GemmTiling, gemmTiling } from "../src/ops/linear.ts";
+import { GEMM_TILINGS, type GemmTiling, gemmTiling } from "../src/ops/gemm.ts";
 import { conv2dRef } from "./ref/gemm.ts";
 import { assertClose, expectThrow, randomArray, roundF16, testGpu } from "./util.ts";
 

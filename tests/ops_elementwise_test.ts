@@ -4,22 +4,17 @@
 import type { Gpu } from "../src/gpu/device.ts";
 import type { ActDType } from "../src/gpu/pipelines.ts";
 import { emptyTensor, readTensor, type Tensor, uploadTensor } from "../src/gpu/tensor.ts";
+import { add, addBroadcast, cfgCombine, geglu, map, silu } from "../src/ops/elementwise.ts";
 import {
-  add,
-  addBroadcast,
   cast,
-  cfgCombine,
   concatChannels,
   copyChannels,
-  geglu,
-  map,
   nchwToNhwc,
   nhwcToNchw,
-  silu,
   sliceChannels,
-  timestepEmbedding,
   upsampleNearest2x,
-} from "../src/ops/elementwise.ts";
+} from "../src/ops/layout.ts";
+import { timestepEmbedding } from "../src/ops/timestep.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
 import {
   concatLastRef,

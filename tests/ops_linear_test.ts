@@ -10,16 +10,9 @@
 import type { Gpu } from "../src/gpu/device.ts";
 import type { ActDType } from "../src/gpu/pipelines.ts";
 import { emptyTensor, readTensor, type Tensor, uploadTensor } from "../src/gpu/tensor.ts";
-import {
-  type Activation,
-  bmm,
-  geglu,
-  GEMM_TILINGS,
-  type GemmTiling,
-  gemmTiling,
-  linear,
-  prepareLinearWeight,
-} from "../src/ops/linear.ts";
+import { GEMM_TILINGS, type GemmTiling, gemmTiling } from "../src/ops/gemm.ts";
+import { prepareLinearWeight } from "../src/ops/gemm_weights.ts";
+import { type Activation, bmm, geglu, linear } from "../src/ops/linear.ts";
 import { activationRef, bmmRef, erf64, gegluRef, linearRef } from "./ref/gemm.ts";
 import { assertClose, expectThrow, randomArray, roundF16, testGpu } from "./util.ts";
 

@@ -20,7 +20,7 @@ import { Gpu as GpuClass } from "../src/gpu/device.ts";
 import type { ActDType } from "../src/gpu/pipelines.ts";
 import { emptyTensor, readTensor, type Tensor, uploadTensor } from "../src/gpu/tensor.ts";
 import { conv2d, convOutSize, convPadding, prepareConvWeight } from "../src/ops/conv.ts";
-import { type GemmTiling, gemmTiling, storageOf, TEXTURE_WIDTH } from "../src/ops/linear.ts";
+import { type GemmTiling, gemmTiling, storageOf, TEXTURE_WIDTH } from "../src/ops/gemm.ts";
 import { referenceConfigs } from "../src/models/presets.ts";
 import { Weights } from "../src/models/weights.ts";
 import { Vae } from "../src/models/vae/vae.ts";

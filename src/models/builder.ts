@@ -12,7 +12,9 @@ import { conv2d, type Conv2dParams, convOutSize, convPadding } from "../ops/conv
 import { type Activation, geglu, linear } from "../ops/linear.ts";
 import { groupNorm, layerNorm } from "../ops/norm.ts";
 import { attention, attentionFlops } from "../ops/attention.ts";
-import { concatChannels, silu, timestepEmbedding, upsampleNearest2x } from "../ops/elementwise.ts";
+import { concatChannels, upsampleNearest2x } from "../ops/layout.ts";
+import { silu } from "../ops/elementwise.ts";
+import { timestepEmbedding } from "../ops/timestep.ts";
 import { embedding } from "../ops/embedding.ts";
 import type { WeightShapes } from "./declare.ts";
 import { Plan } from "./plan.ts";

@@ -4,7 +4,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { type ConvWeight, prepareConvWeight } from "../ops/conv.ts";
-import { type LinearWeight, prepareLinearWeight } from "../ops/linear.ts";
+import { type LinearWeight, prepareLinearWeight } from "../ops/gemm_weights.ts";
 import type { WeightShapes } from "./declare.ts";
 
 /** Where weights come from: a safetensors file or a model folder component, by diffusers name. */

@@ -1,5 +1,5 @@
 // conv2d over NHWC activations as an implicit GEMM (shaders/conv.wgsl), sharing the operand packing, tiling
-// table and tile code generator of the linear GEMM (src/ops/linear.ts).
+// table and tile code generator of the linear GEMM (src/ops/gemm.ts, src/ops/gemm_tile.ts).
 //
 // Weight layout: the checkpoint weight [Cout, Cin, kh, kw] f16 is repacked once by `prepareConvWeight` into
 // [Cout, kh·kw, CinP/8] texels of 8 f16 input channels each, CinP = Cin rounded up to a multiple of 8 with
@@ -40,9 +40,9 @@ import {
   scratchOperand,
   storageOf,
   TEXTURE_WIDTH,
-  tileCode,
   xRowTexels,
-} from "./linear.ts";
+} from "./gemm.ts";
+import { tileCode } from "./gemm_tile.ts";
 
 /** A conv weight repacked to [Cout, kh·kw, CinP/8] texels (see the header). */
 export interface ConvWeight {

@@ -16,7 +16,7 @@ import type { Dispatch, Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
 import { bytesPerElement, type Tensor } from "../gpu/tensor.ts";
 import { bandBinding, type BandedTensor, bindingLimit, type RowBand, rowBands } from "./bands.ts";
-import { checkDType, grid, resourceOf, uniformOf, unitDefines } from "./elementwise.ts";
+import { checkDType, grid, resourceOf, uniformOf, unitDefines } from "./unit.ts";
 
 export interface GroupNormParams {
   /** [B, H, W, C] (NHWC) or [B, T, C] */

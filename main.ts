@@ -1,4 +1,4 @@
-// Entry point: `serve` (default), and the developer subcommands wired in src/cli.ts.
+// Entry point: `serve` (default), and the developer subcommands dispatched by src/commands/cli.ts.
 
 import { runCli } from "./src/commands/cli.ts";
 

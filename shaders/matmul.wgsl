@@ -1,6 +1,6 @@
 // GEMM family: y[M, N] = epilogue(x[M, K] · W[N, K]ᵀ), GEGLU, operand packing and a simple batched matmul.
-// Built by src/ops/linear.ts, which selects one entry point per pipeline through a define
-// (GEMM, PACK_ROWS, PACK_WEIGHT, BMM) and generates the register-tile body (SETUP, STEP, COLLECT).
+// Built by src/ops/linear.ts and src/ops/gemm_weights.ts, which select one entry point per pipeline through a
+// define (GEMM, PACK_ROWS, PACK_WEIGHT, BMM); src/ops/gemm_tile.ts generates the register-tile body.
 //
 // Operands are streams of 16-byte "texels" (vec4<u32>), K padded with zeros to a multiple of 8:
 //   weights  [N, K8] texels, each holding 8 f16 values along K        (packed once by `pack_weight`)
@@ -9,7 +9,7 @@
 // One k-step consumes 8 values of K: two x texels (f32) or one (f16) per row, one weight texel per column.
 //
 // Tiling (TM rows × TN columns per invocation, WG invocations per workgroup) is chosen per adapter
-// in src/ops/linear.ts (gemmTiling). The reasoning, from measurements on Mesa lavapipe (llvmpipe, 8 SIMD lanes,
+// in src/ops/gemm.ts (gemmTiling). The reasoning, from measurements on Mesa lavapipe (llvmpipe, 8 SIMD lanes,
 // one invocation per lane, 2 cores):
 //   * Every storage-buffer load becomes a scalar loop over the 8 lanes (~50-120 cycles per vec4 load), and
 //     that loop splits the hot loop into many basic blocks. Texture loads (TEX) are straight-line gathers:

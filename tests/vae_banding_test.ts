@@ -6,7 +6,7 @@
 //     place (Cin % 8 == 0) or packed (Cin = 20), and the workgroup-memory kernel. Windows start at odd rows
 //     and unaligned byte offsets. The unbanded result is also checked against the float64 CPU reference
 //     (tests/ref/gemm.ts; f32 1e-5, f16 5e-3 of max|ref|, as ops_conv_test.ts).
-// (b) SD's full-width VAE decoder (referenceConfigs("sd15"), synthetic weights written with src/weights/synth.ts)
+// (b) SD's full-width VAE decoder (referenceConfigs("sd15"), synthetic weights written with src/models/synth.ts)
 //     decodes a 12×8 latent to 96×64 once on a normal Gpu and once on a Gpu created with a small
 //     `maxBindingBytes`, so every map from 24×16×512 up (conv, groupNorm, upsample) runs in row bands. The
 //     two images must be identical (tolerance 0: banding changes which rows a dispatch covers, never the

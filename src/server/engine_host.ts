@@ -11,7 +11,7 @@ export interface LoadProgress {
 
 /**
  * Builds the engine. Called once, in the background; reports progress as it goes (a bare number is read
- * as a fraction). The real one wraps `loadEngine(modelPath, opts, onProgress)` from src/sampling/engine.ts.
+ * as a fraction). The real one (src/server/model_loader.ts) wraps `loadPipeline` from src/pipeline/load.ts.
  */
 export type EngineLoader = (onProgress: (progress: LoadProgress | number) => void) => Promise<Engine>;
 

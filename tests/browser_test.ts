@@ -6,11 +6,9 @@
 
 import { chromium } from "playwright-core";
 import { decodeImage } from "../src/image/codec.ts";
-import { startTestServer, type TestEngineFactory, tinyModelEngineFactory } from "./server_harness.ts";
+import { spawnTinyModelServer } from "./server_harness.ts";
 
 const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
-// The real engine on the tiny model (tests/fixtures/tiny_sd): every preview and the image are real.
-const ENGINE: TestEngineFactory = tinyModelEngineFactory();
 
 Deno.test({
   name: "web page: previews appear, the final image shows and decodes, cancel stops the job",
@@ -18,7 +16,9 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
-    const server = await startTestServer({ engine: ENGINE });
+    // The real `serve` on the tiny model (tests/fixtures/tiny_sd), in its own process: every preview and the
+    // image are real, and a cold shader cache stalls the server's event loop, never the one driving Chromium.
+    const server = await spawnTinyModelServer();
     const userDataDir = await Deno.makeTempDir({ prefix: "chromium-profile-" });
     const context = await chromium.launchPersistentContext(userDataDir, {
       executablePath: CHROMIUM,
@@ -114,7 +114,7 @@ Deno.test({
       if (pageErrors.length) throw new Error(`page errors: ${pageErrors.join("; ")}`);
     } finally {
       await context.close();
-      await server.close();
+      await server.stop();
       await Deno.remove(userDataDir, { recursive: true }).catch(() => {});
     }
   },

@@ -174,12 +174,32 @@ export interface ServerProcess {
 }
 
 /** Runs tests/server_fake_serve.ts (serve's real code path on the fake engine) as a separate process. */
-export async function spawnFakeServer(
+export function spawnFakeServer(
   args: string[] = [],
   env: Record<string, string> = {},
 ): Promise<ServerProcess> {
+  return spawnServer([`${testsDir}server_fake_serve.ts`, "--port", "0", ...args], env);
+}
+
+/**
+ * Runs the real `serve` command on the tiny model in its own process, so a test that drives a browser never
+ * shares its event loop with a server compiling shaders or recording GPU work.
+ */
+export function spawnTinyModelServer(args: string[] = []): Promise<ServerProcess> {
+  return spawnServer([
+    `${testsDir}../main.ts`,
+    "serve",
+    "--model",
+    `${testsDir}fixtures/tiny_sd`,
+    "--port",
+    "0",
+    ...args,
+  ]);
+}
+
+async function spawnServer(runArgs: string[], env: Record<string, string> = {}): Promise<ServerProcess> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${testsDir}server_fake_serve.ts`, "--port", "0", ...args],
+    args: ["run", "-A", ...runArgs],
     cwd: `${testsDir}..`,
     env,
     stdout: "piped",

@@ -56,6 +56,13 @@ export class WeightDecl {
   }
 }
 
+/** The tensors a model's top-level declaration lists for one config (`declarationOf(declareUNet, config)`). */
+export function declarationOf<C>(declare: (d: WeightDecl, config: C) => void, config: C): TensorSpec[] {
+  const d = WeightDecl.root();
+  declare(d, config);
+  return d.specs;
+}
+
 /** Weight shapes by name: the loaded weights, or a declaration (for FLOP counts without a GPU). */
 export interface WeightShapes {
   has(name: string): boolean;

@@ -3,8 +3,7 @@
 // state-dict order. The loader checks checkpoints against these lists; synthetic weights and the single-file
 // name map are generated from them.
 
-import { WeightDecl } from "./declare.ts";
-import type { TensorSpec } from "./declare.ts";
+import { declarationOf, type TensorSpec } from "./declare.ts";
 import { declareUNet } from "./unet/unet.ts";
 import { declareVae } from "./vae/vae.ts";
 import { declareClip } from "./clip/clip.ts";
@@ -17,15 +16,9 @@ export type { ParamRole, TensorSpec } from "./declare.ts";
 /** One of the three networks of a checkpoint. */
 export type ComponentKind = "unet" | "vae" | "text_encoder";
 
-function declared<C>(declare: (d: WeightDecl, c: C) => void, c: C): TensorSpec[] {
-  const d = WeightDecl.root();
-  declare(d, c);
-  return d.specs;
-}
-
-export const unetTensorSpecs = (c: UNetConfig): TensorSpec[] => declared(declareUNet, c);
-export const vaeTensorSpecs = (c: VaeConfig): TensorSpec[] => declared(declareVae, c);
-export const clipTensorSpecs = (c: ClipTextConfig): TensorSpec[] => declared(declareClip, c);
+export const unetTensorSpecs = (c: UNetConfig): TensorSpec[] => declarationOf(declareUNet, c);
+export const vaeTensorSpecs = (c: VaeConfig): TensorSpec[] => declarationOf(declareVae, c);
+export const clipTensorSpecs = (c: ClipTextConfig): TensorSpec[] => declarationOf(declareClip, c);
 
 export type ComponentConfig = UNetConfig | VaeConfig | ClipTextConfig;
 

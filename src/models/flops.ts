@@ -1,8 +1,27 @@
 // Floating-point operation counts of one model call (multiply-add = 2 FLOPs), for "effective GFLOP/s"
 // figures in benchmarks. Only GEMM-like work is counted (convs, linears, attention), as is customary; norms
-// and elementwise ops are a rounding error. Each count comes from the model's own forward, recorded by the
-// model builder over the declared weight shapes, so it cannot drift from what runs.
+// and elementwise ops are a rounding error. Each count is the model's own forward, recorded by the model
+// builder over the declared weight shapes (no GPU), so it cannot drift from what runs.
 
-export { unetFlops } from "./unet/unet.ts";
-export { vaeDecodeFlops } from "./vae/vae.ts";
-export { clipFlops } from "./clip/clip.ts";
+import { declaredShapes } from "./declare.ts";
+import { clipTensorSpecs, unetTensorSpecs, vaeTensorSpecs } from "./expected.ts";
+import type { UNetConfig } from "./unet/config.ts";
+import type { VaeConfig } from "./vae/config.ts";
+import type { ClipTextConfig } from "./clip/config.ts";
+import { unetGraph } from "./unet/unet.ts";
+import { vaeDecoderGraph } from "./vae/vae.ts";
+import { clipGraph } from "./clip/clip.ts";
+
+export function unetFlops(c: UNetConfig, batch: number, height: number, width: number, contextTokens = 77) {
+  const shape = { batch, height, width, contextTokens };
+  return unetGraph(c, declaredShapes(unetTensorSpecs(c)), "f32", shape).b.flops();
+}
+
+/** One decode of an h×w latent. */
+export function vaeDecodeFlops(c: VaeConfig, h: number, w: number): number {
+  return vaeDecoderGraph(c, declaredShapes(vaeTensorSpecs(c)), "f32", h, w).b.flops();
+}
+
+export function clipFlops(c: ClipTextConfig, batch: number, tokens: number): number {
+  return clipGraph(c, declaredShapes(clipTensorSpecs(c)), "f32", batch, tokens).b.flops();
+}

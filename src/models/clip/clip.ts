@@ -6,7 +6,7 @@ import type { Gpu } from "../../gpu/device.ts";
 import type { ActDType } from "../../gpu/pipelines.ts";
 import type { Tensor } from "../../gpu/tensor.ts";
 import { ModelBuilder, type Value } from "../builder.ts";
-import { declaredShapes, WeightDecl, type WeightShapes } from "../declare.ts";
+import type { WeightDecl, WeightShapes } from "../declare.ts";
 import { type Plan, PlanCache } from "../plan.ts";
 import type { Weights } from "../weights.ts";
 import { attention, CLIP_ATTENTION, declareAttention } from "../blocks/attention.ts";
@@ -82,13 +82,6 @@ export function clipGraph(
   b.output(out.penultimate);
   b.output(out.penultimateFinalLn);
   return { b, ids, out };
-}
-
-/** FLOPs of one text-encoder call (GEMM-like work), from the declaration alone. */
-export function clipFlops(c: ClipTextConfig, batch: number, tokens: number): number {
-  const d = WeightDecl.root();
-  declareClip(d, c);
-  return clipGraph(c, declaredShapes(d.specs), "f32", batch, tokens).b.flops();
 }
 
 export interface ClipPlan {

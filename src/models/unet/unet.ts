@@ -7,7 +7,7 @@ import type { Gpu } from "../../gpu/device.ts";
 import type { ActDType } from "../../gpu/pipelines.ts";
 import type { Tensor } from "../../gpu/tensor.ts";
 import { ModelBuilder, type Value } from "../builder.ts";
-import { declaredShapes, WeightDecl, type WeightShapes } from "../declare.ts";
+import type { WeightDecl, WeightShapes } from "../declare.ts";
 import { type Plan, PlanCache } from "../plan.ts";
 import type { Weights } from "../weights.ts";
 import { declareResnet, resnet, type ResnetOptions } from "../blocks/resnet.ts";
@@ -154,13 +154,6 @@ export function unetGraph(
     context: b.input("context", [B, T, crossDim]),
   };
   return { b, inputs, out: b.output(unetForward(b, c, inputs)) };
-}
-
-/** FLOPs of one UNet call (GEMM-like work), from the declaration alone. */
-export function unetFlops(c: UNetConfig, batch: number, height: number, width: number, contextTokens = 77) {
-  const d = WeightDecl.root();
-  declareUNet(d, c);
-  return unetGraph(c, declaredShapes(d.specs), "f32", { batch, height, width, contextTokens }).b.flops();
 }
 
 /** Inputs and outputs of one recorded UNet call. Write the inputs, run, read `out`. */

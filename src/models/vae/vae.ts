@@ -6,7 +6,7 @@ import type { Gpu } from "../../gpu/device.ts";
 import type { ActDType } from "../../gpu/pipelines.ts";
 import type { Tensor } from "../../gpu/tensor.ts";
 import { ModelBuilder, type Value } from "../builder.ts";
-import { declaredShapes, WeightDecl, type WeightShapes } from "../declare.ts";
+import type { WeightDecl, WeightShapes } from "../declare.ts";
 import { type Plan, PlanCache } from "../plan.ts";
 import type { Weights } from "../weights.ts";
 import { declareResnet, resnet, type ResnetOptions } from "../blocks/resnet.ts";
@@ -144,13 +144,6 @@ export function vaeEncoderGraph(
   const b = ModelBuilder.create(weights, act, { probes });
   const image = b.input("image", [1, h, w, c.in_channels]);
   return { b, image, moments: b.output(vaeEncoder(b, c, image)) };
-}
-
-/** FLOPs of one decode of an h×w latent (GEMM-like work), from the declaration alone. */
-export function vaeDecodeFlops(c: VaeConfig, h: number, w: number): number {
-  const d = WeightDecl.root();
-  declareVae(d, c);
-  return vaeDecoderGraph(c, declaredShapes(d.specs), "f32", h, w).b.flops();
 }
 
 export interface VaeDecodePlan {

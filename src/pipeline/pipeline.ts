@@ -3,11 +3,10 @@
 // draw in diffusers' order, so a seed reproduces diffusers' image.
 
 import type { Gpu } from "../gpu/device.ts";
-import { readTensor } from "../gpu/tensor.ts";
+import { readTensor, writeActivation } from "../gpu/tensor.ts";
 import type { ClipTextModel } from "../models/clip/clip.ts";
 import type { UNet } from "../models/unet/unet.ts";
 import type { Vae } from "../models/vae/vae.ts";
-import { writeActivation } from "../gpu/tensor.ts";
 import { nchwToNhwc, nhwcToNchw } from "../util/host_tensor.ts";
 import { TorchGenerator } from "../schedulers/rng.ts";
 import { createScheduler, img2imgSchedule } from "../schedulers/index.ts";

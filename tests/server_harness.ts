@@ -7,17 +7,19 @@
 
 import type { Engine } from "../src/pipeline/types.ts";
 import { createApp, type ServerApp, type ServerOptions } from "../src/server/app.ts";
-import type { EngineLoader, GpuInfo } from "../src/server/engine_host.ts";
+import type { EngineHost, EngineLoader, GpuInfo } from "../src/server/engine_host.ts";
 import { serveApp, type ServeHandle } from "../src/server/serve.ts";
-import { gpuInfoOf, modelEngineLoader } from "../src/server/model_loader.ts";
-import { Gpu } from "../src/gpu/device.ts";
+import { WorkerEngineHost, type WorkerHostOptions } from "../src/server/worker/host.ts";
 import { FAKE_GPU_INFO, FakeEngine, fakeEngineLoader, type FakeEngineOptions } from "./server_fake_engine.ts";
 
 const testsDir = new URL(".", import.meta.url).pathname;
 
 /** What a test needs to run the server on some engine. */
 export interface TestEngine {
-  engine: Engine | EngineLoader;
+  /** The real engine's host (a worker owns the GPU), or … */
+  host?: EngineHost;
+  /** … an engine on the test's thread. */
+  engine?: Engine | EngineLoader;
   gpu?: Promise<GpuInfo>;
   /** Set for the test double, so tests can inspect its runs. */
   fake?: FakeEngine;
@@ -35,12 +37,15 @@ export function fakeEngineFactory(
   };
 }
 
-/** The real engine on the tiny diffusers model in tests/fixtures/tiny_sd (slow on lavapipe: seconds a run). */
-export function tinyModelEngineFactory(): TestEngineFactory {
-  return () => {
-    const gpu = Gpu.create();
-    return { engine: modelEngineLoader(`${testsDir}fixtures/tiny_sd`, gpu), gpu: gpu.then(gpuInfoOf) };
-  };
+/** The real engine, in its worker, on the tiny diffusers model in tests/fixtures/tiny_sd. */
+export function tinyModelEngineFactory(options: Partial<WorkerHostOptions> = {}): TestEngineFactory {
+  return () => ({
+    host: new WorkerEngineHost({
+      model: `${testsDir}fixtures/tiny_sd`,
+      warmup: [{ width: 64, height: 64 }],
+      ...options,
+    }),
+  });
 }
 
 export interface TestServer {
@@ -56,6 +61,7 @@ export async function startTestServer(
 ): Promise<TestServer> {
   const made = init.engine?.();
   const sd = createApp({
+    host: made?.host,
     engine: made?.engine,
     gpu: made?.gpu,
     options: { heartbeatMs: 1000, ...init.options },
@@ -185,7 +191,10 @@ export function spawnFakeServer(
  * Runs the real `serve` command on the tiny model in its own process, so a test that drives a browser never
  * shares its event loop with a server compiling shaders or recording GPU work.
  */
-export function spawnTinyModelServer(args: string[] = []): Promise<ServerProcess> {
+export function spawnTinyModelServer(
+  args: string[] = [],
+  env: Record<string, string> = {},
+): Promise<ServerProcess> {
   return spawnServer([
     `${testsDir}../main.ts`,
     "serve",
@@ -194,7 +203,7 @@ export function spawnTinyModelServer(args: string[] = []): Promise<ServerProcess
     "--port",
     "0",
     ...args,
-  ]);
+  ], env);
 }
 
 async function spawnServer(runArgs: string[], env: Record<string, string> = {}): Promise<ServerProcess> {

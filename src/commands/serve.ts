@@ -1,11 +1,11 @@
 // `serve [--port N] [--host H] [--model PATH] …`: the HTTP server; `serve --help` lists every flag and
-// environment variable.
+// environment variable. The GPU, the model and every generation live in the engine worker
+// (src/server/worker/); this thread only serves HTTP.
 
-import { Gpu } from "../gpu/device.ts";
 import { createApp } from "../server/app.ts";
 import { parseServeConfig, SERVE_USAGE } from "../server/config.ts";
-import { gpuInfoOf, modelEngineLoader } from "../server/model_loader.ts";
 import { serveApp } from "../server/serve.ts";
+import { WorkerEngineHost } from "../server/worker/host.ts";
 
 export async function serveCommand(args: string[]): Promise<number> {
   if (args.includes("--help") || args.includes("-h")) {
@@ -13,15 +13,17 @@ export async function serveCommand(args: string[]): Promise<number> {
     return 0;
   }
   const config = parseServeConfig(args, Deno.env.toObject());
-  const gpu = Gpu.create({ disableF16: config.disableF16 });
-  const sd = createApp({
-    // The model loads in the background; /healthz reports starting → loading {progress} → ready | failed.
-    engine: config.model
-      ? modelEngineLoader(config.model, gpu, { tokenizerDir: config.tokenizer })
-      : undefined,
-    gpu: gpu.then(gpuInfoOf),
-    options: config.options,
+  // The model loads and warms in the background; /healthz reports starting → loading {progress, stage} →
+  // ready | failed, and recovering after a lost device.
+  const host = new WorkerEngineHost({
+    model: config.model,
+    tokenizerDir: config.tokenizer,
+    disableF16: config.disableF16,
+    warmup: config.warmup,
+    warmupGuidance: config.options.defaultGuidance,
+    testHooks: config.testHooks,
   });
+  const sd = createApp({ host, options: { ...config.options, testHooks: config.testHooks } });
   const handle = serveApp(sd, {
     hostname: config.hostname,
     port: config.port,

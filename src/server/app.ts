@@ -14,13 +14,14 @@
 import { Hono } from "hono";
 import type { Engine } from "../pipeline/types.ts";
 import type { AppEnv, AppState } from "./context.ts";
-import { EngineHost, type EngineLoader, type GpuInfo } from "./engine_host.ts";
+import { type EngineHost, type EngineLoader, type GpuInfo, LocalEngineHost } from "./engine_host.ts";
 import { notFound, onError } from "./errors.ts";
 import { Metrics } from "./metrics.ts";
 import { bearerAuth } from "./middleware/auth.ts";
 import { clientSignal, countResponses } from "./middleware/request.ts";
 import { DEFAULT_SERVER_OPTIONS, type ServerOptions } from "./options.ts";
 import { GenerationQueue } from "./queue.ts";
+import { debugRoutes } from "./routes/debug.ts";
 import { jobRoutes } from "./routes/jobs.ts";
 import { nativeRoutes } from "./routes/native.ts";
 import { openAIRoutes } from "./routes/openai.ts";
@@ -30,9 +31,13 @@ import { webRoutes } from "./routes/web.ts";
 export { DEFAULT_SERVER_OPTIONS, type ServerOptions };
 
 export interface CreateAppInit {
-  /** A ready engine or a loader (run once, in the background). Absent: no model, generation answers 503. */
+  /** The engine's host: the real server passes a `WorkerEngineHost` (worker/host.ts). Absent: a
+   * `LocalEngineHost` on `engine` and `gpu` below. */
+  host?: EngineHost;
+  /** A ready engine or a loader (run once, in the background) on this thread: test doubles. Absent (and no
+   * host): no model, generation answers 503. */
   engine?: Engine | EngineLoader;
-  /** Adapter report for /healthz (the real server passes `Gpu.create()` mapped to `GpuInfo`). */
+  /** Adapter report for /healthz with `engine`. */
   gpu?: Promise<GpuInfo>;
   options?: Partial<ServerOptions>;
 }
@@ -44,16 +49,17 @@ export interface ServerApp {
   engineHost: EngineHost;
   metrics: Metrics;
   options: ServerOptions;
-  /** Stops taking jobs, cancels waiting ones, lets the running one finish for up to `graceMs`, then aborts it. */
+  /** Stops taking jobs, cancels waiting ones, lets the running one finish for up to `graceMs`, then aborts it;
+   * then releases the engine. */
   drain(graceMs: number): Promise<void>;
 }
 
 export function createApp(init: CreateAppInit = {}): ServerApp {
   const options: ServerOptions = { ...DEFAULT_SERVER_OPTIONS, ...init.options };
   const metrics = new Metrics();
-  const engineHost = new EngineHost({ engine: init.engine, gpu: init.gpu });
+  const engineHost = init.host ?? new LocalEngineHost({ engine: init.engine, gpu: init.gpu });
   const queue = new GenerationQueue(engineHost, { maxQueued: options.maxQueued }, metrics);
-  if (engineHost.hasModel) engineHost.start();
+  engineHost.start();
   const state: AppState = { queue, engineHost, metrics, options };
 
   const app = new Hono<AppEnv>();
@@ -73,6 +79,7 @@ export function createApp(init: CreateAppInit = {}): ServerApp {
   app.route("/", nativeRoutes(state));
   app.route("/", openAIRoutes(state));
   app.route("/", jobRoutes(state));
+  if (options.testHooks) app.route("/", debugRoutes(state));
   app.notFound(notFound);
   app.onError(onError);
 
@@ -83,6 +90,9 @@ export function createApp(init: CreateAppInit = {}): ServerApp {
     engineHost,
     metrics,
     options,
-    drain: (graceMs) => queue.drain(graceMs),
+    drain: async (graceMs) => {
+      await queue.drain(graceMs);
+      await engineHost.close();
+    },
   };
 }

@@ -2,6 +2,7 @@
 
 import { parseArgs } from "node:util";
 import { DEFAULT_SERVER_OPTIONS, type ServerOptions } from "./options.ts";
+import type { WarmupSize } from "./worker/protocol.ts";
 
 export interface ServeConfig {
   hostname: string;
@@ -11,6 +12,11 @@ export interface ServeConfig {
   /** Tokenizer folder for single-file checkpoints. */
   tokenizer?: string;
   disableF16: boolean;
+  /** Sizes built and run once while loading, so that "ready" means warm: the default size, then those of
+   * --warmup (none with `--warmup none`). */
+  warmup: WarmupSize[];
+  /** SD_WEBGPU_TEST_HOOKS=1: POST /debug/lose-device destroys the GPU device (tests of recovery). */
+  testHooks: boolean;
   /** How long a running job may take to finish after SIGINT/SIGTERM before it is aborted. */
   shutdownGraceMs: number;
   options: ServerOptions;
@@ -32,6 +38,8 @@ export const SERVE_USAGE =
   })
   --default-size PX   DEFAULT_SIZE    width/height when a request names none (default ${DEFAULT_SERVER_OPTIONS.defaultSize})
   --default-steps N   DEFAULT_STEPS   steps when a request names none (default ${DEFAULT_SERVER_OPTIONS.defaultSteps})
+  --warmup LIST       WARMUP          more sizes to warm while loading, e.g. 512x512,768x768 (the default
+                                      size is always warmed); "none" warms nothing
   --shutdown-grace S  SHUTDOWN_GRACE  seconds a running job may finish after SIGINT/SIGTERM (default 30)
   --no-f16                            force the f32 shader path`;
 
@@ -55,6 +63,7 @@ export function parseServeConfig(args: string[], env: Env): ServeConfig {
       "default-size": { type: "string" },
       "default-steps": { type: "string" },
       "shutdown-grace": { type: "string" },
+      warmup: { type: "string" },
       "no-f16": { type: "boolean" },
     },
   });
@@ -82,12 +91,15 @@ export function parseServeConfig(args: string[], env: Env): ServeConfig {
   if (defaultSize % 8) throw new Error(`--default-size must be a multiple of 8, got ${defaultSize}`);
   const maxSteps = int("max-steps", "MAX_STEPS", d.maxSteps, 1, 10_000);
   const token = pick("token", "API_TOKEN")?.v;
+  const warmup = parseWarmup(pick("warmup", "WARMUP"), defaultSize, maxSize);
   return {
     hostname: pick("host", "HOST")?.v ?? "127.0.0.1",
     port: int("port", "PORT", 8000, 0, 65535),
     model: pick("model", "MODEL")?.v,
     tokenizer: pick("tokenizer", "TOKENIZER")?.v,
     disableF16: values["no-f16"] ?? false,
+    warmup,
+    testHooks: env.SD_WEBGPU_TEST_HOOKS === "1",
     shutdownGraceMs: int("shutdown-grace", "SHUTDOWN_GRACE", 30, 0, 3600) * 1000,
     options: {
       ...d,
@@ -101,4 +113,28 @@ export function parseServeConfig(args: string[], env: Env): ServeConfig {
       token: token || undefined,
     },
   };
+}
+
+/** `512x512,768x768` (or `none`) → the sizes to warm, the default size first, without repeats. */
+function parseWarmup(
+  got: { v: string; what: string } | undefined,
+  defaultSize: number,
+  maxSize: number,
+): WarmupSize[] {
+  if (got?.v.trim() === "none") return [];
+  const sizes: WarmupSize[] = [{ width: defaultSize, height: defaultSize }];
+  for (const item of (got?.v ?? "").split(",").map((x) => x.trim()).filter(Boolean)) {
+    const m = /^(\d+)x(\d+)$/.exec(item);
+    const [width, height] = m ? [Number(m[1]), Number(m[2])] : [NaN, NaN];
+    if (!m || [width, height].some((v) => v < 8 || v > maxSize || v % 8)) {
+      throw new Error(
+        `${
+          got!.what
+        } must list sizes like 512x512,768x768 (multiples of 8, at most ${maxSize}) or be "none", ` +
+          `got "${item}"`,
+      );
+    }
+    if (!sizes.some((s) => s.width === width && s.height === height)) sizes.push({ width, height });
+  }
+  return sizes;
 }

@@ -1,5 +1,8 @@
-// Owns the engine's life cycle for the server: loads it in the background at start-up, reports
-// starting / loading / ready / failed for /healthz, and hands the engine to the queue's worker.
+// The engine's life cycle as the server sees it: loaded in the background at start-up, reported for
+// /healthz as starting / loading / ready / recovering / failed, and handed to the queue one job at a time.
+//
+// Two hosts implement it: `WorkerEngineHost` (worker/host.ts), the real one, where a Deno Worker owns the
+// GPU and the model; and `LocalEngineHost` below, which runs an engine on the calling thread (test doubles).
 
 import type { Engine } from "../pipeline/types.ts";
 
@@ -26,7 +29,38 @@ export type EngineStatus =
   | { status: "starting" }
   | { status: "loading"; progress: number; stage?: string }
   | { status: "ready"; model: string | null }
+  /** The GPU device was lost (or the engine crashed): a fresh one is loading; jobs wait for it. */
+  | { status: "recovering"; reason: string; progress: number; stage?: string }
   | { status: "failed"; reason: string };
+
+/** What the queue and the status routes need of the engine's host. */
+export interface EngineHost {
+  /** False when the server runs without a model (generation answers 503). */
+  readonly hasModel: boolean;
+  /** Starts loading (idempotent). */
+  start(): void;
+  /** The engine once it is ready (it waits through loading and recovery); rejects with UnavailableError
+   * when there is none or it failed. */
+  engine(): Promise<Engine>;
+  /** The loaded engine, or undefined while first loading / without a model. */
+  readonly current: Engine | undefined;
+  /** Why a request cannot be queued now, if it cannot. */
+  unavailableReason(): string | undefined;
+  status(): EngineStatus;
+  gpuInfo(): GpuInfo | undefined;
+  /** Releases the engine (after the queue has drained). */
+  close(): Promise<void>;
+  /** Test hook: loses the GPU device (hosts that own one). */
+  loseDevice?(): void;
+}
+
+/** The GPU device was lost while a job ran: the job fails with this, and the host recovers. */
+export class DeviceLostError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "DeviceLostError";
+  }
+}
 
 /** The engine is not usable (no model, still failing, shutting down): the server answers 503. */
 export class UnavailableError extends Error {
@@ -43,7 +77,8 @@ export interface EngineHostInit {
   gpu?: Promise<GpuInfo>;
 }
 
-export class EngineHost {
+/** Runs the engine on the calling thread: for test doubles, whose "GPU work" is timers. */
+export class LocalEngineHost implements EngineHost {
   #gpuInfo?: GpuInfo;
   #gpuError?: string;
   #gpuPending: boolean;
@@ -70,7 +105,11 @@ export class EngineHost {
   }
 
   /** Starts loading (idempotent). Load failures are kept for /healthz and for callers of `engine()`. */
-  start(): Promise<Engine> {
+  start(): void {
+    if (this.hasModel) this.#load();
+  }
+
+  #load(): Promise<Engine> {
     if (this.#loading) return this.#loading;
     const source = this.init.engine;
     if (source === undefined) {
@@ -107,7 +146,7 @@ export class EngineHost {
   async engine(): Promise<Engine> {
     if (this.#engine) return this.#engine;
     try {
-      return await this.start();
+      return await this.#load();
     } catch (e) {
       if (e instanceof UnavailableError) throw e;
       throw new UnavailableError(`the model failed to load: ${errorText(e)}`);
@@ -134,6 +173,10 @@ export class EngineHost {
 
   gpuInfo(): GpuInfo | undefined {
     return this.#gpuInfo;
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
   }
 }
 

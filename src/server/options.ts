@@ -11,6 +11,8 @@ export interface ServerOptions extends RequestLimits {
   token?: string;
   /** SSE comment heartbeat interval. */
   heartbeatMs: number;
+  /** Mount the test hooks (routes/debug.ts). */
+  testHooks?: boolean;
 }
 
 export const DEFAULT_SERVER_OPTIONS: ServerOptions = {

@@ -3,10 +3,16 @@
 // worker then moves on to the next job.
 
 import { type GenerateRequest, type GenerationEvent, RequestError } from "../pipeline/types.ts";
-import { type EngineHost, errorText, UnavailableError } from "./engine_host.ts";
+import { DeviceLostError, type EngineHost, errorText, UnavailableError } from "./engine_host.ts";
 import type { Metrics } from "./metrics.ts";
 
-export type JobErrorCode = "cancelled" | "shutting_down" | "invalid_request" | "unavailable" | "engine_error";
+export type JobErrorCode =
+  | "cancelled"
+  | "shutting_down"
+  | "invalid_request"
+  | "unavailable"
+  | "device_lost"
+  | "engine_error";
 
 /** The HTTP status each job error answers with (499, client closed, is nginx's convention). */
 export const JOB_ERROR_STATUS: Record<JobErrorCode, number> = {
@@ -14,6 +20,8 @@ export const JOB_ERROR_STATUS: Record<JobErrorCode, number> = {
   shutting_down: 503,
   invalid_request: 400,
   unavailable: 503,
+  // The server recovers by itself (a fresh device, the model reloaded): retrying later succeeds.
+  device_lost: 503,
   engine_error: 500,
 };
 
@@ -279,6 +287,8 @@ export class GenerationQueue {
         job.emit(cancelEvent(job));
       } else if (e instanceof RequestError) {
         job.emit({ type: "error", code: "invalid_request", message: e.message, param: e.field });
+      } else if (e instanceof DeviceLostError) {
+        job.emit({ type: "error", code: "device_lost", message: e.message });
       } else if (e instanceof UnavailableError) {
         job.emit({ type: "error", code: "unavailable", message: e.message });
       } else {

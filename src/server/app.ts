@@ -52,7 +52,7 @@ export function createApp(init: CreateAppInit = {}): ServerApp {
   const options: ServerOptions = { ...DEFAULT_SERVER_OPTIONS, ...init.options };
   const metrics = new Metrics();
   const engineHost = new EngineHost({ engine: init.engine, gpu: init.gpu });
-  const queue = new GenerationQueue(engineHost, { maxQueued: options.maxQueued }, metrics);
+  const queue = new GenerationQueue(engineHost, options, metrics);
   if (engineHost.hasModel) engineHost.start();
   const state: AppState = { queue, engineHost, metrics, options };
 

@@ -9,7 +9,12 @@ export function jobRoutes({ queue }: AppState): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.delete("/v1/jobs/:id", (c) => {
     const job = queue.find(c.req.param("id"));
-    if (!job) return errorResponse(404, "not_found", "no such job (it may have finished already)", "id");
+    if (!job) {
+      return errorResponse(404, "not_found", "no such job (finished jobs are kept only for a while)", "id");
+    }
+    if (job.state === "finished") {
+      return errorResponse(409, "job_finished", `the job has already ended (${job.status})`, "id");
+    }
     const state = job.state;
     job.cancel();
     return c.json({ id: job.id, cancelled: true, state });

@@ -4,14 +4,17 @@
 //   GET  /healthz, /metrics, /v1/models                                         routes/status.ts
 //   POST /v1/generate, GET /v1/generate?…   native generation (JSON or SSE)     routes/native.ts
 //   POST /v1/images/generations   OpenAI Images API (plain or streamed)         routes/openai.ts
-//   DELETE /v1/jobs/:id           cancel a job                                  routes/jobs.ts
+//   POST /v1/jobs                 queue a job, answer 202 at once               routes/jobs.ts
+//   GET  /v1/jobs/:id             its status, progress, result or error
+//   GET  /v1/jobs/:id/events      its events as SSE, replayed from Last-Event-ID
+//   DELETE /v1/jobs/:id           cancel a job
 //
 // Errors everywhere are OpenAI-shaped (errors.ts); /v1/* and /metrics need the bearer token when one is
 // configured. The engine is injected (`createApp({ engine, gpu, options })`): a ready `Engine` or an
 // `EngineLoader` that builds one in the background, so tests run the same app on a test double or a tiny
 // real model.
 
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import type { Engine } from "../pipeline/types.ts";
 import type { AppEnv, AppState } from "./context.ts";
 import { type EngineHost, type EngineLoader, type GpuInfo, LocalEngineHost } from "./engine_host.ts";
@@ -29,6 +32,16 @@ import { statusRoutes } from "./routes/status.ts";
 import { webRoutes } from "./routes/web.ts";
 
 export { DEFAULT_SERVER_OPTIONS, type ServerOptions };
+
+const EVENTS_PATH = /^\/v1\/jobs\/[^/]+\/events$/;
+
+/** Where the bearer token may come in the query: only on the GETs an EventSource opens, as it cannot send
+ * headers. GET /v1/generate's strict query schema knows `access_token` alone. */
+function queryTokenParams(c: Context): readonly string[] {
+  if (c.req.method !== "GET") return [];
+  if (c.req.path === "/v1/generate") return ["access_token"];
+  return EVENTS_PATH.test(c.req.path) ? ["token", "access_token"] : [];
+}
 
 export interface CreateAppInit {
   /** The engine's host: the real server passes a `WorkerEngineHost` (worker/host.ts). Absent: a
@@ -58,7 +71,7 @@ export function createApp(init: CreateAppInit = {}): ServerApp {
   const options: ServerOptions = { ...DEFAULT_SERVER_OPTIONS, ...init.options };
   const metrics = new Metrics();
   const engineHost = init.host ?? new LocalEngineHost({ engine: init.engine, gpu: init.gpu });
-  const queue = new GenerationQueue(engineHost, { maxQueued: options.maxQueued }, metrics);
+  const queue = new GenerationQueue(engineHost, options, metrics);
   engineHost.start();
   const state: AppState = { queue, engineHost, metrics, options };
 
@@ -69,7 +82,7 @@ export function createApp(init: CreateAppInit = {}): ServerApp {
     const auth = bearerAuth({
       token: options.token,
       realm: "sd-webgpu",
-      acceptsQueryToken: (c) => c.req.method === "GET" && c.req.path === "/v1/generate",
+      queryTokenParams,
     });
     app.use("/v1/*", auth);
     app.use("/metrics", auth);

@@ -13,6 +13,7 @@ export type ErrorCode =
   | "method_not_allowed"
   | "payload_too_large"
   | "queue_full"
+  | "job_finished"
   | "internal";
 
 const ERROR_TYPES: Record<number, string> = {
@@ -20,6 +21,7 @@ const ERROR_TYPES: Record<number, string> = {
   401: "authentication_error",
   404: "not_found_error",
   405: "invalid_request_error",
+  409: "invalid_request_error",
   413: "invalid_request_error",
   429: "rate_limit_error",
 };

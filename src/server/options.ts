@@ -1,15 +1,18 @@
-// The server's settings (request limits, queue length, body size, token, heartbeat) and their defaults.
+// The server's settings (request limits, queue length, body size, token, heartbeat, finished-job retention)
+// and their defaults.
 
+import type { RetentionLimits } from "./retention.ts";
 import { DEFAULT_LIMITS, type RequestLimits } from "./schemas.ts";
 
-export interface ServerOptions extends RequestLimits {
+/** `retainJobs` / `retainMs`: finished jobs kept for GET /v1/jobs/:id and event replay (they hold images). */
+export interface ServerOptions extends RequestLimits, RetentionLimits {
   /** Jobs allowed to wait behind the running one; more answer 429. */
   maxQueued: number;
   /** Largest accepted request body (JSON with a base64 init image). */
   maxBodyBytes: number;
   /** When set, every /v1 route and /metrics need `Authorization: Bearer TOKEN`. */
   token?: string;
-  /** SSE comment heartbeat interval. */
+  /** SSE comment heartbeat interval; keep it under common proxy idle timeouts (nginx: 60 s). */
   heartbeatMs: number;
   /** Mount the test hooks (routes/debug.ts). */
   testHooks?: boolean;
@@ -20,4 +23,6 @@ export const DEFAULT_SERVER_OPTIONS: ServerOptions = {
   maxQueued: 8,
   maxBodyBytes: 20 * 1024 * 1024,
   heartbeatMs: 15_000,
+  retainJobs: 100,
+  retainMs: 10 * 60_000,
 };

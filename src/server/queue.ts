@@ -1,10 +1,13 @@
 // The generation queue: one GPU worker, first in first out, bounded. Each job carries an AbortController;
 // cancelling a waiting job drops it, cancelling the running one aborts the engine between steps, and the
-// worker then moves on to the next job.
+// worker then moves on to the next job. Each job logs its events, so any number of clients can follow it,
+// and a client that lost its stream can resume from the last id it saw; finished jobs stay retained for a
+// while (retention.ts) for GET /v1/jobs/:id.
 
 import { type GenerateRequest, type GenerationEvent, RequestError } from "../pipeline/types.ts";
 import { DeviceLostError, type EngineHost, errorText, UnavailableError } from "./engine_host.ts";
 import type { Metrics } from "./metrics.ts";
+import { RetainedJobs, type RetentionLimits } from "./retention.ts";
 
 export type JobErrorCode =
   | "cancelled"
@@ -50,44 +53,28 @@ export class QueueFullError extends Error {
   }
 }
 
-/** An unbounded single-consumer event channel: the job pushes, one HTTP handler iterates. */
-class Channel<T> {
-  #items: T[] = [];
-  #wake?: () => void;
-  #closed = false;
-
-  push(item: T): void {
-    if (this.#closed) return;
-    this.#items.push(item);
-    this.#wake?.();
-  }
-
-  close(): void {
-    this.#closed = true;
-    this.#wake?.();
-  }
-
-  async *[Symbol.asyncIterator](): AsyncGenerator<T> {
-    while (true) {
-      if (this.#items.length) {
-        yield this.#items.shift()!;
-        continue;
-      }
-      if (this.#closed) return;
-      await new Promise<void>((resolve) => (this.#wake = resolve));
-      this.#wake = undefined;
-    }
-  }
+/** One entry of a job's event log: `id` is its 1-based position, used as the SSE `id:` on every stream. */
+export interface LoggedEvent {
+  id: number;
+  event: JobEvent;
 }
 
+export type JobStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
+
 export class Job {
-  /** Unguessable: knowing the id is what lets a client cancel the job (DELETE /v1/jobs/:id). */
+  /** Unguessable: knowing the id is what lets a client read or cancel the job (/v1/jobs/:id). */
   readonly id = `job-${crypto.randomUUID()}`;
   readonly createdAt = Date.now();
   state: "queued" | "running" | "finished" = "queued";
   position = -1;
+  /** The latest step reported (step 0 once `started`). */
+  progress?: { step: number; steps: number };
   readonly #controller = new AbortController();
-  readonly #events = new Channel<JobEvent>();
+  /** Every event emitted, in order, so late or returning subscribers can replay what they missed. */
+  readonly #log: JobEvent[] = [];
+  /** Resolved (and replaced) on each emit: wakes every subscriber waiting for the next event. */
+  #changed!: Promise<void>;
+  #wake!: () => void;
   #cancelReason: "cancelled" | "shutting_down" = "cancelled";
   #onCancel?: (job: Job) => void;
   #finished: Promise<void>;
@@ -95,6 +82,7 @@ export class Job {
 
   constructor(readonly request: GenerateRequest) {
     this.#finished = new Promise((r) => (this.#resolveFinished = r));
+    this.#rearm();
   }
 
   get signal(): AbortSignal {
@@ -110,9 +98,40 @@ export class Job {
     return this.#finished;
   }
 
-  /** The job's events, ending with `done` or `error`. */
-  events(): AsyncIterable<JobEvent> {
-    return this.#events;
+  /** Events in the log so far (the last id). */
+  get eventCount(): number {
+    return this.#log.length;
+  }
+
+  /** The `done` or `error` event that ended the job, once it has ended. */
+  get outcome(): Extract<JobEvent, { type: "done" | "error" }> | undefined {
+    const last = this.#log.at(-1);
+    return this.state === "finished" && (last?.type === "done" || last?.type === "error") ? last : undefined;
+  }
+
+  get status(): JobStatus {
+    const outcome = this.outcome;
+    if (!outcome) return this.state === "queued" ? "queued" : "running";
+    if (outcome.type === "done") return "succeeded";
+    return outcome.code === "cancelled" || outcome.code === "shutting_down" ? "cancelled" : "failed";
+  }
+
+  /**
+   * The events after `afterId` (replayed from the log), then the live ones, ending after `done` or `error`.
+   * Any number of subscribers may read at once; each stops early when its `signal` aborts.
+   */
+  async *events(afterId = 0, signal?: AbortSignal): AsyncGenerator<LoggedEvent> {
+    let id = afterId;
+    while (!signal?.aborted) {
+      if (id < this.#log.length) {
+        id++;
+        yield { id, event: this.#log[id - 1] };
+      } else if (this.state === "finished") {
+        return;
+      } else {
+        await this.#nextEvent(signal);
+      }
+    }
   }
 
   /** Cancels the job: a waiting one is dropped, a running one is aborted between steps. Idempotent. */
@@ -128,19 +147,39 @@ export class Job {
     this.#onCancel = hook;
   }
 
-  /** @internal */
+  /** @internal Appends to the log; nothing is appended after the first `done` or `error`. */
   emit(event: JobEvent): void {
     if (this.state === "finished") return;
-    this.#events.push(event);
+    this.#log.push(event);
+    if (event.type === "started") this.progress = { step: 0, steps: event.steps };
+    if (event.type === "progress") this.progress = { step: event.step, steps: event.steps };
     if (event.type === "done" || event.type === "error") {
       this.state = "finished";
-      this.#events.close();
       this.#resolveFinished();
     }
+    const wake = this.#wake;
+    this.#rearm();
+    wake();
+  }
+
+  #rearm(): void {
+    this.#changed = new Promise((r) => (this.#wake = r));
+  }
+
+  #nextEvent(signal?: AbortSignal): Promise<void> {
+    if (!signal) return this.#changed;
+    return new Promise((resolve) => {
+      const done = () => {
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      signal.addEventListener("abort", done, { once: true });
+      this.#changed.then(done);
+    });
   }
 }
 
-export interface QueueOptions {
+export interface QueueOptions extends RetentionLimits {
   /** Jobs allowed to wait behind the running one. */
   maxQueued: number;
 }
@@ -149,6 +188,8 @@ export class GenerationQueue {
   #waiting: Job[] = [];
   /** Jobs not yet finished, by id. */
   #active = new Map<string, Job>();
+  /** Finished jobs, kept a while for lookup and replay. */
+  #retained: RetainedJobs<Job>;
   #running?: Job;
   #closed = false;
   /** Recent job durations (ms, exponential moving average) for Retry-After. */
@@ -158,7 +199,9 @@ export class GenerationQueue {
     private readonly host: EngineHost,
     private readonly options: QueueOptions,
     private readonly metrics: Metrics,
-  ) {}
+  ) {
+    this.#retained = new RetainedJobs(options);
+  }
 
   get waiting(): number {
     return this.#waiting.length;
@@ -168,9 +211,9 @@ export class GenerationQueue {
     return this.#running;
   }
 
-  /** A waiting or running job. */
+  /** A waiting or running job, or a finished one still retained. */
   find(id: string): Job | undefined {
-    return this.#active.get(id);
+    return this.#active.get(id) ?? this.#retained.get(id);
   }
 
   get closed(): boolean {
@@ -195,7 +238,10 @@ export class GenerationQueue {
     const jobs = requests.map((r) => new Job(r));
     for (const job of jobs) {
       this.#active.set(job.id, job);
-      job.finished.then(() => this.#active.delete(job.id));
+      job.finished.then(() => {
+        this.#active.delete(job.id);
+        this.#retained.add(job);
+      });
     }
     for (const job of jobs) {
       job.setCancelHook((j) => this.#cancelled(j));
@@ -210,6 +256,7 @@ export class GenerationQueue {
    * aborts it; resolves when the worker is idle. */
   async drain(graceMs: number): Promise<void> {
     this.#closed = true;
+    this.#retained.close();
     for (const job of [...this.#waiting]) job.cancel("shutting_down");
     const running = this.#running;
     if (!running) return;

@@ -1,6 +1,9 @@
 // One rule from events to JSON: camelCase keys become snake_case and bytes become base64, at every depth.
 // The event's `type` is not a field: it names the SSE event.
 
+import type { JobEvent, LoggedEvent } from "./queue.ts";
+import type { SseMessage } from "./sse.ts";
+
 /** `elapsedMs` → `elapsed_ms`. */
 export function snakeCase(key: string): string {
   return key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
@@ -22,4 +25,17 @@ export function wirePayload(
 ): Record<string, unknown> {
   const { type: _, ...fields } = event;
   return toWire({ ...extra, ...fields }) as Record<string, unknown>;
+}
+
+const WITH_JOB_ID: ReadonlySet<JobEvent["type"]> = new Set(["queued", "started", "done"]);
+
+/** A job event's payload on the native API: the job id rides on the events that open and close a job
+ * (queued, so a client can cancel it; started; done). */
+export function jobEventPayload(ev: JobEvent, jobId: string): Record<string, unknown> {
+  return wirePayload(ev, WITH_JOB_ID.has(ev.type) ? { jobId } : {});
+}
+
+/** One logged event as SSE, with its log id, the same on every stream of the job (what Last-Event-ID names). */
+export function jobEventMessage({ id, event }: LoggedEvent, jobId: string): SseMessage {
+  return { event: event.type, id: String(id), data: JSON.stringify(jobEventPayload(event, jobId)) };
 }

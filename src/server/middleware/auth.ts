@@ -9,8 +9,9 @@ export interface BearerAuthOptions {
   token: string;
   /** Named in the WWW-Authenticate challenge. */
   realm: string;
-  /** Requests that may pass the token as `?access_token=` instead: EventSource cannot send headers. */
-  acceptsQueryToken?: (c: Context) => boolean;
+  /** The query parameters that may carry the token on this request (none by default): EventSource cannot
+   * send headers. */
+  queryTokenParams?: (c: Context) => readonly string[];
 }
 
 export function bearerAuth(options: BearerAuthOptions) {
@@ -19,7 +20,7 @@ export function bearerAuth(options: BearerAuthOptions) {
   return createMiddleware(async function bearerAuth(c, next) {
     const m = /^Bearer\s+(.+)$/i.exec(c.req.header("authorization") ?? "");
     const given = m?.[1].trim() ??
-      (options.acceptsQueryToken?.(c) ? c.req.query("access_token") : undefined);
+      options.queryTokenParams?.(c).map((name) => c.req.query(name)).find((v) => v !== undefined);
     if (given === undefined) {
       return errorResponse(
         401,

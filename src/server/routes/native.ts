@@ -5,24 +5,20 @@
 //   GET  /v1/generate?… the same as query parameters, always SSE (for EventSource)
 //
 // Events go out as the queue yields them (src/server/wire.ts turns them into JSON); the job id rides on
-// the events that open and close a job: queued (so a client can cancel it), started and done.
+// the events that open and close a job: queued (so a client can cancel it), started and done. The SSE ids
+// are the job's log ids, so a client whose stream broke can resume with GET /v1/jobs/:id/events and
+// Last-Event-ID, as long as the job lives: closing this stream cancels its job (use POST /v1/jobs for a
+// job that outlives its connection).
 
 import { type Context, Hono } from "hono";
 import type { AppEnv, AppState } from "../context.ts";
 import { errorResponse, jobErrorResponse, methodNotAllowed } from "../errors.ts";
 import { jsonBody } from "../middleware/body.ts";
 import { validate } from "../middleware/validate.ts";
-import type { JobEvent } from "../queue.ts";
 import { type NativeRequest, nativeSchema } from "../schemas.ts";
 import { sseResponse } from "../sse.ts";
-import { wirePayload } from "../wire.ts";
-import { cancelOnAbort, submitJobs } from "./submit.ts";
-
-const WITH_JOB_ID: ReadonlySet<JobEvent["type"]> = new Set(["queued", "started", "done"]);
-
-function payload(ev: JobEvent, jobId: string): Record<string, unknown> {
-  return wirePayload(ev, WITH_JOB_ID.has(ev.type) ? { jobId } : {});
-}
+import { jobEventMessage, jobEventPayload } from "../wire.ts";
+import { cancelOnAbort, streamedRequest, submitJobs } from "./submit.ts";
 
 export function nativeRoutes({ queue, options }: AppState): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
@@ -47,19 +43,13 @@ export function nativeRoutes({ queue, options }: AppState): Hono<AppEnv> {
   app.all("/v1/generate", methodNotAllowed("GET, POST"));
 
   function streamed(c: Context<AppEnv>, parsed: NativeRequest): Response {
-    const request = { ...parsed.request };
-    if (!parsed.previewEveryGiven) request.previewEvery = Math.max(1, Math.ceil(request.steps / 4));
-    const jobs = submitJobs(queue, [request]);
+    const jobs = submitJobs(queue, [streamedRequest(parsed)]);
     if (jobs instanceof Response) return jobs;
     const job = jobs[0];
     return sseResponse(async (send, disconnected) => {
       const release = cancelOnAbort(disconnected, jobs);
-      let id = 0;
       try {
-        for await (const ev of job.events()) {
-          if (disconnected.aborted) break;
-          send({ event: ev.type, id: String(++id), data: JSON.stringify(payload(ev, job.id)) });
-        }
+        for await (const logged of job.events(0, disconnected)) send(jobEventMessage(logged, job.id));
       } finally {
         release();
       }
@@ -75,9 +65,9 @@ export function nativeRoutes({ queue, options }: AppState): Hono<AppEnv> {
     if (jobs instanceof Response) return jobs;
     const release = cancelOnAbort(c.get("clientSignal"), jobs);
     try {
-      for await (const ev of jobs[0].events()) {
+      for await (const { event: ev } of jobs[0].events()) {
         if (ev.type === "error") return jobErrorResponse(ev);
-        if (ev.type === "done") return c.json(payload(ev, jobs[0].id));
+        if (ev.type === "done") return c.json(jobEventPayload(ev, jobs[0].id));
       }
       return errorResponse(500, "engine_error", "the generation ended without a result");
     } finally {

@@ -33,7 +33,7 @@ export function openAIRoutes({ queue, options }: AppState): Hono<AppEnv> {
     try {
       const data: { b64_json: string; revised_prompt?: string }[] = [];
       for (const job of jobs) {
-        for await (const ev of job.events()) {
+        for await (const { event: ev } of job.events()) {
           if (ev.type === "error") {
             jobs.forEach((j) => j.cancel());
             return jobErrorResponse(ev);
@@ -71,8 +71,7 @@ export function openAIRoutes({ queue, options }: AppState): Hono<AppEnv> {
       try {
         for (const job of jobs) {
           let partials = 0;
-          for await (const ev of job.events()) {
-            if (disconnected.aborted) return;
+          for await (const { event: ev } of job.events(0, disconnected)) {
             if (ev.type === "preview" && partials < parsed.partialImages) {
               emit({
                 type: "image_generation.partial_image",

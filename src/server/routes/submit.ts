@@ -4,6 +4,15 @@ import type { GenerateRequest } from "../../pipeline/types.ts";
 import { UnavailableError } from "../engine_host.ts";
 import { errorResponse } from "../errors.ts";
 import { type GenerationQueue, type Job, QueueFullError } from "../queue.ts";
+import type { NativeRequest } from "../schemas.ts";
+
+/** A native request whose events are streamed (SSE or a job): previews about every quarter of the run
+ * unless preview_every was given. */
+export function streamedRequest(parsed: NativeRequest): GenerateRequest {
+  const request = { ...parsed.request };
+  if (!parsed.previewEveryGiven) request.previewEvery = Math.max(1, Math.ceil(request.steps / 4));
+  return request;
+}
 
 /** Queues the requests, or answers 429 / 503 right away. */
 export function submitJobs(queue: GenerationQueue, requests: GenerateRequest[]): Job[] | Response {

@@ -28,7 +28,13 @@ Deno.test("a compiled binary runs a kernel with embedded shaders", async () => {
   const empty = await Deno.makeTempDir({ prefix: "empty-cwd-" });
   try {
     const bin = `${dir}/sd-webgpu`;
-    const compiled = await run(Deno.execPath(), ["compile", "-A", "--output", bin, "main.ts"], root);
+    // The same flags as `deno task compile`: the engine worker's module is loaded by URL, so it is included.
+    const include = ["--include", "src/server/worker/engine_worker.ts"];
+    const compiled = await run(
+      Deno.execPath(),
+      ["compile", "-A", ...include, "--output", bin, "main.ts"],
+      root,
+    );
     if (compiled.code === 0) {
       const r = await run(bin, ["gpu-check"], empty);
       if (r.code !== 0) throw new Error(`compiled binary failed: ${r.stderr}`);

@@ -13,8 +13,8 @@ export interface LoadProgress {
 }
 
 /**
- * Builds the engine. Called once, in the background; reports progress as it goes (a bare number is read
- * as a fraction). The real one (src/server/model_loader.ts) wraps `loadPipeline` from src/pipeline/load.ts.
+ * Builds an engine on the calling thread (LocalEngineHost). Called once, in the background; reports progress
+ * as it goes (a bare number is read as a fraction).
  */
 export type EngineLoader = (onProgress: (progress: LoadProgress | number) => void) => Promise<Engine>;
 

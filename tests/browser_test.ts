@@ -18,7 +18,8 @@ Deno.test({
   fn: async () => {
     // The real `serve` on the tiny model (tests/fixtures/tiny_sd), in its own process: every preview and the
     // image are real, and a cold shader cache stalls the server's event loop, never the one driving Chromium.
-    const server = await spawnTinyModelServer();
+    // The page asks for 256²: warm that size rather than the default 512².
+    const server = await spawnTinyModelServer(["--default-size", "256"]);
     const userDataDir = await Deno.makeTempDir({ prefix: "chromium-profile-" });
     const context = await chromium.launchPersistentContext(userDataDir, {
       executablePath: CHROMIUM,

@@ -42,6 +42,12 @@ export class Plan {
     this.gpu.run(this.dispatches, label);
   }
 
+  /** `run`, stopping soon after `signal` aborts (see Gpu.runCancellable); without a signal, `run`. */
+  async runCancellable(label: string, signal?: AbortSignal): Promise<void> {
+    if (signal) await this.gpu.runCancellable(this.dispatches, label, signal);
+    else this.run(label);
+  }
+
   destroy(): void {
     for (const b of this.owned) b.destroy();
     this.owned.length = 0;

@@ -184,7 +184,7 @@ export class StableDiffusionPipeline implements Engine {
     checkAbort();
 
     // Decode: latents / scaling_factor → VAE → clamp(x/2 + 0.5) → 8-bit.
-    const decoded = await this.vaeDecode(latents.map((v) => Math.fround(v / scaling)), h, w);
+    const decoded = await this.vaeDecode(latents.map((v) => Math.fround(v / scaling)), h, w, signal);
     const rgb = decodedToRgb(decoded, req.height, req.width);
     const tEnd = performance.now();
     const parameters = a1111Parameters({
@@ -256,7 +256,7 @@ export class StableDiffusionPipeline implements Engine {
       for (let b = 0; b < B; b++) input.set(x, b * n);
       writeActivation(gpu, plan.sample, nchwToNhwc({ shape: [B, C, h, w], data: input }).data);
       gpu.device.queue.writeBuffer(plan.timestep.buffer, 0, timesteps.fill(t));
-      plan.plan.run("unet");
+      await plan.plan.runCancellable("unet", o.signal);
       const out = nhwcToNchw({ shape: [B, h, w, C], data: await readTensor(gpu, plan.out) }).data;
       let noisePred = out;
       if (cfg) {
@@ -333,11 +333,16 @@ export class StableDiffusionPipeline implements Engine {
     return nhwcToNchw({ shape: [...m.shape], data: await readTensor(gpu, m) }).data;
   }
 
-  private async vaeDecode(z: Float32Array, h: number, w: number): Promise<Float32Array> {
+  private async vaeDecode(
+    z: Float32Array,
+    h: number,
+    w: number,
+    signal?: AbortSignal,
+  ): Promise<Float32Array> {
     const { gpu, vae } = this.parts;
     const p = vae.decodePlan(h, w);
     writeActivation(gpu, p.z, nchwToNhwc({ shape: [1, vae.config.latent_channels, h, w], data: z }).data);
-    p.plan.run("vae decode");
+    await p.plan.runCancellable("vae decode", signal);
     return nhwcToNchw({ shape: [...p.image.shape], data: await readTensor(gpu, p.image) }).data;
   }
 }

@@ -102,7 +102,8 @@ export interface Engine {
   /** The loaded model's name (e.g. the folder name). */
   readonly modelName: string;
   readonly defaultSampler: SamplerName;
-  /** Runs one generation; aborting the signal stops it between steps (the iterator then throws AbortError). */
+  /** Runs one generation; aborting the signal stops it within a fraction of a step (the iterator then throws
+   * an AbortError). */
   generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<GenerationEvent>;
   /** Bytes held on the GPU (weights + activations). */
   gpuBytes(): number;

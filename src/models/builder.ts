@@ -72,7 +72,12 @@ class Graph {
   readonly probes = new Map<string, Value>();
   /** Every weight the forward reads (full names). */
   readonly weightsRead = new Set<string>();
+  /** Weights read by a GEMM kernel, and which one: their packed layout (LoRA merges into it). */
+  readonly gemmWeights = new Map<string, GemmKind>();
 }
+
+/** Which GEMM packing a weight gets: conv ([Cout, taps, Cin/8] texels) or linear ([N, K/8] texels). */
+export type GemmKind = "conv" | "linear";
 
 /** A compiled forward: the plan and the tensor of every input, output and probe. */
 export interface Compiled {
@@ -120,11 +125,17 @@ export class ModelBuilder {
     return this.graph.weightsRead;
   }
 
+  /** Weights the forward recorded so far reads through the conv or the linear GEMM (full names). */
+  gemmWeights(): ReadonlyMap<string, GemmKind> {
+    return this.graph.gemmWeights;
+  }
+
   /** The full name of a weight this scope reads; a forward naming an undeclared weight fails here. */
-  private weight(name: string): string {
+  private weight(name: string, gemm?: GemmKind): string {
     const full = this.prefix + name;
     if (!this.weights.has(full)) throw new Error(`model builder: weight "${full}" is not declared`);
     this.graph.weightsRead.add(full);
+    if (gemm) this.graph.gemmWeights.set(full, gemm);
     return full;
   }
 
@@ -168,7 +179,7 @@ export class ModelBuilder {
     x: Value,
     o: { stride?: 1 | 2; padding?: Conv2dParams["padding"]; timeBias?: Value; residual?: Value } = {},
   ): Value {
-    const w = this.weight(`${name}.weight`);
+    const w = this.weight(`${name}.weight`, "conv");
     const [cout, cin, kh, kw] = this.weights.shape(w);
     const stride = o.stride ?? 1;
     const padding = o.padding ?? "same";
@@ -202,7 +213,7 @@ export class ModelBuilder {
    * optional fused activation and residual. A 1×1 conv weight [N, K, 1, 1] works as one (proj_in of SD 1.x).
    */
   linear(name: string, x: Value, o: { activation?: Activation; residual?: Value } = {}): Value {
-    const w = this.weight(`${name}.weight`);
+    const w = this.weight(`${name}.weight`, "linear");
     const [n, k] = this.weights.shape(w);
     const rows = numel(x.shape) / k;
     const out = this.value(this.prefix + name, [...x.shape.slice(0, -1), n]);
@@ -221,7 +232,7 @@ export class ModelBuilder {
 
   /** GEGLU projection `name` ([2D, K] weight: value and gate halves) in one kernel: [..., K] → [..., D]. */
   geglu(name: string, x: Value): Value {
-    const w = this.weight(`${name}.weight`);
+    const w = this.weight(`${name}.weight`, "linear");
     const bias = this.weight(`${name}.bias`);
     const [n2, k] = this.weights.shape(w);
     const rows = numel(x.shape) / k;

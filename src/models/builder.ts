@@ -12,7 +12,7 @@ import { conv2d, type Conv2dParams, convOutSize, convPadding } from "../ops/conv
 import { type Activation, geglu, linear } from "../ops/linear.ts";
 import { groupNorm, layerNorm } from "../ops/norm.ts";
 import { attention, attentionFlops } from "../ops/attention.ts";
-import { concatChannels, upsampleNearest2x } from "../ops/layout.ts";
+import { concatChannels, resizeNearest, upsampleNearest2x } from "../ops/layout.ts";
 import { silu } from "../ops/elementwise.ts";
 import { timestepEmbedding } from "../ops/timestep.ts";
 import { embedding } from "../ops/embedding.ts";
@@ -312,6 +312,18 @@ export class ModelBuilder {
       out,
       0,
       (c) => upsampleNearest2x(c.gpu, { x: c.tensor(x), out: c.tensor(out), act: c.act }),
+    );
+  }
+
+  /** Nearest upsampling NHWC to [h, w] (diffusers' Upsample2D given an output size; ×2 takes upsample2x's kernel). */
+  upsampleTo(x: Value, h: number, w: number): Value {
+    const [B, , , C] = x.shape;
+    const out = this.value(`${this.prefix}upsample`, [B, h, w, C]);
+    return this.node(
+      [x],
+      out,
+      0,
+      (c) => resizeNearest(c.gpu, { x: c.tensor(x), out: c.tensor(out), act: c.act }),
     );
   }
 

@@ -16,6 +16,8 @@ import { UNet } from "../models/unet/unet.ts";
 import { Vae } from "../models/vae/vae.ts";
 import { ClipTokenizer } from "../text/tokenizer.ts";
 import { bundledClipTokenizer } from "../text/default_tokenizer.ts";
+import { LoraAdapters } from "../models/lora/adapters.ts";
+import { LoraLibrary } from "../models/lora/library.ts";
 import { StableDiffusionPipeline } from "./pipeline.ts";
 import type { SamplerName } from "./types.ts";
 import type { SchedulerConfig } from "../schedulers/common.ts";
@@ -27,6 +29,14 @@ export interface LoadOptions extends OpenModelOptions {
   tokenizerDir?: string;
   /** Called as weights upload: fraction in [0, 1]. */
   onProgress?: (fraction: number, what: string) => void;
+  /** Folder of LoRA .safetensors files that requests name by file stem. */
+  loraDir?: string;
+  /** LoRA files also named by stem (the CLI's --lora FILE); they shadow the folder's. */
+  loraFiles?: string[];
+  /** false: LoRA keys that match nothing are skipped with a warning instead of failing the request. */
+  loraStrict?: boolean;
+  /** Where LoRA warnings go (default console.warn). */
+  onWarning?: (message: string) => void;
 }
 
 /** diffusers scheduler class → our sampler name (the folder's default sampler). */
@@ -99,13 +109,22 @@ export async function loadPipeline(
     before += counts[1];
     const vaeWeights = await loadWeights(gpu, model.vae!, progress("vae"));
     const name = path.replace(/\/+$/, "").split("/").pop() ?? path;
+    const textEncoder = new ClipTextModel(gpu, model.textEncoder!.config, teWeights, act);
+    const unet = new UNet(gpu, model.unet!.config, unetWeights, act);
+    const loras = new LoraAdapters(
+      gpu,
+      { unet, textEncoder },
+      new LoraLibrary(options.loraDir, options.loraFiles),
+      { strict: options.loraStrict, warn: options.onWarning },
+    );
     return new StableDiffusionPipeline({
       gpu,
       name,
       tokenizer,
-      textEncoder: new ClipTextModel(gpu, model.textEncoder!.config, teWeights, act),
-      unet: new UNet(gpu, model.unet!.config, unetWeights, act),
+      textEncoder,
+      unet,
       vae: new Vae(gpu, model.vae!.config, vaeWeights, act),
+      loras,
       schedulerConfig: { ...model.scheduler, prediction_type: model.predictionType } as SchedulerConfig,
       defaultSampler: defaultSamplerOf(model.scheduler),
     });

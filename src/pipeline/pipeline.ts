@@ -12,6 +12,9 @@ import { TorchGenerator } from "../schedulers/rng.ts";
 import { createScheduler, img2imgSchedule } from "../schedulers/index.ts";
 import type { NoiseSource, Scheduler, SchedulerConfig } from "../schedulers/common.ts";
 import type { ClipTokenizer } from "../text/tokenizer.ts";
+import type { LoraAdapters } from "../models/lora/adapters.ts";
+import { LoraError } from "../models/lora/file.ts";
+import { splitLoraTags } from "../models/lora/tags.ts";
 import {
   a1111Parameters,
   decodedToRgb,
@@ -42,6 +45,8 @@ export interface PipelineParts {
   vae: Vae;
   schedulerConfig: SchedulerConfig;
   defaultSampler: SamplerName;
+  /** The LoRA sets this model can merge (absent: requests naming LoRAs are refused). */
+  loras?: LoraAdapters;
   /** Extra bytes held by the caller (e.g. nothing); weights and plans are counted from the models. */
 }
 
@@ -68,7 +73,8 @@ export class StableDiffusionPipeline implements Engine {
 
   gpuBytes(): number {
     const p = this.parts;
-    return p.textEncoder.weights.bytes + p.unet.weights.bytes + p.vae.weights.bytes + p.unet.activationBytes;
+    return p.textEncoder.weights.bytes + p.unet.weights.bytes + p.vae.weights.bytes + p.unet.activationBytes +
+      (p.loras?.bytes ?? 0);
   }
 
   /** Checks a request before it is queued; throws RequestError naming the field. */
@@ -104,6 +110,7 @@ export class StableDiffusionPipeline implements Engine {
     this.validate(req);
     const { unet, vae } = this.parts;
     const t0 = performance.now();
+    const prompt = await this.useLoras(req);
     const seed = req.seed ?? Math.floor(Math.random() * 2 ** 32);
     const sampler = req.sampler ?? this.defaultSampler;
     const scheduler = createScheduler(sampler, this.parts.schedulerConfig, { eta: req.eta });
@@ -121,7 +128,7 @@ export class StableDiffusionPipeline implements Engine {
 
     // Text → embeddings: [B, T, C], unconditional rows first (as diffusers concatenates them).
     const { context, tokens } = await this.encodeText(
-      req.prompt,
+      prompt,
       req.negativePrompt ?? "",
       cfg,
       req.longPrompt ?? "chunk",
@@ -216,6 +223,28 @@ export class StableDiffusionPipeline implements Engine {
         stepsPerSecond: evaluations / Math.max(1e-9, (tDenoise - tLoop) / 1000),
       },
     };
+  }
+
+  /**
+   * Merges the request's LoRAs (its `loras` and the prompt's `<lora:NAME:SCALE>` tags; none restores the base
+   * weights) and returns the prompt without the tags, to be tokenized.
+   */
+  async useLoras(req: GenerateRequest): Promise<string> {
+    try {
+      const tagged = splitLoraTags(req.prompt);
+      const wanted = [
+        ...(req.loras ?? []).map((l) => ({ ...l, field: "loras" as const })),
+        ...tagged.loras.map((l) => ({ ...l, field: "prompt" as const })),
+      ];
+      if (this.parts.loras) await this.parts.loras.use(wanted);
+      else if (wanted.length) {
+        throw new LoraError("this engine was loaded without LoRA support", wanted[0].field);
+      }
+      return tagged.prompt;
+    } catch (e) {
+      if (e instanceof LoraError) throw new RequestError(e.field, e.message);
+      throw e;
+    }
   }
 
   /**

@@ -3,6 +3,7 @@
 
 import type { ImageFormat } from "../image/codec.ts";
 import type { SamplerName } from "../schedulers/names.ts";
+import type { LoraRequest } from "../models/lora/tags.ts";
 
 export type { ImageFormat, SamplerName };
 export { SAMPLER_NAMES } from "../schedulers/names.ts";
@@ -31,6 +32,9 @@ export interface GenerateRequest {
   previewFormat?: ImageFormat;
   outputFormat?: ImageFormat;
   longPrompt?: "chunk" | "truncate";
+  /** LoRAs merged for this run, by name in the LoRA folder, each at its own scale (added to the prompt's
+   * `<lora:NAME:SCALE>` tags). */
+  loras?: LoraRequest[];
 }
 
 export interface GenerationTimings {

@@ -6,11 +6,14 @@ import cliProgress from "cli-progress";
 import { Gpu } from "../gpu/device.ts";
 import { loadPipeline } from "../pipeline/load.ts";
 import { type GenerateRequest, SAMPLER_NAMES, type SamplerName } from "../pipeline/types.ts";
+import { LORA_OPTIONS, LORA_USAGE, parseLoraArgs } from "./lora_args.ts";
 
 const USAGE = `usage: generate --model DIR --prompt P [--negative N] [--seed S] [--steps N] [--guidance G]
   [--sampler ${SAMPLER_NAMES.join("|")}] [--eta E] [--width W --height H] [--image init.png --strength S]
   [--long-prompt chunk|truncate] [--precision f32|f16] [--previews DIR --preview-every K] [--preview cheap|vae]
-  [--tokenizer DIR] --out out.png`;
+  [--tokenizer DIR] ${LORA_USAGE} --out out.png
+  LoRAs: each --lora FILE[:SCALE] is merged at its scale; <lora:NAME:SCALE> tags in the prompt name files of
+  --lora-dir (or a --lora file by its stem).`;
 
 function num(value: string | undefined, name: string, fallback: number): number {
   if (value === undefined) return fallback;
@@ -44,6 +47,7 @@ export async function generateCommand(args: string[]): Promise<number> {
       out: { type: "string" },
       "no-f16": { type: "boolean" },
       quiet: { type: "boolean" },
+      ...LORA_OPTIONS,
     },
   });
   if (!values.model || values.prompt === undefined || !values.out) {
@@ -67,8 +71,17 @@ export async function generateCommand(args: string[]): Promise<number> {
     throw new Error("--seed must be a non-negative integer");
   }
 
+  const loras = parseLoraArgs(values);
+
   const gpu = await Gpu.create({ disableF16: values["no-f16"] });
-  const pipeline = await loadPipeline(gpu, values.model, { precision, tokenizerDir: values.tokenizer });
+  const pipeline = await loadPipeline(gpu, values.model, {
+    precision,
+    tokenizerDir: values.tokenizer,
+    loraDir: loras.dir,
+    loraFiles: loras.files,
+    loraStrict: loras.strict,
+    onWarning: (m) => console.error(`warning: ${m}`),
+  });
   const request: GenerateRequest = {
     prompt: values.prompt,
     negativePrompt: values.negative,
@@ -85,6 +98,7 @@ export async function generateCommand(args: string[]): Promise<number> {
     preview,
     previewFormat: "png",
     longPrompt,
+    loras: loras.requests,
   };
   if (request.initImage && request.strength === undefined) request.strength = 0.75;
   if (values.previews) await Deno.mkdir(values.previews, { recursive: true });
@@ -105,6 +119,8 @@ export async function generateCommand(args: string[]): Promise<number> {
   for await (const ev of pipeline.generate(request)) {
     if (ev.type === "started") {
       console.error(`seed ${ev.seed}, ${ev.width}×${ev.height}, ${ev.steps} steps`);
+      const active = pipeline.parts.loras?.active ?? [];
+      if (active.length) console.error(`LoRAs: ${active.map((l) => `${l.name} × ${l.scale}`).join(", ")}`);
     } else if (ev.type === "progress") {
       if (!values.quiet) {
         if (!started) bar.start(ev.steps, 0);

@@ -6,6 +6,7 @@ import { createApp } from "../server/app.ts";
 import { parseServeConfig, SERVE_USAGE } from "../server/config.ts";
 import { serveApp } from "../server/serve.ts";
 import { WorkerEngineHost } from "../server/worker/host.ts";
+import { LoraLibrary } from "../models/lora/library.ts";
 
 export async function serveCommand(args: string[]): Promise<number> {
   if (args.includes("--help") || args.includes("-h")) {
@@ -18,12 +19,19 @@ export async function serveCommand(args: string[]): Promise<number> {
   const host = new WorkerEngineHost({
     model: config.model,
     tokenizerDir: config.tokenizer,
+    loraDir: config.loraDir,
+    loraStrict: config.loraStrict,
     disableF16: config.disableF16,
     warmup: config.warmup,
     warmupGuidance: config.options.defaultGuidance,
     testHooks: config.testHooks,
   });
-  const sd = createApp({ host, options: { ...config.options, testHooks: config.testHooks } });
+  if (config.loraDir && !(await Deno.stat(config.loraDir).catch(() => null))?.isDirectory) {
+    throw new Error(`--lora-dir ${config.loraDir} is not a folder`);
+  }
+  // The HTTP side validates LoRA names against the folder; the worker reads the files.
+  const loras = config.loraDir ? new LoraLibrary(config.loraDir) : undefined;
+  const sd = createApp({ host, options: { ...config.options, loras, testHooks: config.testHooks } });
   const handle = serveApp(sd, {
     hostname: config.hostname,
     port: config.port,

@@ -11,6 +11,10 @@ export interface ServeConfig {
   model?: string;
   /** Tokenizer folder for single-file checkpoints. */
   tokenizer?: string;
+  /** Folder of LoRA .safetensors files requests name by file stem. */
+  loraDir?: string;
+  /** false: LoRA keys that match nothing are skipped with a warning instead of failing the request. */
+  loraStrict: boolean;
   disableF16: boolean;
   /** Sizes built and run once while loading, so that "ready" means warm: the default size, then those of
    * --warmup (none with `--warmup none`). */
@@ -28,6 +32,9 @@ export const SERVE_USAGE =
   --port N            PORT            listen port (default 8000)
   --model PATH        MODEL           diffusers folder or single-file .safetensors checkpoint
   --tokenizer DIR     TOKENIZER       tokenizer folder for single-file checkpoints
+  --lora-dir DIR      LORA_DIR        folder of LoRA .safetensors files, named by file stem in requests
+                                      ("loras": [{name, scale}] or <lora:NAME:SCALE> in the prompt)
+  --lora-strict B     LORA_STRICT     false: skip LoRA keys that match nothing with a warning (default true)
   --token T           API_TOKEN       require "Authorization: Bearer T" on /v1/* and /metrics
   --queue-length N    QUEUE_LENGTH    jobs allowed to wait behind the running one (default ${DEFAULT_SERVER_OPTIONS.maxQueued})
   --max-size PX       MAX_SIZE        largest width/height (default ${DEFAULT_SERVER_OPTIONS.maxSize})
@@ -54,6 +61,8 @@ export function parseServeConfig(args: string[], env: Env): ServeConfig {
       port: { type: "string" },
       model: { type: "string" },
       tokenizer: { type: "string" },
+      "lora-dir": { type: "string" },
+      "lora-strict": { type: "string" },
       token: { type: "string" },
       "queue-length": { type: "string" },
       "max-size": { type: "string" },
@@ -92,11 +101,17 @@ export function parseServeConfig(args: string[], env: Env): ServeConfig {
   const maxSteps = int("max-steps", "MAX_STEPS", d.maxSteps, 1, 10_000);
   const token = pick("token", "API_TOKEN")?.v;
   const warmup = parseWarmup(pick("warmup", "WARMUP"), defaultSize, maxSize);
+  const strict = pick("lora-strict", "LORA_STRICT");
+  if (strict && strict.v !== "true" && strict.v !== "false") {
+    throw new Error(`${strict.what} must be true or false, got "${strict.v}"`);
+  }
   return {
     hostname: pick("host", "HOST")?.v ?? "127.0.0.1",
     port: int("port", "PORT", 8000, 0, 65535),
     model: pick("model", "MODEL")?.v,
     tokenizer: pick("tokenizer", "TOKENIZER")?.v,
+    loraDir: pick("lora-dir", "LORA_DIR")?.v,
+    loraStrict: strict?.v !== "false",
     disableF16: values["no-f16"] ?? false,
     warmup,
     testHooks: env.SD_WEBGPU_TEST_HOOKS === "1",

@@ -4,6 +4,8 @@
 import { z } from "zod";
 import { type GenerateRequest, SAMPLER_NAMES } from "../pipeline/types.ts";
 import { sniffImageMime } from "../image/codec.ts";
+import { type LoraCatalog, loraNameProblem } from "../models/lora/library.ts";
+import { splitLoraTags } from "../models/lora/tags.ts";
 
 export interface RequestLimits {
   /** Largest width or height in pixels. */
@@ -18,6 +20,8 @@ export interface RequestLimits {
   defaultSize: number;
   defaultSteps: number;
   defaultGuidance: number;
+  /** The LoRAs requests may name (the --lora-dir folder); absent: naming one is a 400. */
+  loras?: LoraCatalog;
 }
 
 export const DEFAULT_LIMITS: RequestLimits = {
@@ -145,6 +149,61 @@ function describe(v: unknown): string {
   return `${typeof v} ${String(v).slice(0, 40)}`;
 }
 
+// ---- LoRAs ----------------------------------------------------------------------------------------
+
+const LORA_SCALE = 10;
+
+/** `loras: [{name, scale}]` (scale default 1). Names are checked against the folder in `checkLoras`. */
+const lorasField = z.array(
+  z.strictObject({
+    name: z.string({ error: "must be a string (a file stem in the LoRA folder)" }),
+    scale: numberField(false).pipe(
+      z.number().min(-LORA_SCALE, `must be between -${LORA_SCALE} and ${LORA_SCALE}`).max(
+        LORA_SCALE,
+        `must be between -${LORA_SCALE} and ${LORA_SCALE}`,
+      ),
+    ).optional(),
+  }, { error: (i) => i.code === "invalid_type" ? "must be {name, scale}" : undefined }),
+  { error: "must be a list of {name, scale}" },
+).max(16, "at most 16 LoRAs");
+
+interface IssueSink {
+  addIssue(issue: { code: "custom"; path: (string | number)[]; message: string }): void;
+}
+
+/** Every LoRA a request names (its `loras` and the prompt's <lora:NAME:SCALE> tags) must be a file of the
+ * LoRA folder: the HTTP side answers 400 naming it before anything is queued (the worker loads the files). */
+function checkLoras(
+  limits: RequestLimits,
+  prompt: string,
+  loras: readonly { name: string }[] | null | undefined,
+  ctx: IssueSink,
+): void {
+  const problem = (name: string) =>
+    loraNameProblem(name) ??
+      (!limits.loras
+        ? `unknown LoRA ${JSON.stringify(name)}: this server has no LoRA folder (--lora-dir)`
+        : !limits.loras.has(name)
+        ? `unknown LoRA ${JSON.stringify(name)}; GET /v1/loras lists them`
+        : null);
+  loras?.forEach((l, i) => {
+    const p = problem(l.name);
+    if (p) ctx.addIssue({ code: "custom", path: ["loras", i, "name"], message: p });
+  });
+  let tags;
+  try {
+    tags = splitLoraTags(prompt).loras;
+  } catch (e) {
+    ctx.addIssue({ code: "custom", path: ["prompt"], message: (e as Error).message });
+    return;
+  }
+  for (const t of tags) {
+    const p = problem(t.name) ??
+      (Math.abs(t.scale) > LORA_SCALE ? `LoRA ${t.name}: scale must be between -10 and 10` : null);
+    if (p) ctx.addIssue({ code: "custom", path: ["prompt"], message: `${p} (a <lora:…> tag)` });
+  }
+}
+
 // ---- native endpoint -------------------------------------------------------------------------------
 
 export interface NativeRequest {
@@ -180,6 +239,8 @@ export function nativeSchema(limits: RequestLimits, fromQuery: boolean) {
     strength: numberField(fromQuery).pipe(
       z.number().gt(0, "must be in (0, 1]").max(1, "must be in (0, 1]"),
     ).optional(),
+    // A query string cannot carry this list: there, LoRAs come as <lora:NAME:SCALE> tags in the prompt.
+    loras: lorasField.optional(),
     // EventSource cannot send headers: the bearer token may come as ?access_token= (checked by the auth
     // middleware), and `_` is the usual cache-buster.
     ...(fromQuery ? { access_token: z.string().optional(), _: z.string().optional() } : {}),
@@ -197,6 +258,7 @@ export function nativeSchema(limits: RequestLimits, fromQuery: boolean) {
       if (v.strength !== undefined && v.image === undefined) {
         ctx.addIssue({ code: "custom", path: ["strength"], message: "only applies with an init image" });
       }
+      checkLoras(limits, v.prompt, v.loras, ctx);
     })
     .transform((v): NativeRequest => ({
       previewEveryGiven: v.preview_every !== undefined,
@@ -217,6 +279,7 @@ export function nativeSchema(limits: RequestLimits, fromQuery: boolean) {
         previewFormat: v.preview_format ?? "png",
         outputFormat: v.output_format ?? "png",
         longPrompt: v.long_prompt,
+        loras: v.loras?.map((l) => ({ name: l.name, scale: l.scale ?? 1 })),
       },
     }));
 }
@@ -285,6 +348,7 @@ export function openAISchema(limits: RequestLimits) {
     strength: nullable(
       numberField(false).pipe(z.number().gt(0, "must be in (0, 1]").max(1, "must be in (0, 1]")),
     ),
+    loras: nullable(lorasField),
   }, { error: (i) => i.code === "invalid_type" ? "expected a JSON object" : undefined })
     .superRefine((v, ctx) => {
       if (v.response_format === "url") {
@@ -333,6 +397,7 @@ export function openAISchema(limits: RequestLimits) {
       if (v.strength != null && v.image == null) {
         ctx.addIssue({ code: "custom", path: ["strength"], message: "only applies with an init image" });
       }
+      checkLoras(limits, v.prompt, v.loras, ctx);
     })
     .transform((v): OpenAIRequest => {
       const [width, height] = v.size && v.size !== "auto"
@@ -368,6 +433,7 @@ export function openAISchema(limits: RequestLimits) {
           preview: "cheap",
           previewFormat: outputFormat,
           outputFormat,
+          loras: v.loras?.map((l) => ({ name: l.name, scale: l.scale ?? 1 })),
         },
       };
     });

@@ -84,6 +84,9 @@ async function start(init: InitMessage): Promise<void> {
     const share = init.warmup.length ? 0.5 : 1;
     pipeline = await loadPipeline(gpu, init.model, {
       tokenizerDir: init.tokenizerDir,
+      loraDir: init.loraDir,
+      loraStrict: init.loraStrict,
+      onWarning: (m) => console.error(`warning: ${m}`),
       onProgress: (fraction, what) => post({ type: "loading", fraction: fraction * share, stage: what }),
     });
     for (const [k, size] of init.warmup.entries()) {

@@ -23,6 +23,9 @@ export interface WorkerHostOptions {
   /** Diffusers folder or single-file checkpoint; undefined: the GPU only (generation answers 503). */
   model?: string;
   tokenizerDir?: string;
+  /** Folder the requests' LoRA names resolve in (the worker reads the files). */
+  loraDir?: string;
+  loraStrict?: boolean;
   disableF16?: boolean;
   /** Sizes warmed while loading (the server's default size first). */
   warmup?: WarmupSize[];
@@ -142,6 +145,8 @@ export class WorkerEngineHost implements EngineHost {
       type: "init",
       model: o.model,
       tokenizerDir: o.tokenizerDir,
+      loraDir: o.loraDir,
+      loraStrict: o.loraStrict,
       disableF16: o.disableF16 ?? false,
       warmup: o.warmup ?? [],
       warmupGuidance: o.warmupGuidance ?? 7.5,

@@ -15,6 +15,9 @@ export interface InitMessage {
   /** Diffusers folder or single-file checkpoint; undefined: only the GPU comes up (no model). */
   model?: string;
   tokenizerDir?: string;
+  /** Folder of LoRA files the requests' LoRA names resolve in (only there). */
+  loraDir?: string;
+  loraStrict?: boolean;
   disableF16: boolean;
   warmup: WarmupSize[];
   /** Guidance of the warm-up runs: the server's default, so the warmed UNet batch (2 with CFG) is the one

@@ -1,7 +1,8 @@
-// `deno task bench:models [--weights DIR] [--skip-64] [--profile]`: full-size SD 1.5 (synthetic weights,
-// written to weights/synth-sd15 on first use) — CLIP on 2×77 tokens, one batch-2 UNet eval at 32×32 and
-// 64×64 latents, VAE decode to 256² and 512², the cheap preview's cost — in seconds and effective GFLOP/s
-// next to numpy's float32 matmul GFLOP/s measured in the same run.
+// `deno task bench:models [--weights DIR] [--skip-64] [--skip-vae-512] [--skip-lora] [--profile]`: full-size
+// SD 1.5 (synthetic weights, written to weights/synth-sd15 on first use) — CLIP on 2×77 tokens, one batch-2
+// UNet eval at 32×32 and 64×64 latents, VAE decode to 256² and 512², the cheap preview's cost, switching
+// LoRA sets (bench/lora_switch.ts) against one 256² UNet eval — in seconds and effective GFLOP/s next to
+// numpy's float32 matmul GFLOP/s measured in the same run.
 //
 // --profile adds a per-kernel-family breakdown of the 32×32 UNet eval from GPU timestamps, which separates
 // GEMM time from norms/elementwise/attention time and per-dispatch overhead.
@@ -15,6 +16,7 @@ import { encodeImage, latentPreview } from "../src/image/convert.ts";
 import { numpyMatmulGflops } from "./numpy.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
 import { linear } from "../src/ops/linear.ts";
+import { loraSwitchBench } from "./lora_switch.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -22,6 +24,7 @@ const { values } = parseArgs({
     weights: { type: "string", default: "weights/synth-sd15" },
     "skip-64": { type: "boolean" },
     "skip-vae-512": { type: "boolean" },
+    "skip-lora": { type: "boolean" },
     profile: { type: "boolean" },
     precision: { type: "string" },
   },
@@ -97,6 +100,9 @@ for (const s of unetSizes) {
   );
   unet.dropPlans();
 }
+
+// LoRA set switches, against the 256² UNet eval just measured.
+if (!values["skip-lora"]) await loraSwitchBench(gpu, pipe, unet32Seconds);
 
 // VAE decode
 for (const s of values["skip-vae-512"] ? [32] : [32, 64]) {

@@ -18,6 +18,7 @@ import { LoraLibrary } from "../src/models/lora/library.ts";
 import { readLora } from "../src/models/lora/file.ts";
 import { clipTargets, type LoraTarget, TargetIndex, unetTargets } from "../src/models/lora/targets.ts";
 import { randomArray } from "./util.ts";
+import { readPacked } from "../src/ops/lora_merge.ts";
 
 const fixtures = new URL("./fixtures/", import.meta.url).pathname;
 
@@ -137,6 +138,22 @@ async function checkAgainstHostMerge(what: string, c: Case): Promise<void> {
     );
     if (!(moved > 0.05)) throw new Error(`${what}: the LoRA hardly changes the output (${moved})`);
     if (!(err <= 5e-5)) throw new Error(`${what}: GPU merge vs host merge ${err.toExponential(3)} > 5e-5`);
+    // Back to no LoRA: every packed GEMM weight equals a fresh load's, byte for byte.
+    await loras.use([]);
+    const targets = isUnet
+      ? unetTargets((model as UNet).config)
+      : clipTargets((model as ClipTextModel).config);
+    const fresh = await load(gpu, c.entry, c.config, c.weights) as UNet | ClipTextModel;
+    for (const t of targets) {
+      const [a, b] = await Promise.all(
+        [model, fresh].map((m) =>
+          readPacked(gpu, t.kind === "conv" ? m.weights.conv(t.weight) : m.weights.linear(t.weight))
+        ),
+      );
+      if (a.length !== b.length || a.some((v, i) => v !== b[i])) {
+        throw new Error(`${what}: ${t.weight} not restored`);
+      }
+    }
     loras.destroy();
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -59,11 +59,12 @@ export async function loraSwitchBench(
   const { unet, textEncoder } = pipe.parts;
   const dir = await Deno.makeTempDir({ prefix: "sd-webgpu-lora-bench-" });
   try {
+    const module = (t: LoraTarget) => t.weight.replace(/\.weight$/, "");
+    const kohyaPrefix = (t: LoraTarget) => t.component === "unet" ? "lora_unet_" : "lora_te_";
     const kohya = (t: LoraTarget, part: "down" | "up") =>
-      `${t.component === "unet" ? "lora_unet_" : "lora_te_"}${t.weight.replace(/\.weight$/, "").replaceAll(".", "_")}` +
-      `.lora_${part}.weight`;
+      `${kohyaPrefix(t)}${module(t).replaceAll(".", "_")}.lora_${part}.weight`;
     const diffusers = (t: LoraTarget, part: "down" | "up") =>
-      `unet.${t.weight.replace(/\.weight$/, "")}.${part === "down" ? "lora_A" : "lora_B"}.weight`;
+      `unet.${module(t)}.${part === "down" ? "lora_A" : "lora_B"}.weight`;
     const targetsA = [
       ...unetTargets(unet.config).filter((t) => TRANSFORMER.test(t.weight)),
       ...clipTargets(textEncoder.config).filter((t) => CLIP.test(t.weight)),
@@ -71,11 +72,16 @@ export async function loraSwitchBench(
     const targetsB = unetTargets(unet.config).filter((t) => ATTENTION.test(t.weight));
     const sizeA = await writeLora(`${dir}/a.safetensors`, targetsA, 16, kohya);
     const sizeB = await writeLora(`${dir}/b.safetensors`, targetsB, 8, diffusers);
-    const params = (ts: LoraTarget[]) => ts.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0);
+    const millions = (ts: LoraTarget[]) =>
+      (ts.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0) / 1e6).toFixed(0);
+    const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
     console.log(
-      `\nLoRA A: kohya rank 16, ${targetsA.length} weights (${(params(targetsA) / 1e6).toFixed(0)} M values), ` +
-        `${(sizeA / 2 ** 20).toFixed(0)} MiB; LoRA B: diffusers rank 8, ${targetsB.length} weights ` +
-        `(${(params(targetsB) / 1e6).toFixed(0)} M values), ${(sizeB / 2 ** 20).toFixed(0)} MiB`,
+      `\nLoRA A: kohya rank 16, ${targetsA.length} weights (${millions(targetsA)} M values), ${
+        mib(sizeA)
+      } MiB; ` +
+        `LoRA B: diffusers rank 8, ${targetsB.length} weights (${millions(targetsB)} M values), ${
+          mib(sizeB)
+        } MiB`,
     );
     const loras = new LoraAdapters(gpu, { unet, textEncoder }, new LoraLibrary(dir));
     const steps: [string, LoraUse[]][] = [

@@ -676,10 +676,13 @@ Deno.test("/v1/models, /metrics, the page, 404 and 405 answers", async () => {
     const metricsRes = await fetch(`${s.url}/metrics`);
     assert(metricsRes.headers.get("content-type")?.startsWith("text/plain"), "metrics content type");
     const metrics = await metricsRes.text();
-    for (const name of ["sd_queue_length", "sd_jobs_total", "sd_steps_per_second", "sd_gpu_bytes"]) {
+    const names = ["sd_queue_length", "sd_jobs_total", "sd_steps_per_second", "sd_gpu_bytes"];
+    for (const name of [...names, "process_resident_memory_bytes"]) {
       assert(new RegExp(`^# TYPE ${name} `, "m").test(metrics), `metric ${name}`);
     }
     assert(/^sd_gpu_bytes 123456789$/m.test(metrics), "gpu bytes from the engine");
+    const rss = Number(/^process_resident_memory_bytes (\d+)$/m.exec(metrics)?.[1]);
+    assert(rss > 1e6 && rss < 2 ** 40, `resident memory ${rss}`);
 
     const page = await fetch(`${s.url}/`);
     const html = await page.text();

@@ -98,6 +98,14 @@ export class StableDiffusionPipeline implements Engine {
     if (req.initImage && !(req.strength !== undefined && req.strength > 0 && req.strength <= 1)) {
       throw new RequestError("strength", "img2img needs a strength in (0, 1]");
     }
+    // img2img runs the last floor(steps × strength) steps (as diffusers does): none is an error.
+    if (req.initImage && Math.floor(req.steps * req.strength!) < 1) {
+      throw new RequestError(
+        "strength",
+        `img2img with strength ${req.strength} and ${req.steps} steps leaves no denoising step; ` +
+          `raise steps to at least ${Math.ceil(1 / req.strength!)}`,
+      );
+    }
   }
 
   async *generate(req: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {

@@ -243,7 +243,7 @@ export class Gpu {
     segments = 8,
   ): Promise<void> {
     const per = Math.max(1, Math.ceil(dispatches.length / segments));
-    let previous: Promise<undefined> | undefined;
+    let previous: Promise<unknown> | undefined;
     for (let start = 0; start < dispatches.length; start += per) {
       signal.throwIfAborted();
       this.run(dispatches.slice(start, start + per), label);

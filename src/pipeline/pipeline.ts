@@ -109,7 +109,7 @@ export class StableDiffusionPipeline implements Engine {
 
   async *generate(req: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
     this.validate(req);
-    const { unet, vae } = this.parts;
+    const { vae } = this.parts;
     const t0 = performance.now();
     const seed = req.seed ?? Math.floor(Math.random() * 2 ** 32);
     const sampler = req.sampler ?? this.defaultSampler;

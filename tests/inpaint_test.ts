@@ -177,6 +177,9 @@ Deno.test("inpainting requests: a mask without an image, a 9-channel model witho
     "mask",
     "only applies with an image",
   );
+  // Repainting everything (OpenAI's edits without a mask) needs no mask file, but not both.
+  inpaintModel.validate({ ...base, mask: undefined, maskAll: true });
+  assertRequestError(() => inpaintModel.validate({ ...base, maskAll: true }), "mask", "not both");
   assertRequestError(() => inpaintModel.validate({ ...base, mask: undefined }), "mask", "inpainting model");
   assertRequestError(
     () => inpaintModel.validate({ ...base, mask: undefined, initImage: undefined }),

@@ -33,23 +33,27 @@ export function unetKind(inChannels: number, latentChannels: number): UNetKind {
 /** The request rules of inpainting (RequestError naming the field); cheap: images are not decoded, only
  * their headers read. */
 export function checkInpaintRequest(req: GenerateRequest, kind: UNetKind): void {
-  if (req.mask && !req.initImage) {
-    throw new RequestError("mask", "a mask only applies with an image (the picture to repaint)");
+  const masked = req.mask !== undefined || req.maskAll === true;
+  if (req.mask && req.maskAll) {
+    throw new RequestError("mask", "mask: give a mask or repaint everything, not both");
   }
-  if (kind === "inpainting" && !req.mask) {
+  if (masked && !req.initImage) {
+    throw new RequestError("mask", "mask: only applies with an image (the picture to repaint)");
+  }
+  if (kind === "inpainting" && !masked) {
     throw new RequestError(
       "mask",
-      "this is an inpainting model (its UNet takes 9 input channels: latents, mask, masked image): " +
-        "it needs an image and a mask (white repaints)",
+      "mask: required, this is an inpainting model (its UNet takes 9 input channels: latents, mask, " +
+        "masked image): it needs an image and a mask (white repaints)",
     );
   }
   if (!req.mask || !req.initImage) return;
   const image = imageSize(req.initImage);
-  if (!image) throw new RequestError("image", "the image is not a readable PNG or JPEG");
+  if (!image) throw new RequestError("image", "image: not a readable PNG or JPEG");
   const mask = imageSize(req.mask);
-  if (!mask) throw new RequestError("mask", "the mask is not a readable PNG or JPEG");
+  if (!mask) throw new RequestError("mask", "mask: not a readable PNG or JPEG");
   const problem = maskSizeProblem(mask, image);
-  if (problem) throw new RequestError("mask", problem);
+  if (problem) throw new RequestError("mask", `mask: ${problem}`);
 }
 
 /**
@@ -64,9 +68,9 @@ export function latentMask(pixelMask: Float32Array, width: number, height: numbe
   return out;
 }
 
-/** An all-white mask PNG (repaint everything) of the given size: OpenAI edits without a mask, warm-up. */
-export function fullMaskPng(width: number, height: number): Uint8Array {
-  return encodeImage({ width, height, data: new Uint8Array(width * height * 3).fill(255) }, "png");
+/** A mid-grey 8×8 PNG: an image for warm-up runs (it is resized like any other). */
+export function greyPng(): Uint8Array {
+  return encodeImage({ width: 8, height: 8, data: new Uint8Array(8 * 8 * 3).fill(128) }, "png");
 }
 
 /** What the pipeline needs from itself: the VAE encode with its posterior draw. */
@@ -102,13 +106,15 @@ export async function inpaintingStart(
   try {
     image = rgbToNchw(resizeRgb(decodeImage(req.initImage!), width, height));
   } catch (e) {
-    throw new RequestError("image", `cannot decode the image: ${(e as Error).message}`);
+    throw new RequestError("image", `image: cannot be decoded (${(e as Error).message})`);
   }
   let pixelMask: Float32Array;
   try {
-    pixelMask = preprocessMask(req.mask!, width, height, req.maskChannel);
+    pixelMask = req.maskAll
+      ? new Float32Array(width * height).fill(1)
+      : preprocessMask(req.mask!, width, height, req.maskChannel);
   } catch (e) {
-    throw new RequestError("mask", `cannot decode the mask: ${(e as Error).message}`);
+    throw new RequestError("mask", `mask: cannot be decoded (${(e as Error).message})`);
   }
   const strength = req.strength ?? 1;
   const { startIndex } = img2imgSchedule(scheduler, req.steps, strength);

@@ -100,7 +100,7 @@ export class StableDiffusionPipeline implements Engine {
         `unknown sampler "${req.sampler}"; one of ${SAMPLER_NAMES.join(", ")}`,
       );
     }
-    const strength = req.strength ?? (req.mask ? 1 : undefined);
+    const strength = req.strength ?? (req.mask || req.maskAll ? 1 : undefined);
     if (req.initImage && !(strength !== undefined && strength > 0 && strength <= 1)) {
       throw new RequestError("strength", "img2img needs a strength in (0, 1]");
     }
@@ -139,7 +139,7 @@ export class StableDiffusionPipeline implements Engine {
     // with its per-step additions (inpaint.ts).
     let start: LoopStart;
     const scaling = vae.config.scaling_factor;
-    if (req.mask) {
+    if (req.mask || req.maskAll) {
       start = await inpaintingStart(this, this.unetKind, req, scheduler, generator);
     } else if (req.initImage) {
       let img;
@@ -204,7 +204,7 @@ export class StableDiffusionPipeline implements Engine {
       width: req.width,
       height: req.height,
       model: this.modelName,
-      strength: req.initImage ? req.strength ?? (req.mask ? 1 : undefined) : undefined,
+      strength: req.initImage ? req.strength ?? (req.mask || req.maskAll ? 1 : undefined) : undefined,
     });
     const format = req.outputFormat ?? "png";
     yield {

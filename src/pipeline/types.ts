@@ -31,6 +31,9 @@ export interface GenerateRequest {
   mask?: Uint8Array;
   /** "alpha": the mask's transparent pixels repaint instead (OpenAI's edits). Default "luminance". */
   maskChannel?: MaskChannel;
+  /** Inpainting with a mask that repaints every pixel, instead of `mask` (OpenAI's edits without a mask;
+   * the only way an inpainting model edits a whole image). */
+  maskAll?: boolean;
   /** Emit a preview every K steps (0 or undefined: none). */
   previewEvery?: number;
   /** cheap: fixed 4→3 latent→RGB map, upscaled; vae: full VAE decode. */

@@ -127,7 +127,7 @@ Deno.test("server on the tiny real model", async (t) => {
         const want = decodeImage(await Deno.readFile(`${dir}inpaint_2.png`));
         // The server computes in f16 where the adapter can: the e2e tests' f16 bound.
         const db = psnr(got.rgba, want.rgba);
-      console.log(`inpaint_2 over HTTP: PSNR ${db.toFixed(2)} dB`);
+        console.log(`inpaint_2 over HTTP: PSNR ${db.toFixed(2)} dB`);
         assert(db >= 25, `PSNR ${db.toFixed(2)} dB against diffusers`);
 
         // OpenAI's mask: transparent where the white-repaints mask is white.

@@ -1,10 +1,12 @@
 // Fuzzing the HTTP surface: well over 1000 malformed or hostile requests over loopback (random JSON, wrong
 // types, huge and negative numbers, odd unicode, oversized and truncated bodies, junk query strings and
-// paths, raw malformed HTTP, SSE clients that hang up mid-stream). Then: no response was a 5xx, the server
+// paths, multipart image-edit forms with odd parts, raw malformed HTTP, SSE clients that hang up
+// mid-stream). Then: no response was a 5xx, the server
 // process is still alive, and a normal generation still succeeds. Seeded, so a failure reproduces;
 // bounded in count and in time.
 
 import { decode as decodePng } from "fast-png";
+import { encodeImage } from "../src/image/codec.ts";
 import { collectSse, postJson, readSse, spawnFakeServer, waitReady } from "./server_harness.ts";
 
 const SEED = Number(Deno.env.get("FUZZ_SEED") ?? 20261126);
@@ -88,6 +90,7 @@ const FIELDS = [
   "preview",
   "output_format",
   "image",
+  "mask",
   "strength",
   "n",
   "size",
@@ -123,6 +126,44 @@ function randomValue(r: Rng, depth = 0): unknown {
   }
 }
 
+/** A PNG as a Blob part (a copy: Blob takes ArrayBuffer-backed views only). */
+function png(w: number, h: number): Blob {
+  return new Blob([encodeImage(new Uint8Array(w * h * 3).fill(90), w, h, "png").bytes.slice()], {
+    type: "image/png",
+  });
+}
+
+/** A valid /v1/images/edits form (image, mask, prompt, size, steps) with one to three parts replaced by
+ * something hostile: odd text, random bytes as a file, repeated parts, images of odd sizes. */
+function mutatedEditForm(r: Rng): FormData {
+  const form = new FormData();
+  const parts: [string, string | Blob][] = [
+    ["prompt", "a cat"],
+    ["size", "32x32"],
+    ["steps", "2"],
+    ["image", png(32, 32)],
+  ];
+  if (r.next() < 0.5) parts.push(["mask", png(32, 32)]);
+  for (let k = 0; k <= r.int(3); k++) {
+    const name = r.pick([...FIELDS, "image[]"]);
+    const value = r.pick([
+      () => String(randomValue(r)).toWellFormed().slice(0, 300),
+      () => new Blob([Uint8Array.from({ length: r.int(200) }, () => r.int(256))]),
+      () => {
+        return png(1 + r.int(64), 1 + r.int(64));
+      },
+    ])();
+    if (r.next() < 0.3) parts.push([name, value]);
+    else {
+      const i = parts.findIndex(([n]) => n === name);
+      if (i >= 0) parts.splice(i, 1, [name, value]);
+      else parts.push([name, value]);
+    }
+  }
+  for (const [name, value] of parts) form.append(name, value);
+  return form;
+}
+
 /** A valid small request with one to three fields replaced by something hostile. */
 function mutatedRequest(r: Rng, openai: boolean): Record<string, unknown> {
   const base: Record<string, unknown> = openai
@@ -154,6 +195,7 @@ async function probe(url: string, r: Rng, bodyLimit: number): Promise<Probe> {
       "random-json",
       "mutated-native",
       "mutated-openai",
+      "mutated-edits",
       "bytes",
       "truncated-json",
       "content-type",
@@ -168,7 +210,7 @@ async function probe(url: string, r: Rng, bodyLimit: number): Promise<Probe> {
   const timeout = AbortSignal.timeout(5_000);
   const client = new AbortController();
   const signal = AbortSignal.any([timeout, client.signal]);
-  const endpoint = r.pick(["/v1/generate", "/v1/images/generations"]);
+  const endpoint = r.pick(["/v1/generate", "/v1/images/generations", "/v1/images/edits"]);
   let init: RequestInit = { method: "POST", headers: { "content-type": "application/json" } };
   let path = endpoint;
   switch (kind) {
@@ -182,6 +224,11 @@ async function probe(url: string, r: Rng, bodyLimit: number): Promise<Probe> {
     case "mutated-openai":
       path = "/v1/images/generations";
       init.body = JSON.stringify(mutatedRequest(r, true));
+      break;
+    case "mutated-edits":
+      path = "/v1/images/edits";
+      // fetch sets the multipart Content-Type with its boundary.
+      init = { method: "POST", body: mutatedEditForm(r) };
       break;
     case "bytes":
       init.body = Uint8Array.from({ length: r.int(300) }, () => r.int(256));

@@ -2,8 +2,8 @@
 // background like a real model. Native SSE (POST and GET), JSON, the official openai client (plain and
 // streamed), inpainting (native mask and OpenAI images.edit against diffusers' image), cancellation on
 // disconnect with the next job running, and the image equal to what the library pipeline produces for the
-// same seed. (tests/server_api_test.ts runs the wider API surface —
-// every 400, 429, auth, metrics — against a fast test double.)
+// same seed. (tests/server_api_test.ts runs the wider API surface — every 400, 429, auth, metrics — against a
+// fast test double.)
 
 import OpenAI from "openai";
 import { decodeImage, encodeImage } from "../src/image/codec.ts";

@@ -48,8 +48,14 @@ async function formFields(body: Record<string, unknown>): Promise<Record<string,
         v instanceof Blob ? new Uint8Array(await v.arrayBuffer()) : v
       ),
     );
-    const all = out[name] === undefined ? parts : [...[out[name]].flat(), ...parts];
-    out[name] = all.length === 1 ? all[0] : all;
+    const all = Object.hasOwn(out, name) ? [...[out[name]].flat(), ...parts] : parts;
+    // defineProperty: a part named "__proto__" must stay a field (and fail validation), not a prototype.
+    Object.defineProperty(out, name, {
+      value: all.length === 1 ? all[0] : all,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
   }
   return out;
 }

@@ -213,7 +213,7 @@ Deno.test("mask sizes: the aspect-ratio rule and header-only sizes of PNG and JP
   if (imageSize(png.subarray(0, 10)) !== undefined) throw new Error("truncated PNG");
 });
 
-Deno.test("mask preprocessing: binarised at 128, resized with Pillow's Lanczos, alpha masks inverted, latent mask by nearest", async () => {
+Deno.test("mask preprocessing: binarised at 128, PNG or JPEG, resized with Pillow's Lanczos, alpha masks inverted, latent mask by nearest", async () => {
   const [c1, c2] = manifest.cases;
   // The fixtures' masks are binary L PNGs at the image size: preprocessing keeps them bit for bit.
   for (const c of [c1, c2]) {
@@ -230,6 +230,13 @@ Deno.test("mask preprocessing: binarised at 128, resized with Pillow's Lanczos, 
       }
     }
   }
+  // Any JPEG will do too: the same ellipse, compressed, differs from the PNG's only along the edge.
+  const png = decodePng(await Deno.readFile(`${fixtures}inpaint/${c2.mask}`)).data as Uint8Array;
+  const jpeg = encodeImage(grey3(png), 128, 128, "jpeg", { quality: 80 }).bytes;
+  const fromPng = preprocessMask(await Deno.readFile(`${fixtures}inpaint/${c2.mask}`), 128, 128);
+  const fromJpeg = preprocessMask(jpeg, 128, 128);
+  const jpegDiffers = fromJpeg.filter((v, i) => v !== fromPng[i]).length;
+  if (jpegDiffers > 100) throw new Error(`${jpegDiffers} pixels of the JPEG mask differ`);
   // Threshold: 127 keeps, 128 repaints.
   const grey = (v: number) => encodeImage(new Uint8Array(8 * 8 * 3).fill(v), 8, 8, "png").bytes;
   if (preprocessMask(grey(127), 8, 8).some((v) => v !== 0)) throw new Error("127 repaints");

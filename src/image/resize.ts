@@ -37,6 +37,7 @@ function coefficients(inSize: number, outSize: number): Coefficients {
   const count = new Int32Array(outSize);
   const weights = new Float64Array(outSize * kSize);
   const pre = new Float64Array(kSize);
+  const ss = 1 / filterScale; // Pillow multiplies by the reciprocal: the same last bit as it
   for (let i = 0; i < outSize; i++) {
     const center = (i + 0.5) * scale;
     // C's (int) truncates; values below 0 are clamped either way.
@@ -44,7 +45,7 @@ function coefficients(inSize: number, outSize: number): Coefficients {
     const xmax = Math.min(inSize, Math.trunc(center + support + 0.5)) - xmin;
     let sum = 0;
     for (let x = 0; x < xmax; x++) {
-      const w = lanczos((x + xmin - center + 0.5) / filterScale);
+      const w = lanczos((x + xmin - center + 0.5) * ss);
       pre[x] = w;
       sum += w;
     }

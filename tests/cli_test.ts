@@ -1,6 +1,6 @@
 // The developer commands, run as a user would: tokenize, component (randn and unet) and generate.
 
-import { assertClose } from "./util.ts";
+import { assertClose, psnr } from "./util.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
 import { decodeImage } from "../src/image/codec.ts";
 import { readJsonFile } from "../src/util/json.ts";
@@ -122,4 +122,53 @@ Deno.test("generate writes the image and preview files", async () => {
     throw new Error(`${previews} previews for 3 steps with --preview-every 1 (the last step has none)`);
   }
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("generate --image --mask inpaints as diffusers does; an inpainting model without --mask is refused", async () => {
+  const manifest = await readJsonFile(`${fixtures}/inpaint/manifest.json`) as {
+    cases: { name: string; cli: string[]; image: string; mask: string; png: string }[];
+  };
+  const c = manifest.cases.find((c) => c.name === "inpaint_1")!;
+  const dir = await Deno.makeTempDir();
+  try {
+    const model = `${fixtures}/tiny_sd_inpaint`;
+    const image = `${fixtures}/inpaint/${c.image}`;
+    const r = await cli(
+      "generate",
+      "--model",
+      model,
+      ...c.cli,
+      "--image",
+      image,
+      "--mask",
+      `${fixtures}/inpaint/${c.mask}`,
+      "--precision",
+      "f32",
+      "--quiet",
+      "--out",
+      `${dir}/out.png`,
+    );
+    if (r.code !== 0) throw new Error(r.stderr);
+    const got = decodeImage(await Deno.readFile(`${dir}/out.png`));
+    const want = decodeImage(await Deno.readFile(`${fixtures}/inpaint/${c.png}`));
+    const db = psnr(got.rgba, want.rgba);
+    if (!(db >= 40)) throw new Error(`PSNR ${db.toFixed(2)} dB against diffusers' image`);
+
+    const refused = await cli(
+      "generate",
+      "--model",
+      model,
+      "--prompt",
+      "x",
+      "--image",
+      image,
+      "--out",
+      `${dir}/x.png`,
+    );
+    if (refused.code === 0 || !/inpainting model.*mask/.test(refused.stderr)) {
+      throw new Error(`expected the missing mask to be named: ${refused.stderr}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -1,9 +1,10 @@
 // Hostile requests shared by the server fuzzers (tests/server_fuzz_test.ts on the test double,
 // tests/server_real_fuzz_test.ts on the tiny real model): a seeded PRNG, odd values, mutated and malformed
-// JSON bodies, junk methods, paths, queries and headers, oversized bodies, SSE clients that hang up, and
+// JSON bodies, multipart image-edit forms with odd parts, junk methods, paths, queries and headers, oversized bodies, SSE clients that hang up, and
 // raw-socket exchanges (malformed HTTP, bodies that stop short, bodies trickled slowly). Every sender here
 // turns what happened into a `Probe` and never throws for what the server does.
 
+import { encodeImage } from "../src/image/codec.ts";
 import { readSse } from "./server_harness.ts";
 
 /** mulberry32: a small seeded PRNG. */
@@ -82,6 +83,7 @@ export const FIELDS = [
   "preview",
   "output_format",
   "image",
+  "mask",
   "strength",
   "n",
   "size",
@@ -146,11 +148,48 @@ export function mutatedRequest(r: Rng, shape: FuzzShape, openai: boolean): Recor
   return base;
 }
 
+/** A PNG as a Blob part (a copy: Blob takes ArrayBuffer-backed views only). */
+function png(w: number, h: number): Blob {
+  return new Blob([encodeImage(new Uint8Array(w * h * 3).fill(90), w, h, "png").bytes.slice()], {
+    type: "image/png",
+  });
+}
+
+/** A valid /v1/images/edits form (image, mask, prompt, size, steps, at the shape's OpenAI size) with one to
+ * three parts replaced by something hostile: odd text, random bytes as a file, repeated parts, images of odd
+ * sizes. */
+export function mutatedEditForm(r: Rng, shape: FuzzShape): FormData {
+  const size = String(shape.openai.size ?? "32x32");
+  const [w, h] = size.split("x").map(Number);
+  const form = new FormData();
+  const parts: [string, string | Blob][] = [
+    ["prompt", "a cat"],
+    ["size", size],
+    ["steps", "2"],
+    ["image", png(w, h)],
+  ];
+  if (r.next() < 0.5) parts.push(["mask", png(w, h)]);
+  for (let k = 0; k <= r.int(3); k++) {
+    const name = r.pick([...FIELDS, "image[]"]);
+    const value = r.pick([
+      () => String(randomValue(r)).toWellFormed().slice(0, 300),
+      () => new Blob([Uint8Array.from({ length: r.int(200) }, () => r.int(256))]),
+      () => png(1 + r.int(64), 1 + r.int(64)),
+    ])();
+    const i = parts.findIndex(([n]) => n === name);
+    if (r.next() < 0.3 || i < 0) parts.push([name, value]);
+    else parts.splice(i, 1, [name, value]);
+  }
+  for (const [name, value] of parts) form.append(name, value);
+  return form;
+}
+
 /** The kinds of hostile request `hostileRequest` builds. */
 export const HOSTILE_KINDS = [
   "random-json",
   "mutated-native",
   "mutated-openai",
+  "mutated-edits",
   "bytes",
   "truncated-json",
   "content-type",
@@ -191,6 +230,11 @@ export function hostileRequest(kind: HostileKind, r: Rng, shape: FuzzShape): Hos
     case "mutated-openai":
       path = "/v1/images/generations";
       init.body = JSON.stringify(mutatedRequest(r, shape, true));
+      break;
+    case "mutated-edits":
+      path = "/v1/images/edits";
+      // fetch sets the multipart Content-Type with its boundary.
+      init = { method: "POST", body: mutatedEditForm(r, shape) };
       break;
     case "bytes":
       init.body = Uint8Array.from({ length: r.int(300) }, () => r.int(256));

@@ -1,11 +1,13 @@
 // The HTTP API on the real engine: the tiny diffusers model in tests/fixtures/tiny_sd, loaded in the
 // background like a real model. Native SSE (POST and GET), JSON, the official openai client (plain and
-// streamed), cancellation on disconnect with the next job running, and the image equal to what the
-// library pipeline produces for the same seed. (tests/server_api_test.ts runs the wider API surface —
-// every 400, 429, auth, metrics — against a fast test double.)
+// streamed), inpainting (native mask and OpenAI images.edit against diffusers' image), cancellation on
+// disconnect with the next job running, and the image equal to what the library pipeline produces for the
+// same seed. (tests/server_api_test.ts runs the wider API surface — every 400, 429, auth, metrics — against a
+// fast test double.)
 
 import OpenAI from "openai";
-import { decodeImage } from "../src/image/codec.ts";
+import { decodeImage, encodeImage } from "../src/image/codec.ts";
+import { psnr } from "./util.ts";
 import { collectSse, postJson, readSse, startTestServer, tinyModelEngineFactory } from "./server_harness.ts";
 
 function assert(cond: unknown, message: string): asserts cond {
@@ -97,6 +99,60 @@ Deno.test("server on the tiny real model", async (t) => {
       assert(types.at(-1) === "image_generation.completed", `types ${types}`);
       assert(types.filter((x) => x === "image_generation.partial_image").length === 2, `types ${types}`);
     });
+
+    await t.step(
+      "inpainting: native white mask and OpenAI images.edit (alpha 0) give diffusers' image",
+      async () => {
+        // The golden case inpaint_2 (tests/fixtures/inpaint): this 4-channel model, strength 0.8, blended.
+        const dir = new URL("./fixtures/inpaint/", import.meta.url).pathname;
+        const image = await Deno.readFile(`${dir}inpaint_2_image.png`);
+        const mask = await Deno.readFile(`${dir}inpaint_2_mask.png`);
+        const fields = {
+          prompt: "a photograph of an astronaut riding a horse",
+          negative_prompt: "",
+          steps: 8,
+          guidance_scale: 7.5,
+          sampler: "ddim",
+          seed: 2024,
+          strength: 0.8,
+        };
+        const native = await (await postJson(`${s.url}/v1/generate`, {
+          ...fields,
+          width: 128,
+          height: 128,
+          image: image.toBase64(),
+          mask: mask.toBase64(),
+        })).json();
+        const got = decodeImage(Uint8Array.fromBase64(native.image));
+        const want = decodeImage(await Deno.readFile(`${dir}inpaint_2.png`));
+        // The server computes in f16 where the adapter can: the e2e tests' f16 bound.
+        const db = psnr(got.rgba, want.rgba);
+        console.log(`inpaint_2 over HTTP: PSNR ${db.toFixed(2)} dB`);
+        assert(db >= 25, `PSNR ${db.toFixed(2)} dB against diffusers`);
+
+        // OpenAI's mask: transparent where the white-repaints mask is white.
+        const l = decodeImage(mask);
+        const rgba = new Uint8Array(l.width * l.height * 4);
+        for (let p = 0; p < l.width * l.height; p++) rgba[p * 4 + 3] = 255 - l.rgba[p * 4];
+        const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: "unused", maxRetries: 0 });
+        const stream = await client.images.edit({
+          image: await OpenAI.toFile(image, "image.png", { type: "image/png" }),
+          mask: await OpenAI.toFile(encodeImage(rgba, l.width, l.height, "png").bytes, "mask.png"),
+          size: "128x128",
+          stream: true,
+          partial_images: 1,
+          ...fields,
+        } as unknown as OpenAI.ImageEditParamsStreaming);
+        const types: string[] = [];
+        let edited = "";
+        for await (const ev of stream) {
+          types.push(ev.type);
+          if (ev.type === "image_edit.completed") edited = ev.b64_json;
+        }
+        assert(types.join() === "image_edit.partial_image,image_edit.completed", `types ${types}`);
+        assert(decodeSame(edited, Uint8Array.fromBase64(native.image)), "edits image ≠ native image");
+      },
+    );
 
     await t.step("a disconnected client's job stops within a step and the next job completes", async () => {
       const client = new AbortController();

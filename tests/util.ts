@@ -92,3 +92,12 @@ export function expectThrow(fn: () => unknown, pattern: RegExp | string, what: s
   }
   throw new Error(`${what}: expected an error`);
 }
+
+/** Peak signal-to-noise ratio of two 8-bit images in dB (Infinity when equal). */
+export function psnr(a: Uint8Array, b: Uint8Array): number {
+  if (a.length !== b.length) throw new Error(`psnr: ${a.length} vs ${b.length} bytes`);
+  let se = 0;
+  for (let i = 0; i < a.length; i++) se += (a[i] - b[i]) ** 2;
+  const mse = se / a.length;
+  return mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse);
+}

@@ -5,10 +5,16 @@ import { parseArgs } from "node:util";
 import cliProgress from "cli-progress";
 import { Gpu } from "../gpu/device.ts";
 import { loadPipeline } from "../pipeline/load.ts";
+import { sizeMultiple } from "../pipeline/pipeline.ts";
+import { imageSize } from "../image/codec.ts";
 import { type GenerateRequest, SAMPLER_NAMES, type SamplerName } from "../pipeline/types.ts";
 
+// --image without --width/--height: the image's size, rounded down to what the UNet takes (64 for SD).
+// --mask (white repaints, any PNG or JPEG of the image's aspect ratio, stretched to it) makes it inpainting;
+// --strength then defaults to 1 (diffusers' inpainting default), else 0.75.
 const USAGE = `usage: generate --model DIR --prompt P [--negative N] [--seed S] [--steps N] [--guidance G]
-  [--sampler ${SAMPLER_NAMES.join("|")}] [--eta E] [--width W --height H] [--image init.png --strength S]
+  [--sampler ${SAMPLER_NAMES.join("|")}] [--eta E] [--width W --height H]
+  [--image init.png [--mask mask.png] [--strength S]]
   [--long-prompt chunk|truncate] [--precision f32|f16] [--previews DIR --preview-every K] [--preview cheap|vae]
   [--tokenizer DIR] --out out.png`;
 
@@ -34,6 +40,7 @@ export async function generateCommand(args: string[]): Promise<number> {
       width: { type: "string" },
       height: { type: "string" },
       image: { type: "string" },
+      mask: { type: "string" },
       strength: { type: "string" },
       "long-prompt": { type: "string", default: "chunk" },
       precision: { type: "string" },
@@ -69,24 +76,30 @@ export async function generateCommand(args: string[]): Promise<number> {
 
   const gpu = await Gpu.create({ disableF16: values["no-f16"] });
   const pipeline = await loadPipeline(gpu, values.model, { precision, tokenizerDir: values.tokenizer });
+  const initImage = values.image ? await Deno.readFile(values.image) : undefined;
+  const mask = values.mask ? await Deno.readFile(values.mask) : undefined;
+  const fromImage = initImage && imageSize(initImage);
+  const m = sizeMultiple(pipeline.parts.unet);
+  const fit = (px: number) => Math.max(m, px - (px % m));
   const request: GenerateRequest = {
     prompt: values.prompt,
     negativePrompt: values.negative,
-    width: num(values.width, "width", 512),
-    height: num(values.height, "height", 512),
+    width: num(values.width, "width", fromImage ? fit(fromImage.width) : 512),
+    height: num(values.height, "height", fromImage ? fit(fromImage.height) : 512),
     steps: num(values.steps, "steps", 20),
     guidanceScale: num(values.guidance, "guidance", 7.5),
     sampler: values.sampler as SamplerName | undefined,
     seed: values.seed === undefined ? undefined : Number(values.seed),
     eta: values.eta === undefined ? undefined : num(values.eta, "eta", 0),
-    initImage: values.image ? await Deno.readFile(values.image) : undefined,
+    initImage,
+    mask,
     strength: values.strength === undefined ? undefined : num(values.strength, "strength", 0.75),
     previewEvery: values.previews ? num(values["preview-every"], "preview-every", 1) : 0,
     preview,
     previewFormat: "png",
     longPrompt,
   };
-  if (request.initImage && request.strength === undefined) request.strength = 0.75;
+  if (request.initImage && request.strength === undefined) request.strength = mask ? 1 : 0.75;
   if (values.previews) await Deno.mkdir(values.previews, { recursive: true });
   if (longPrompt === "truncate") {
     const t = pipeline.parts.tokenizer.chunks(request.prompt, "truncate");

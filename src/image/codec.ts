@@ -66,6 +66,43 @@ export function sniffImageMime(bytes: Uint8Array): string | undefined {
   return undefined;
 }
 
+/**
+ * Width and height from a PNG's IHDR or a JPEG's first SOF marker, without decoding the pixels (request
+ * validation on the HTTP thread). Undefined when the header cannot be read.
+ */
+export function imageSize(bytes: Uint8Array): { width: number; height: number } | undefined {
+  const mime = sniffImageMime(bytes);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (mime === "image/png") {
+    // signature (8), IHDR length (4), "IHDR" (4), width (4), height (4)
+    if (bytes.length < 24 || String.fromCharCode(...bytes.subarray(12, 16)) !== "IHDR") return undefined;
+    return { width: view.getUint32(16), height: view.getUint32(20) };
+  }
+  if (mime === "image/jpeg") {
+    let at = 2;
+    while (at + 4 <= bytes.length) {
+      if (bytes[at] !== 0xff) return undefined;
+      const marker = bytes[at + 1];
+      if (marker === 0xff) { // fill byte
+        at++;
+        continue;
+      }
+      if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) { // no length
+        at += 2;
+        continue;
+      }
+      const length = view.getUint16(at + 2);
+      // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC): length, precision, height, width.
+      if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+        if (at + 9 > bytes.length) return undefined;
+        return { width: view.getUint16(at + 7), height: view.getUint16(at + 5) };
+      }
+      at += 2 + length;
+    }
+  }
+  return undefined;
+}
+
 /** Decodes a PNG or JPEG into 8-bit RGBA; throws with a readable message otherwise. */
 export function decodeImage(bytes: Uint8Array, maxMegapixels = 64): DecodedImage {
   const mime = sniffImageMime(bytes);

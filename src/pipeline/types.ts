@@ -2,9 +2,10 @@
 // the engine that produces them.
 
 import type { ImageFormat } from "../image/codec.ts";
+import type { MaskChannel } from "../image/mask.ts";
 import type { SamplerName } from "../schedulers/names.ts";
 
-export type { ImageFormat, SamplerName };
+export type { ImageFormat, MaskChannel, SamplerName };
 export { SAMPLER_NAMES } from "../schedulers/names.ts";
 
 export interface GenerateRequest {
@@ -21,9 +22,18 @@ export interface GenerateRequest {
   /** Default: a random seed, reported back in the events. */
   seed?: number;
   eta?: number;
-  /** img2img: an encoded PNG or JPEG image, and how much of the schedule to run (0..1]. */
+  /** img2img: an encoded PNG or JPEG image, and how much of the schedule to run (0..1]; with a mask the
+   * default is 1 (diffusers' inpainting default: the masked area starts from pure noise). */
   initImage?: Uint8Array;
   strength?: number;
+  /** Inpainting: an encoded PNG or JPEG mask of initImage's aspect ratio, stretched to width × height;
+   * white (≥ 128 after resizing) repaints, black keeps. Needs initImage. */
+  mask?: Uint8Array;
+  /** "alpha": the mask's transparent pixels repaint instead (OpenAI's edits). Default "luminance". */
+  maskChannel?: MaskChannel;
+  /** Inpainting with a mask that repaints every pixel, instead of `mask` (OpenAI's edits without a mask;
+   * the only way an inpainting model edits a whole image). */
+  maskAll?: boolean;
   /** Emit a preview every K steps (0 or undefined: none). */
   previewEvery?: number;
   /** cheap: fixed 4→3 latent→RGB map, upscaled; vae: full VAE decode. */

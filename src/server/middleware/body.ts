@@ -1,4 +1,4 @@
-// Reads a JSON request body under a size limit, answering 400 with the field "body" on any problem (the
+// Reads a JSON (or multipart) request body under a size limit, answering 400 with the field "body" on any problem (the
 // API's contract for every bad field; too large has its own code for clients that care). The validator
 // after it parses the body again: it gets the bytes already read.
 
@@ -47,6 +47,48 @@ export function jsonBody(options: JsonBodyOptions) {
       return errorResponse(400, "invalid_request", `body: not valid JSON (${why})`, "body");
     }
     c.req.raw = new Request(c.req.raw.url, { method: c.req.method, headers: c.req.raw.headers, body: text });
+    await next();
+  });
+}
+
+/**
+ * The same for a `multipart/form-data` body (OpenAI's /v1/images/edits): the type and the size limit are
+ * checked here, the parts are parsed by the route (`c.req.parseBody()`), which gets the bytes already read.
+ */
+export function formBody(options: JsonBodyOptions) {
+  const { maxBytes } = options;
+  const tooLarge = () =>
+    errorResponse(400, "payload_too_large", `body: larger than the limit of ${maxBytes} bytes`, "body");
+  return createMiddleware(async function formBody(c, next) {
+    const type = (c.req.header("content-type") ?? "").split(";")[0].trim().toLowerCase();
+    if (type !== "multipart/form-data") {
+      return errorResponse(
+        400,
+        "invalid_request",
+        `body: expected Content-Type multipart/form-data, got ${type ? JSON.stringify(type) : "none"}`,
+        "body",
+      );
+    }
+    const declared = Number(c.req.header("content-length") ?? "0");
+    if (declared > maxBytes) return tooLarge();
+    let bytes: Uint8Array;
+    try {
+      const read = await readLimited(c.req.raw.body, maxBytes);
+      if (read === "too-large") return tooLarge();
+      bytes = read;
+    } catch (e) {
+      return errorResponse(
+        400,
+        "invalid_request",
+        `body: could not be read (${(e as Error).message})`,
+        "body",
+      );
+    }
+    c.req.raw = new Request(c.req.raw.url, {
+      method: c.req.method,
+      headers: c.req.raw.headers,
+      body: bytes as Uint8Array<ArrayBuffer>,
+    });
     await next();
   });
 }

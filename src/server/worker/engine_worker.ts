@@ -8,6 +8,7 @@
 
 import { Gpu } from "../../gpu/device.ts";
 import type { StableDiffusionPipeline } from "../../pipeline/pipeline.ts";
+import { greyPng } from "../../pipeline/inpaint.ts";
 import { type GenerateRequest, RequestError } from "../../pipeline/types.ts";
 import { errorText, type GpuInfo } from "../engine_host.ts";
 import {
@@ -99,9 +100,14 @@ async function start(init: InitMessage): Promise<void> {
 }
 
 /** One 1-step generation at `size`: compiles every kernel and builds every plan a request of that size uses
- * (text encoder, UNet at the request's batch, VAE decode). */
+ * (text encoder, UNet at the request's batch, VAE decode; the VAE encoder too for an inpainting model). */
 async function warmup(p: StableDiffusionPipeline, size: WarmupSize, guidanceScale: number): Promise<void> {
   const request: GenerateRequest = { prompt: "", ...size, steps: 1, guidanceScale, seed: 0, previewEvery: 0 };
+  if (p.unetKind === "inpainting") {
+    // An inpainting model runs nothing without an image and a mask; this also builds the VAE encoder's plan.
+    request.initImage = greyPng();
+    request.maskAll = true;
+  }
   try {
     for await (const _ of p.generate(request)) { /* events of the warm-up run are not needed */ }
   } catch (e) {

@@ -1,9 +1,9 @@
 // Hostile requests shared by the server fuzzers (tests/server_fuzz_test.ts on the test double,
 // tests/server_real_fuzz_test.ts on the tiny real model): a seeded PRNG, odd values, mutated and malformed
-// JSON bodies, multipart image-edit forms with odd parts, junk methods, paths, queries and headers, oversized bodies, SSE clients that hang up, and
-// raw-socket exchanges (malformed HTTP, bodies that stop short, bodies trickled slowly). Every sender here
-// turns what happened into a `Probe` and never throws for what the server does.
-
+// JSON bodies, multipart image-edit forms with odd parts, junk methods, paths, queries and headers, oversized
+// bodies, SSE clients that hang up, and raw-socket exchanges (malformed HTTP, bodies that stop short, bodies
+// trickled slowly). Every sender here turns what happened into a `Probe` and never throws for what the
+// server does.
 import { encodeImage } from "../src/image/codec.ts";
 import { readSse } from "./server_harness.ts";
 

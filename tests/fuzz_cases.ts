@@ -4,6 +4,7 @@
 // bodies, SSE clients that hang up, and raw-socket exchanges (malformed HTTP, bodies that stop short, bodies
 // trickled slowly). Every sender here turns what happened into a `Probe` and never throws for what the
 // server does.
+
 import { encodeImage } from "../src/image/codec.ts";
 import { readSse } from "./server_harness.ts";
 

@@ -13,6 +13,8 @@ import { TorchGenerator } from "../schedulers/rng.ts";
 import { createScheduler, img2imgSchedule } from "../schedulers/index.ts";
 import type { NoiseSource, Scheduler, SchedulerConfig } from "../schedulers/common.ts";
 import type { ClipTokenizer } from "../text/tokenizer.ts";
+import type { PromptWeighting } from "../text/prompt_weights.ts";
+import { encodePrompts, type TextContext } from "./text_encoding.ts";
 import {
   a1111Parameters,
   decodedToRgb,
@@ -139,6 +141,7 @@ export class StableDiffusionPipeline implements Engine {
       req.negativePrompt ?? "",
       cfg,
       req.longPrompt ?? "chunk",
+      req.promptWeighting ?? "none",
     );
     const tText = performance.now();
     checkAbort();
@@ -326,31 +329,18 @@ export class StableDiffusionPipeline implements Engine {
   }
 
   /**
-   * Prompt (and negative prompt) → CLIP last hidden states. Long prompts: "chunk" encodes 75-token chunks
-   * and concatenates them along the sequence (A1111), the shorter side padded with empty chunks;
-   * "truncate" cuts at 75 tokens as diffusers does.
+   * Prompt (and negative prompt) → CLIP last hidden states, [B, chunks·77, C] with the negative prompt's
+   * rows first (pipeline/text_encoding.ts): long prompts in 75-token chunks ("chunk", A1111) or cut
+   * ("truncate", diffusers); prompt weighting "none" (diffusers) or "a1111".
    */
-  async encodeText(
+  encodeText(
     prompt: string,
     negative: string,
     cfg: boolean,
     mode: "chunk" | "truncate",
-  ): Promise<{ context: Float32Array; tokens: number }> {
-    const { tokenizer, textEncoder, gpu } = this.parts;
-    const cond = tokenizer.chunks(prompt, mode).ids;
-    const uncond = cfg ? tokenizer.chunks(negative, mode).ids : [];
-    const chunks = Math.max(cond.length, uncond.length);
-    const empty = tokenizer.chunks("", "truncate").ids[0];
-    while (cond.length < chunks) cond.push(empty);
-    while (cfg && uncond.length < chunks) uncond.push(empty);
-    const rows = [...uncond, ...cond];
-    const L = rows[0].length;
-    const plan = textEncoder.plan(rows.length, L);
-    gpu.device.queue.writeBuffer(plan.ids.buffer, 0, Uint32Array.from(rows.flat()));
-    plan.plan.run("text encoder");
-    const hidden = await readTensor(gpu, plan.lastHidden); // [rows, L, C]: row r = chunk r
-    // Rows are already in [uncond chunks..., cond chunks...] order, so the flat array is [B, chunks·L, C].
-    return { context: hidden, tokens: chunks * L };
+    weighting: PromptWeighting = "none",
+  ): Promise<TextContext> {
+    return encodePrompts(this.parts, { prompt, negative, cfg, longPrompt: mode, weighting });
   }
 
   /**

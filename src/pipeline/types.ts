@@ -4,9 +4,11 @@
 import type { ImageFormat } from "../image/codec.ts";
 import type { MaskChannel } from "../image/mask.ts";
 import type { SamplerName } from "../schedulers/names.ts";
+import type { PromptWeighting } from "../text/prompt_weights.ts";
 
-export type { ImageFormat, MaskChannel, SamplerName };
+export type { ImageFormat, MaskChannel, PromptWeighting, SamplerName };
 export { SAMPLER_NAMES } from "../schedulers/names.ts";
+export { PROMPT_WEIGHTINGS } from "../text/prompt_weights.ts";
 
 export interface GenerateRequest {
   prompt: string;
@@ -41,6 +43,8 @@ export interface GenerateRequest {
   previewFormat?: ImageFormat;
   outputFormat?: ImageFormat;
   longPrompt?: "chunk" | "truncate";
+  /** "none" (the default: plain text, as diffusers) or "a1111": (word:1.2), [word], BREAK. */
+  promptWeighting?: PromptWeighting;
 }
 
 export interface GenerationTimings {

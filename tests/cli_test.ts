@@ -172,3 +172,47 @@ Deno.test("generate --image --mask inpaints as diffusers does; an inpainting mod
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("generate --prompt-weighting: a1111 reads the brackets (a different image than none); bad values fail", async () => {
+  const dir = await Deno.makeTempDir();
+  const images: Uint8Array[] = [];
+  for (const weighting of ["none", "a1111"]) {
+    const r = await cli(
+      "generate",
+      "--model",
+      `${fixtures}/tiny_sd`,
+      "--prompt",
+      "a (red fox:1.8) in the snow",
+      "--prompt-weighting",
+      weighting,
+      "--seed",
+      "3",
+      "--steps",
+      "2",
+      "--width",
+      "64",
+      "--height",
+      "64",
+      "--out",
+      `${dir}/${weighting}.png`,
+    );
+    if (r.code !== 0) throw new Error(r.stderr);
+    images.push(decodeImage(await Deno.readFile(`${dir}/${weighting}.png`)).rgba);
+  }
+  if (images[0].every((v, i) => v === images[1][i])) throw new Error("a1111 and none gave the same image");
+  const bad = await cli(
+    "generate",
+    "--model",
+    `${fixtures}/tiny_sd`,
+    "--prompt",
+    "x",
+    "--prompt-weighting",
+    "comfy",
+    "--out",
+    `${dir}/bad.png`,
+  );
+  if (bad.code === 0 || !bad.stderr.includes("--prompt-weighting must be none or a1111")) {
+    throw new Error(`expected a --prompt-weighting error: ${bad.stderr}`);
+  }
+  await Deno.remove(dir, { recursive: true });
+});

@@ -8,6 +8,7 @@
 import OpenAI from "openai";
 import { decode as decodePng } from "fast-png";
 import { decodeImage, encodeImage } from "../src/image/codec.ts";
+import { DEFAULT_LIMITS, nativeSchema } from "../src/server/schemas.ts";
 import {
   collectSse,
   fakeEngineFactory,
@@ -393,6 +394,13 @@ const BAD_REQUESTS: BadCase[] = [
     "n",
     /number/,
   ],
+  [
+    "unknown prompt weighting",
+    { body: JSON.stringify({ prompt: "p", prompt_weighting: "sdxl" }) },
+    400,
+    "prompt_weighting",
+    /none or a1111/,
+  ],
 ];
 
 Deno.test("every bad field answers 400 JSON naming it", async () => {
@@ -611,7 +619,7 @@ Deno.test("bearer token: every API route answers 401 without it; the page and /h
         const headers: Record<string, string> = { "content-type": "application/json" };
         if (auth) headers.authorization = auth;
         const res = await fetch(`${s.url}${path}`, { method, headers, body });
-        await res.body?.cancel();
+        await res.text();
         if (auth === "Bearer s3cret") {
           assert(res.status !== 401, `${method} ${path} with the token: ${res.status}`);
         } else {
@@ -627,7 +635,7 @@ Deno.test("bearer token: every API route answers 401 without it; the page and /h
     await collectSse(viaQuery);
     for (const open of ["/", "/healthz"]) {
       const res = await fetch(`${s.url}${open}`);
-      await res.body?.cancel();
+      await res.text();
       assertEquals(res.status, 200, open);
     }
     const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: "wrong", maxRetries: 0 });
@@ -695,4 +703,28 @@ Deno.test("/v1/models, /metrics, the page, 404 and 405 answers", async () => {
     assertEquals([wrong.status, (await wrong.json()).error.code], [405, "method_not_allowed"], "405");
     assertEquals(wrong.headers.get("allow"), "POST", "Allow header");
   });
+});
+
+Deno.test("prompt_weighting: none unless the request (or the route's default) says a1111; GET takes it too", async () => {
+  await withServer({ engine: ENGINE }, async (s) => {
+    for (const body of [{ prompt: "(x)" }, { prompt: "(x)", prompt_weighting: "a1111" }]) {
+      const res = await postJson(`${s.url}/v1/generate`, { ...body, steps: 1, width: 16, height: 16 });
+      assertEquals(res.status, 200, "status");
+      await res.text();
+    }
+    const get = await fetch(
+      `${s.url}/v1/generate?prompt=x&steps=1&width=16&height=16&prompt_weighting=a1111`,
+    );
+    assertEquals(get.status, 200, "GET status");
+    await get.text();
+    const runs = s.fake!.runs.map((r) => r.request.promptWeighting);
+    assertEquals(runs, ["none", "a1111", "a1111"], "engine requests");
+  });
+  const a1111Route = nativeSchema(DEFAULT_LIMITS, false, { promptWeighting: "a1111" });
+  assertEquals(a1111Route.parse({ prompt: "p" }).request.promptWeighting, "a1111", "route default");
+  assertEquals(
+    a1111Route.parse({ prompt: "p", prompt_weighting: "none" }).request.promptWeighting,
+    "none",
+    "request over route default",
+  );
 });

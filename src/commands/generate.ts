@@ -7,7 +7,9 @@ import { Gpu } from "../gpu/device.ts";
 import { loadPipeline } from "../pipeline/load.ts";
 import { sizeMultiple } from "../pipeline/pipeline.ts";
 import { imageSize } from "../image/codec.ts";
+import { promptChunks } from "../pipeline/text_encoding.ts";
 import { type GenerateRequest, SAMPLER_NAMES, type SamplerName } from "../pipeline/types.ts";
+import { PROMPT_WEIGHTINGS, type PromptWeighting } from "../pipeline/types.ts";
 
 // --image without --width/--height: the image's size, rounded down to what the UNet takes (64 for SD).
 // --mask (white repaints, any PNG or JPEG of the image's aspect ratio, stretched to it) makes it inpainting;
@@ -16,6 +18,7 @@ const USAGE = `usage: generate --model DIR --prompt P [--negative N] [--seed S] 
   [--sampler ${SAMPLER_NAMES.join("|")}] [--eta E] [--width W --height H]
   [--image init.png [--mask mask.png] [--strength S]]
   [--long-prompt chunk|truncate] [--precision f32|f16] [--previews DIR --preview-every K] [--preview cheap|vae]
+  [--prompt-weighting none|a1111]
   [--tokenizer DIR] --out out.png`;
 
 function num(value: string | undefined, name: string, fallback: number): number {
@@ -43,6 +46,7 @@ export async function generateCommand(args: string[]): Promise<number> {
       mask: { type: "string" },
       strength: { type: "string" },
       "long-prompt": { type: "string", default: "chunk" },
+      "prompt-weighting": { type: "string", default: "none" },
       precision: { type: "string" },
       previews: { type: "string" },
       "preview-every": { type: "string" },
@@ -63,6 +67,10 @@ export async function generateCommand(args: string[]): Promise<number> {
   const longPrompt = values["long-prompt"];
   if (longPrompt !== "chunk" && longPrompt !== "truncate") {
     throw new Error("--long-prompt must be chunk or truncate");
+  }
+  const promptWeighting = values["prompt-weighting"] as PromptWeighting;
+  if (!PROMPT_WEIGHTINGS.includes(promptWeighting)) {
+    throw new Error(`--prompt-weighting must be ${PROMPT_WEIGHTINGS.join(" or ")}`);
   }
   const precision = values.precision;
   if (precision !== undefined && precision !== "f32" && precision !== "f16") {
@@ -98,11 +106,12 @@ export async function generateCommand(args: string[]): Promise<number> {
     preview,
     previewFormat: "png",
     longPrompt,
+    promptWeighting,
   };
   if (request.initImage && request.strength === undefined) request.strength = mask ? 1 : 0.75;
   if (values.previews) await Deno.mkdir(values.previews, { recursive: true });
   if (longPrompt === "truncate") {
-    const t = pipeline.parts.tokenizer.chunks(request.prompt, "truncate");
+    const t = promptChunks(pipeline.parts.tokenizer, request.prompt, "truncate", promptWeighting);
     if (t.truncated) {
       console.error("note: the prompt is longer than 75 tokens and was truncated (--long-prompt truncate)");
     }

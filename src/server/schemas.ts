@@ -5,6 +5,7 @@ import { z } from "zod";
 import { type GenerateRequest, SAMPLER_NAMES } from "../pipeline/types.ts";
 import { imageSize, sniffImageMime } from "../image/codec.ts";
 import { maskSizeProblem } from "../image/mask.ts";
+import { PROMPT_WEIGHTINGS, type PromptWeighting } from "../pipeline/types.ts";
 
 export interface RequestLimits {
   /** Largest width or height in pixels. */
@@ -114,6 +115,11 @@ const samplerField = z.enum(SAMPLER_NAMES, {
   error: (i) => `unknown sampler ${describe(i.input)}; one of ${SAMPLER_NAMES.join(", ")}`,
 });
 
+/** Prompt syntax: "none" (plain text, diffusers) or "a1111" ((word:1.2), [word], BREAK). */
+export const promptWeightingField = z.enum(PROMPT_WEIGHTINGS, {
+  error: `must be ${PROMPT_WEIGHTINGS.join(" or ")}`,
+});
+
 const formatField = z.enum(["png", "jpeg"], {
   error: (i) => `unsupported format ${describe(i.input)}; one of png, jpeg`,
 });
@@ -192,8 +198,14 @@ export interface NativeRequest {
   previewEveryGiven: boolean;
 }
 
+/** Defaults a route chooses for fields its requests leave out. */
+export interface RouteDefaults {
+  /** "none" on the native API (diffusers' behaviour); A1111-compatible routes pass "a1111". */
+  promptWeighting?: PromptWeighting;
+}
+
 /** POST /v1/generate (JSON) or GET /v1/generate?… (query strings: `fromQuery`). */
-export function nativeSchema(limits: RequestLimits, fromQuery: boolean) {
+export function nativeSchema(limits: RequestLimits, fromQuery: boolean, defaults: RouteDefaults = {}) {
   const shape = {
     prompt: textField(limits.maxPromptChars, "prompt").refine(
       (s) => s.trim().length > 0,
@@ -215,6 +227,7 @@ export function nativeSchema(limits: RequestLimits, fromQuery: boolean) {
     preview_format: formatField.optional(),
     output_format: formatField.optional(),
     long_prompt: z.enum(["chunk", "truncate"], { error: "must be chunk or truncate" }).optional(),
+    prompt_weighting: promptWeightingField.optional(),
     image: imageField.optional(),
     mask: imageField.optional(),
     strength: numberField(fromQuery).pipe(
@@ -267,6 +280,7 @@ export function nativeSchema(limits: RequestLimits, fromQuery: boolean) {
         previewFormat: v.preview_format ?? "png",
         outputFormat: v.output_format ?? "png",
         longPrompt: v.long_prompt,
+        promptWeighting: v.prompt_weighting ?? defaults.promptWeighting ?? "none",
       },
     }));
 }

@@ -50,11 +50,11 @@ const SQUARE = 1 / 1.1;
 
 // ":" weight ")", with A1111's pattern: Python's \s around a run of [.0-9] with an optional sign.
 const WEIGHT_CLOSE = new RegExp(`:[${PY_WHITESPACE}]*([+-]?[.0-9]+)[${PY_WHITESPACE}]*\\)`, "y");
-// BREAK as a word (Python's Unicode \b: no letter, digit or "_" beside it), with the whitespace around it.
-const BREAK_RE = new RegExp(
-  `[${PY_WHITESPACE}]*(?<![\\p{L}\\p{N}_])BREAK(?![\\p{L}\\p{N}_])[${PY_WHITESPACE}]*`,
-  "gu",
-);
+// BREAK as a word (Python's Unicode \b: no letter, digit or "_" beside it). A1111's pattern also takes the
+// whitespace around it; that is trimmed from the neighbouring parts instead, since a regex starting with
+// \s* retries at every space of a long run (quadratic time).
+const BREAK_RE = /(?<![\p{L}\p{N}_])BREAK(?![\p{L}\p{N}_])/u;
+const SPACE_RE = new RegExp(`[${PY_WHITESPACE}]`);
 const SYNTAX = "\\()[]:";
 const ESCAPABLE = "()[]\\";
 
@@ -116,9 +116,15 @@ export function parsePromptWeights(prompt: string): PromptPiece[] {
     } else {
       let j = i + 1;
       while (j < prompt.length && !SYNTAX.includes(prompt[j])) j++;
-      prompt.slice(i, j).split(BREAK_RE).forEach((part, k) => {
-        if (k > 0) pieces.push({ break: true });
-        if (part) text(part);
+      const parts = prompt.slice(i, j).split(BREAK_RE);
+      parts.forEach((part, k) => {
+        let [from, to] = [0, part.length];
+        if (k > 0) {
+          pieces.push({ break: true });
+          while (from < to && SPACE_RE.test(part[from])) from++;
+        }
+        if (k < parts.length - 1) { while (to > from && SPACE_RE.test(part[to - 1])) to--; }
+        if (to > from) text(part.slice(from, to));
       });
       i = j;
     }

@@ -12,8 +12,9 @@
 //   - an unclosed "(" or "[" applies its ×1.1 / ÷1.1 to everything after it (outermost first);
 //   - a ")" or "]" with nothing open is literal text, and so is ":1.5)" with no "(" open;
 //   - a weight needs ")": "(a:1.5]" is the text "a:1.5]" (no "[" is open), and its "(" stays open;
-//   - an empty or non-numeric weight, "(text:)" or "(text:high)", is literal text: "text:" at × 1.1;
+//   - an empty or non-numeric weight is literal text: "(text:)" reads "text:" at × 1.1;
 //   - "1e1" is not a weight (A1111's weight pattern has no exponent): "(a:1e1)" is "a:1e1" at × 1.1;
+//     digits are ASCII only (Python's \d would also take other scripts' decimal digits);
 //   - a lone backslash (not before ( ) [ ] \) is dropped: "a\b" reads "ab";
 //   - adjacent pieces with exactly equal weights are merged before tokenizing: "(a)(b)" tokenizes "ab".
 // A1111 also lists empty pieces (around BREAK, for a lone backslash, [["", 1]] for an empty prompt); they

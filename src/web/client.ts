@@ -312,8 +312,11 @@ async function pollHealth(): Promise<void> {
       healthLine.className = h.model ? "ok" : "warn";
       return;
     }
+    const stage = h.stage ? ` (${h.stage})` : "";
     healthLine.textContent = h.status === "loading"
-      ? `loading model ${Math.round(h.progress * 100)}%`
+      ? `loading model ${Math.round(h.progress * 100)}%${stage}`
+      : h.status === "recovering"
+      ? `recovering: ${h.reason}; reloading ${Math.round(h.progress * 100)}%${stage}`
       : h.status === "failed"
       ? `failed: ${h.reason}`
       : h.status;

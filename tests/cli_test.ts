@@ -86,6 +86,38 @@ Deno.test("component unet runs the fixture's inputs and errors clearly on bad in
   await Deno.remove(out);
 });
 
+Deno.test("component taesd-decode and taesd-encode run the fixtures' latents ↔ image", async () => {
+  const out = await Deno.makeTempFile({ suffix: ".safetensors" });
+  const model = `${fixtures}/taesd/model`;
+  for (
+    const [entry, io, name] of [["taesd-decode", "decode_b", "image"], [
+      "taesd-encode",
+      "encode_a",
+      "latents",
+    ]]
+  ) {
+    const r = await cli(
+      "component",
+      entry,
+      "--config",
+      `${model}/config.json`,
+      "--weights",
+      `${model}/diffusion_pytorch_model.safetensors`,
+      "--in",
+      `${fixtures}/taesd/${io}.safetensors`,
+      "--out",
+      out,
+      "--precision",
+      "f32",
+    );
+    if (r.code !== 0) throw new Error(r.stderr);
+    using got = await SafetensorsFile.open(out);
+    using ref = await SafetensorsFile.open(`${fixtures}/taesd/${io}.safetensors`);
+    assertClose(await got.readF32(name), await ref.readF32(name), 1e-3, `${entry} ${name}`);
+  }
+  await Deno.remove(out);
+});
+
 Deno.test("generate writes the image and preview files", async () => {
   const dir = await Deno.makeTempDir();
   const r = await cli(

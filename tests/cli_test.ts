@@ -248,3 +248,27 @@ Deno.test("generate --prompt-weighting: a1111 reads the brackets (a different im
   }
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("generate --taesd: TAESD previews by default (half size) and --decoder taesd for the image", async () => {
+  const dir = await Deno.makeTempDir();
+  const args = ["generate", "--model", `${fixtures}/tiny_sd`, "--prompt", "a red fox", "--seed", "3"];
+  const r = await cli(
+    ...args,
+    ...["--steps", "2", "--sampler", "ddim", "--width", "64", "--height", "128"],
+    ...["--taesd", `${fixtures}/taesd/model`, "--decoder", "taesd", "--previews", `${dir}/previews`],
+    ...["--preview-every", "1", "--out", `${dir}/out.png`],
+  );
+  if (r.code !== 0) throw new Error(r.stderr);
+  const img = decodeImage(await Deno.readFile(`${dir}/out.png`));
+  if (img.width !== 64 || img.height !== 128) throw new Error(`image is ${img.width}×${img.height}`);
+  const preview = decodeImage(await Deno.readFile(`${dir}/previews/step_001.png`));
+  if (preview.width !== 32 || preview.height !== 64) {
+    throw new Error(`TAESD preview is ${preview.width}×${preview.height}, want 32×64`);
+  }
+  // Without weights, asking for TAESD fails before loading anything, naming what is missing.
+  const bad = await cli(...args, "--preview", "taesd", "--out", `${dir}/bad.png`);
+  if (bad.code === 0 || !bad.stderr.includes("--preview taesd needs TAESD weights")) {
+    throw new Error(`expected a missing-TAESD error: ${bad.stderr}`);
+  }
+  await Deno.remove(dir, { recursive: true });
+});

@@ -1,7 +1,8 @@
 // TAESD in the pipeline, on the tiny model (tests/fixtures/tiny_sd) with the real-size TAESD fixture
 // (tests/fixtures/taesd/model): previews and the draft decoder take the UNet's latents unscaled, previews
 // decode them mean-pooled 2×2 (half the image size), the default preview is TAESD once it is loaded, and
-// asking for it without weights names the `preview` field. Where TAESD weights are found beside a model.
+// asking for it without weights names the `preview` field. Where TAESD weights are found beside a model, and
+// serve's --taesd / --decoder.
 //
 // The references are diffusers' own latents after each step (tests/fixtures/e2e/case_4: DPM++ 2M Karras, no
 // guidance, 8 steps, 128²), decoded by our TAESD (equal to diffusers' on the taesd fixtures): the pipeline's
@@ -17,6 +18,7 @@ import { decodedToRgb, decodeImage } from "../src/image/convert.ts";
 import { type GenerateRequest, type GenerationEvent, RequestError } from "../src/pipeline/types.ts";
 import { findTaesdBeside } from "../src/models/taesd/load.ts";
 import { readJsonFile } from "../src/util/json.ts";
+import { parseServeConfig } from "../src/server/config.ts";
 
 const fixtures = new URL("./fixtures/", import.meta.url).pathname;
 const MODEL = `${fixtures}tiny_sd`;
@@ -131,6 +133,38 @@ Deno.test("TAESD is found in taesd/ inside the model folder, else next to it, on
     assertEquals(findTaesdBeside(`${root}/sd15`), `${root}/sd15/taesd`, "inside wins");
     // The fixtures' tiny model has none: tests/fixtures/taesd/ holds the model one level down.
     assertEquals(findTaesdBeside(MODEL), undefined, "tiny_sd");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("serve config: --taesd / TAESD, else found beside the model; --decoder / DECODER; errors name the flag", async () => {
+  const root = await Deno.makeTempDir({ prefix: "taesd-serve-" });
+  const fails = (args: string[], env: Record<string, string>, pattern: RegExp) => {
+    let message = "";
+    try {
+      parseServeConfig(args, env);
+    } catch (e) {
+      message = String(e);
+    }
+    if (!pattern.test(message)) throw new Error(`${args.join(" ")}: "${message}" does not match ${pattern}`);
+  };
+  try {
+    await Deno.mkdir(`${root}/sd15`);
+    const none = parseServeConfig(["--model", `${root}/sd15`], {});
+    assertEquals([none.taesd, none.decoder, none.options.taesd], [undefined, "vae", false]);
+    fails(["--model", `${root}/sd15`, "--decoder", "taesd"], {}, /--decoder taesd needs TAESD weights/);
+    fails(["--model", `${root}/sd15`], { DECODER: "fast" }, /DECODER must be vae or taesd/);
+    fails(["--model", `${root}/sd15`, "--taesd", root], {}, /--taesd: .* is not a TAESD folder/);
+
+    await Deno.mkdir(`${root}/taesd`);
+    await Deno.writeTextFile(`${root}/taesd/config.json`, "{}");
+    const found = parseServeConfig(["--model", `${root}/sd15`, "--decoder", "taesd"], {});
+    assertEquals([found.taesd, found.decoder, found.options.taesd], [`${root}/taesd`, "taesd", true]);
+    const fromEnv = parseServeConfig([], { MODEL: `${root}/sd15`, TAESD: TAESD, DECODER: "taesd" });
+    assertEquals([fromEnv.taesd, fromEnv.decoder], [TAESD, "taesd"]);
+    // Without a model nothing loads, TAESD included.
+    assertEquals(parseServeConfig(["--taesd", TAESD], {}).options.taesd, false);
   } finally {
     await Deno.remove(root, { recursive: true });
   }

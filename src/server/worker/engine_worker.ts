@@ -85,6 +85,8 @@ async function start(init: InitMessage): Promise<void> {
     const share = init.warmup.length ? 0.5 : 1;
     pipeline = await loadPipeline(gpu, init.model, {
       tokenizerDir: init.tokenizerDir,
+      taesd: init.taesd,
+      decoder: init.decoder,
       onProgress: (fraction, what) => post({ type: "loading", fraction: fraction * share, stage: what }),
     });
     for (const [k, size] of init.warmup.entries()) {
@@ -100,7 +102,8 @@ async function start(init: InitMessage): Promise<void> {
 }
 
 /** One 1-step generation at `size`: compiles every kernel and builds every plan a request of that size uses
- * (text encoder, UNet at the request's batch, VAE decode; the VAE encoder too for an inpainting model). */
+ * (text encoder, UNet at the request's batch, the final decoder; the VAE encoder too for an inpainting model),
+ * then the TAESD preview plan when TAESD is loaded (previews default to it). */
 async function warmup(p: StableDiffusionPipeline, size: WarmupSize, guidanceScale: number): Promise<void> {
   const request: GenerateRequest = { prompt: "", ...size, steps: 1, guidanceScale, seed: 0, previewEvery: 0 };
   if (p.unetKind === "inpainting") {
@@ -110,6 +113,7 @@ async function warmup(p: StableDiffusionPipeline, size: WarmupSize, guidanceScal
   }
   try {
     for await (const _ of p.generate(request)) { /* events of the warm-up run are not needed */ }
+    await p.warmTaesdPreview(size.width, size.height);
   } catch (e) {
     // A size this model cannot run is the caller's mistake, not a load failure.
     if (!(e instanceof RequestError)) throw e;

@@ -16,7 +16,8 @@ import { StableDiffusionPipeline } from "../src/pipeline/pipeline.ts";
 import { poolLatents2x, taesdDecode, taesdPreview } from "../src/pipeline/taesd.ts";
 import { decodedToRgb, decodeImage } from "../src/image/convert.ts";
 import { type GenerateRequest, type GenerationEvent, RequestError } from "../src/pipeline/types.ts";
-import { findTaesdBeside } from "../src/models/taesd/load.ts";
+import { findTaesdBeside, loadTaesd } from "../src/models/taesd/load.ts";
+import { synthTaesdFolder } from "../src/models/synth.ts";
 import { readJsonFile } from "../src/util/json.ts";
 import { parseServeConfig } from "../src/server/config.ts";
 
@@ -167,5 +168,19 @@ Deno.test("serve config: --taesd / TAESD, else found beside the model; --decoder
     assertEquals(parseServeConfig(["--taesd", TAESD], {}).options.taesd, false);
   } finally {
     await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("synthetic TAESD weights (benchmarks) load as madebyollin/taesd's folder does", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "taesd-synth-" });
+  try {
+    const report = await synthTaesdFolder(dir, { seed: 1 });
+    assertEquals(report.files[0].parameters, 2_445_063);
+    const gpu = await testGpu();
+    const taesd = await loadTaesd(gpu, dir, "f32");
+    assertEquals(taesd.config.num_decoder_blocks, [3, 3, 3, 1]);
+    taesd.weights.destroy();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

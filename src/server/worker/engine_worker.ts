@@ -2,9 +2,10 @@
 // compiles a shader, submits GPU work, reads back or uploads weights. Messages in and out are in
 // protocol.ts. Jobs run one at a time, in the order they arrive, after loading and warm-up.
 //
-// Warm-up runs one 1-step generation per listed size: on a fresh machine most of a first step is shader
-// compilation (139 s of a 160 s first step for SD 1.5 at 256² on lavapipe, against 19–22 s warm), and the
-// plans of a size (buffers, bind groups) are built on first use. After it, "ready" means warm.
+// Warm-up runs one 1-step generation per listed size, then the TAESD preview decode of that size when TAESD
+// is loaded (previews default to it): on a fresh machine most of a first step is shader compilation (139 s of
+// a 160 s first step for SD 1.5 at 256² on lavapipe, against 19–22 s warm), and the plans of a size
+// (buffers, bind groups) are built on first use. After it, "ready" means warm.
 
 import { Gpu } from "../../gpu/device.ts";
 import type { StableDiffusionPipeline } from "../../pipeline/pipeline.ts";

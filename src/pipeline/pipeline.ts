@@ -219,7 +219,7 @@ export class StableDiffusionPipeline implements Engine {
 
     // Decode: latents / scaling_factor → VAE → clamp(x/2 + 0.5) → 8-bit; TAESD takes the latents as they are.
     const decoded = this.parts.decoder === "taesd"
-      ? await taesdDecode(this.parts.gpu, this.parts.taesd!, latents, h, w)
+      ? await taesdDecode(this.parts.gpu, this.parts.taesd!, latents, h, w, signal)
       : await this.vaeDecode(latents.map((v) => Math.fround(v / scaling)), h, w, signal);
     const rgb = decodedToRgb(decoded, req.height, req.width);
     const tEnd = performance.now();

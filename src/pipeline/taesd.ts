@@ -2,10 +2,11 @@
 // takes the UNet's latents as they are (its scaling factor is 1), unlike the VAE (latents / 0.18215).
 //
 // Previews decode the latents mean-pooled 2×2, so they come out at half the image size (the cheap preview's
-// size): a full-size TAESD decode is ≈ 141 GFLOP at 512² (33 convs of 64 channels, most of them at 256² and
-// 512²), 8.8 % of a batch-2 SD 1.5 UNet step (1607 GFLOP); pooled it is a quarter of that, ≈ 2.2 %
-// (`deno task bench:models` prints the measured shares). A preview is a glimpse of where the run is going,
-// and averaging neighbouring latents is close to encoding a downscaled image, so the picture stays right.
+// size): a full-size TAESD decode is 141 GFLOP at 512² (33 convs of 64 channels, most of them at 256² and
+// 512²), 8.8 % of a batch-2 SD 1.5 UNet step (1607 GFLOP), and measured 9.9 % on lavapipe; pooled it is a
+// quarter of that, 2.2 % by FLOPs and 1.2 % measured (2.3 s against 192 s, `deno task bench:models`, f16).
+// A preview is a glimpse of where the run is going, and averaging neighbouring latents is close to encoding
+// a downscaled image, so the picture stays right.
 
 import type { Gpu } from "../gpu/device.ts";
 import { readTensor, writeActivation } from "../gpu/tensor.ts";
@@ -13,13 +14,15 @@ import { decodedToRgb, type RgbImage } from "../image/convert.ts";
 import type { Taesd } from "../models/taesd/taesd.ts";
 import { nchwToNhwc, nhwcToNchw } from "../util/host_tensor.ts";
 
-/** NCHW latents [1, C, h, w] → NCHW image [1, 3, 8h, 8w] in about [−1, 1] (one plan per size, cached). */
+/** NCHW latents [1, C, h, w] → NCHW image [1, 3, 8h, 8w] in about [−1, 1] (one plan per size, cached);
+ * `signal` stops it between command buffers (the final decode, cancelled with its job). */
 export async function taesdDecode(
   gpu: Gpu,
   taesd: Taesd,
   latents: Float32Array,
   h: number,
   w: number,
+  signal?: AbortSignal,
 ): Promise<Float32Array> {
   const c = taesd.config.latent_channels;
   if (latents.length !== c * h * w) {
@@ -27,7 +30,7 @@ export async function taesdDecode(
   }
   const p = taesd.decodePlan(h, w);
   writeActivation(gpu, p.latents, nchwToNhwc({ shape: [1, c, h, w], data: latents }).data);
-  p.plan.run("taesd decode");
+  await p.plan.runCancellable("taesd decode", signal);
   return nhwcToNchw({ shape: [...p.image.shape], data: await readTensor(gpu, p.image) }).data;
 }
 

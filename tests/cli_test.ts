@@ -86,6 +86,38 @@ Deno.test("component unet runs the fixture's inputs and errors clearly on bad in
   await Deno.remove(out);
 });
 
+Deno.test("component taesd-decode and taesd-encode run the fixtures' latents ↔ image", async () => {
+  const out = await Deno.makeTempFile({ suffix: ".safetensors" });
+  const model = `${fixtures}/taesd/model`;
+  for (
+    const [entry, io, name] of [["taesd-decode", "decode_b", "image"], [
+      "taesd-encode",
+      "encode_a",
+      "latents",
+    ]]
+  ) {
+    const r = await cli(
+      "component",
+      entry,
+      "--config",
+      `${model}/config.json`,
+      "--weights",
+      `${model}/diffusion_pytorch_model.safetensors`,
+      "--in",
+      `${fixtures}/taesd/${io}.safetensors`,
+      "--out",
+      out,
+      "--precision",
+      "f32",
+    );
+    if (r.code !== 0) throw new Error(r.stderr);
+    using got = await SafetensorsFile.open(out);
+    using ref = await SafetensorsFile.open(`${fixtures}/taesd/${io}.safetensors`);
+    assertClose(await got.readF32(name), await ref.readF32(name), 1e-3, `${entry} ${name}`);
+  }
+  await Deno.remove(out);
+});
+
 Deno.test("generate writes the image and preview files", async () => {
   const dir = await Deno.makeTempDir();
   const r = await cli(
@@ -213,6 +245,30 @@ Deno.test("generate --prompt-weighting: a1111 reads the brackets (a different im
   );
   if (bad.code === 0 || !bad.stderr.includes("--prompt-weighting must be none or a1111")) {
     throw new Error(`expected a --prompt-weighting error: ${bad.stderr}`);
+  }
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("generate --taesd: TAESD previews by default (half size) and --decoder taesd for the image", async () => {
+  const dir = await Deno.makeTempDir();
+  const args = ["generate", "--model", `${fixtures}/tiny_sd`, "--prompt", "a red fox", "--seed", "3"];
+  const r = await cli(
+    ...args,
+    ...["--steps", "2", "--sampler", "ddim", "--width", "64", "--height", "128"],
+    ...["--taesd", `${fixtures}/taesd/model`, "--decoder", "taesd", "--previews", `${dir}/previews`],
+    ...["--preview-every", "1", "--out", `${dir}/out.png`],
+  );
+  if (r.code !== 0) throw new Error(r.stderr);
+  const img = decodeImage(await Deno.readFile(`${dir}/out.png`));
+  if (img.width !== 64 || img.height !== 128) throw new Error(`image is ${img.width}×${img.height}`);
+  const preview = decodeImage(await Deno.readFile(`${dir}/previews/step_001.png`));
+  if (preview.width !== 32 || preview.height !== 64) {
+    throw new Error(`TAESD preview is ${preview.width}×${preview.height}, want 32×64`);
+  }
+  // Without weights, asking for TAESD fails before loading anything, naming what is missing.
+  const bad = await cli(...args, "--preview", "taesd", "--out", `${dir}/bad.png`);
+  if (bad.code === 0 || !bad.stderr.includes("--preview taesd needs TAESD weights")) {
+    throw new Error(`expected a missing-TAESD error: ${bad.stderr}`);
   }
   await Deno.remove(dir, { recursive: true });
 });

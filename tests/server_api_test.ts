@@ -284,7 +284,21 @@ const BAD_REQUESTS: BadCase[] = [
     { body: JSON.stringify({ prompt: "p", preview: "fancy" }) },
     400,
     "preview",
-    /cheap or vae/,
+    /cheap, vae, taesd/,
+  ],
+  [
+    "preview taesd without TAESD weights",
+    { body: JSON.stringify({ prompt: "p", preview: "taesd" }) },
+    400,
+    "preview",
+    /TAESD weights.*--taesd DIR/,
+  ],
+  [
+    "query: preview taesd without TAESD weights (SSE answers 400 before streaming)",
+    { method: "GET", path: "/v1/generate?prompt=p&preview=taesd" },
+    400,
+    "preview",
+    /TAESD weights/,
   ],
   [
     "output format",
@@ -398,6 +412,26 @@ Deno.test("every bad field answers 400 JSON naming it", async () => {
     }
     assertEquals(s.fake!.runs.length, 0, "no bad request reached the engine");
   });
+});
+
+Deno.test("default preview: cheap without TAESD, taesd with it (native and OpenAI partial images)", async () => {
+  for (const taesd of [false, true]) {
+    await withServer({ engine: ENGINE, options: { taesd } }, async (s) => {
+      const native = await postJson(`${s.url}/v1/generate`, { prompt: "p", steps: 2, preview_every: 1 }, SSE);
+      await collectSse(native);
+      const explicit = await postJson(`${s.url}/v1/generate`, { prompt: "p", steps: 2, preview: "vae" });
+      await explicit.json();
+      const openai = await postJson(`${s.url}/v1/images/generations`, {
+        prompt: "p",
+        steps: 2,
+        stream: true,
+        partial_images: 1,
+      });
+      await collectSse(openai);
+      const want = taesd ? "taesd" : "cheap";
+      assertEquals(s.fake!.runs.map((r) => r.request.preview), [want, "vae", want], `taesd ${taesd}`);
+    });
+  }
 });
 
 Deno.test("a body over the size limit answers 400 naming the body", async () => {

@@ -1,5 +1,6 @@
 // `generate --model DIR --prompt P [...] --out out.png`: one image from the command line, with a terminal
-// progress bar and optional preview files.
+// progress bar and optional preview files. TAESD weights (--taesd DIR, env TAESD, else a taesd/ folder in or
+// next to the model) make TAESD the default preview and allow --decoder taesd.
 
 import { parseArgs } from "node:util";
 import cliProgress from "cli-progress";
@@ -8,8 +9,18 @@ import { loadPipeline } from "../pipeline/load.ts";
 import { sizeMultiple } from "../pipeline/pipeline.ts";
 import { imageSize } from "../image/codec.ts";
 import { promptChunks } from "../pipeline/text_encoding.ts";
-import { type GenerateRequest, SAMPLER_NAMES, type SamplerName } from "../pipeline/types.ts";
-import { PROMPT_WEIGHTINGS, type PromptWeighting } from "../pipeline/types.ts";
+import {
+  type DecoderName,
+  DECODERS,
+  type GenerateRequest,
+  PREVIEW_MODES,
+  type PreviewMode,
+  PROMPT_WEIGHTINGS,
+  type PromptWeighting,
+  SAMPLER_NAMES,
+  type SamplerName,
+} from "../pipeline/types.ts";
+import { findTaesdBeside } from "../models/taesd/load.ts";
 
 // --image without --width/--height: the image's size, rounded down to what the UNet takes (64 for SD).
 // --mask (white repaints, any PNG or JPEG of the image's aspect ratio, stretched to it) makes it inpainting;
@@ -17,9 +28,12 @@ import { PROMPT_WEIGHTINGS, type PromptWeighting } from "../pipeline/types.ts";
 const USAGE = `usage: generate --model DIR --prompt P [--negative N] [--seed S] [--steps N] [--guidance G]
   [--sampler ${SAMPLER_NAMES.join("|")}] [--eta E] [--width W --height H]
   [--image init.png [--mask mask.png] [--strength S]]
-  [--long-prompt chunk|truncate] [--precision f32|f16] [--previews DIR --preview-every K] [--preview cheap|vae]
-  [--prompt-weighting none|a1111]
-  [--tokenizer DIR] --out out.png`;
+  [--long-prompt chunk|truncate] [--precision f32|f16] [--previews DIR --preview-every K]
+  [--preview cheap|vae|taesd] [--taesd DIR] [--decoder vae|taesd] [--prompt-weighting none|a1111]
+  [--tokenizer DIR] --out out.png
+  --taesd DIR (env TAESD): TAESD weights; default: a taesd/ folder with a config.json in the model folder, else
+  next to it. With them the default preview is taesd. --decoder taesd decodes the final image with TAESD:
+  faster, lower quality (drafts, CPU-only hosts).`;
 
 function num(value: string | undefined, name: string, fallback: number): number {
   if (value === undefined) return fallback;
@@ -50,7 +64,9 @@ export async function generateCommand(args: string[]): Promise<number> {
       precision: { type: "string" },
       previews: { type: "string" },
       "preview-every": { type: "string" },
-      preview: { type: "string", default: "cheap" },
+      preview: { type: "string" },
+      taesd: { type: "string" },
+      decoder: { type: "string", default: "vae" },
       tokenizer: { type: "string" },
       out: { type: "string" },
       "no-f16": { type: "boolean" },
@@ -76,14 +92,29 @@ export async function generateCommand(args: string[]): Promise<number> {
   if (precision !== undefined && precision !== "f32" && precision !== "f16") {
     throw new Error("--precision must be f32 or f16");
   }
-  const preview = values.preview;
-  if (preview !== "cheap" && preview !== "vae") throw new Error("--preview must be cheap or vae");
+  const preview = values.preview as PreviewMode | undefined;
+  if (preview !== undefined && !PREVIEW_MODES.includes(preview)) {
+    throw new Error(`--preview must be ${PREVIEW_MODES.join(", ")}`);
+  }
+  const decoder = values.decoder as DecoderName;
+  if (!DECODERS.includes(decoder)) throw new Error(`--decoder must be ${DECODERS.join(" or ")}`);
+  const taesd = values.taesd ?? (Deno.env.get("TAESD") || undefined) ?? findTaesdBeside(values.model);
+  if (preview === "taesd" && !taesd) {
+    throw new Error(
+      "--preview taesd needs TAESD weights: --taesd DIR, or a taesd/ folder in or next to the model",
+    );
+  }
   if (values.seed !== undefined && !/^\d+$/.test(values.seed)) {
     throw new Error("--seed must be a non-negative integer");
   }
 
   const gpu = await Gpu.create({ disableF16: values["no-f16"] });
-  const pipeline = await loadPipeline(gpu, values.model, { precision, tokenizerDir: values.tokenizer });
+  const pipeline = await loadPipeline(gpu, values.model, {
+    precision,
+    tokenizerDir: values.tokenizer,
+    taesd,
+    decoder,
+  });
   const initImage = values.image ? await Deno.readFile(values.image) : undefined;
   const mask = values.mask ? await Deno.readFile(values.mask) : undefined;
   const fromImage = initImage && imageSize(initImage);

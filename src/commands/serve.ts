@@ -18,6 +18,8 @@ export async function serveCommand(args: string[]): Promise<number> {
   const host = new WorkerEngineHost({
     model: config.model,
     tokenizerDir: config.tokenizer,
+    taesd: config.taesd,
+    decoder: config.decoder,
     disableF16: config.disableF16,
     warmup: config.warmup,
     warmupGuidance: config.options.defaultGuidance,
@@ -32,7 +34,9 @@ export async function serveCommand(args: string[]): Promise<number> {
     onListen: ({ hostname, port }) =>
       console.log(
         `listening on http://${hostname}:${port}` +
-          (config.model ? ` (loading ${config.model})` : " (no --model: generation answers 503)"),
+          (config.model
+            ? ` (loading ${config.model}${config.taesd ? `, TAESD ${config.taesd}` : ""})`
+            : " (no --model: generation answers 503)"),
       ),
   });
   await handle.finished;

@@ -8,6 +8,7 @@ import { readTensor, writeActivation } from "../gpu/tensor.ts";
 import type { ClipTextModel } from "../models/clip/clip.ts";
 import type { UNet } from "../models/unet/unet.ts";
 import type { Vae } from "../models/vae/vae.ts";
+import type { Taesd } from "../models/taesd/taesd.ts";
 import { nchwToNhwc, nhwcToNchw } from "../util/host_tensor.ts";
 import { TorchGenerator } from "../schedulers/rng.ts";
 import { createScheduler, img2imgSchedule } from "../schedulers/index.ts";
@@ -27,6 +28,7 @@ import {
 } from "../image/convert.ts";
 import { checkInpaintRequest, inpaintingStart, type LoopStart, type UNetKind, unetKind } from "./inpaint.ts";
 import {
+  type DecoderName,
   type Engine,
   type GenerateRequest,
   type GenerationEvent,
@@ -36,6 +38,7 @@ import {
   SAMPLER_NAMES,
   type SamplerName,
 } from "./types.ts";
+import { previewLatentSize, taesdDecode, taesdPreview } from "./taesd.ts";
 
 export interface PipelineParts {
   gpu: Gpu;
@@ -44,6 +47,10 @@ export interface PipelineParts {
   textEncoder: ClipTextModel;
   unet: UNet;
   vae: Vae;
+  /** TAESD, when its weights were given or found: previews (and the default preview), drafts. */
+  taesd?: Taesd;
+  /** What decodes the final image (default vae; taesd is faster and lower quality). */
+  decoder?: DecoderName;
   schedulerConfig: SchedulerConfig;
   defaultSampler: SamplerName;
   /** Extra bytes held by the caller (e.g. nothing); weights and plans are counted from the models. */
@@ -75,7 +82,9 @@ export class StableDiffusionPipeline implements Engine {
 
   gpuBytes(): number {
     const p = this.parts;
-    return p.textEncoder.weights.bytes + p.unet.weights.bytes + p.vae.weights.bytes + p.unet.activationBytes;
+    const taesd = p.taesd ? p.taesd.weights.bytes + p.taesd.activationBytes : 0;
+    return p.textEncoder.weights.bytes + p.unet.weights.bytes + p.vae.weights.bytes + p.unet.activationBytes +
+      taesd;
   }
 
   /** Checks a request before it is queued; throws RequestError naming the field. */
@@ -100,6 +109,13 @@ export class StableDiffusionPipeline implements Engine {
       throw new RequestError(
         "sampler",
         `unknown sampler "${req.sampler}"; one of ${SAMPLER_NAMES.join(", ")}`,
+      );
+    }
+    if (req.preview === "taesd" && !this.parts.taesd) {
+      throw new RequestError(
+        "preview",
+        "preview taesd needs TAESD weights, which this server has not loaded (--taesd DIR, or a taesd/ " +
+          "folder in or next to the model folder)",
       );
     }
     const strength = req.strength ?? (req.mask || req.maskAll ? 1 : undefined);
@@ -201,8 +217,10 @@ export class StableDiffusionPipeline implements Engine {
     const tDenoise = performance.now();
     checkAbort();
 
-    // Decode: latents / scaling_factor → VAE → clamp(x/2 + 0.5) → 8-bit.
-    const decoded = await this.vaeDecode(latents.map((v) => Math.fround(v / scaling)), h, w, signal);
+    // Decode: latents / scaling_factor → VAE → clamp(x/2 + 0.5) → 8-bit; TAESD takes the latents as they are.
+    const decoded = this.parts.decoder === "taesd"
+      ? await taesdDecode(this.parts.gpu, this.parts.taesd!, latents, h, w, signal)
+      : await this.vaeDecode(latents.map((v) => Math.fround(v / scaling)), h, w, signal);
     const rgb = decodedToRgb(decoded, req.height, req.width);
     const tEnd = performance.now();
     const parameters = a1111Parameters({
@@ -315,8 +333,12 @@ export class StableDiffusionPipeline implements Engine {
   ): Promise<PreviewEvent> {
     const format = req.previewFormat ?? "jpeg";
     const scaling = this.parts.vae.config.scaling_factor;
-    const rgb = req.preview === "vae"
+    // Without a mode: TAESD when it is loaded, else the cheap map.
+    const mode = req.preview ?? (this.parts.taesd ? "taesd" : "cheap");
+    const rgb = mode === "vae"
       ? decodedToRgb(await this.vaeDecode(latents.map((v) => Math.fround(v / scaling)), h, w), h * 8, w * 8)
+      : mode === "taesd"
+      ? await taesdPreview(this.parts.gpu, this.parts.taesd!, latents, h, w)
       : latentPreview(latents, h, w, 4);
     return {
       type: "preview",
@@ -326,6 +348,14 @@ export class StableDiffusionPipeline implements Engine {
       height: rgb.height,
       data: encodeImage(rgb, format),
     };
+  }
+
+  /** Builds and runs the TAESD preview plan of an image size once (warm-up; nothing without TAESD). */
+  async warmTaesdPreview(width: number, height: number): Promise<void> {
+    const { gpu, taesd } = this.parts;
+    if (!taesd) return;
+    const [ph, pw] = previewLatentSize(height / 8, width / 8);
+    await taesdDecode(gpu, taesd, new Float32Array(taesd.config.latent_channels * ph * pw), ph, pw);
   }
 
   /**

@@ -10,6 +10,13 @@ export type { ImageFormat, MaskChannel, PromptWeighting, SamplerName };
 export { SAMPLER_NAMES } from "../schedulers/names.ts";
 export { PROMPT_WEIGHTINGS } from "../text/prompt_weights.ts";
 
+export const PREVIEW_MODES = ["cheap", "vae", "taesd"] as const;
+export type PreviewMode = typeof PREVIEW_MODES[number];
+
+/** What decodes the final image: the model's VAE, or TAESD (faster, lower quality: drafts, CPU-only hosts). */
+export const DECODERS = ["vae", "taesd"] as const;
+export type DecoderName = typeof DECODERS[number];
+
 export interface GenerateRequest {
   prompt: string;
   negativePrompt?: string;
@@ -38,8 +45,9 @@ export interface GenerateRequest {
   maskAll?: boolean;
   /** Emit a preview every K steps (0 or undefined: none). */
   previewEvery?: number;
-  /** cheap: fixed 4→3 latent→RGB map, upscaled; vae: full VAE decode. */
-  preview?: "cheap" | "vae";
+  /** cheap: fixed 4→3 latent→RGB map, upscaled; vae: full VAE decode; taesd: TAESD decode at half size
+   * (needs TAESD weights). Default: taesd when the engine has TAESD weights, else cheap. */
+  preview?: PreviewMode;
   previewFormat?: ImageFormat;
   outputFormat?: ImageFormat;
   longPrompt?: "chunk" | "truncate";

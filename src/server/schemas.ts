@@ -2,7 +2,7 @@
 // into a `GenerateRequest` for the engine; every rejection names the offending field.
 
 import { z } from "zod";
-import { type GenerateRequest, SAMPLER_NAMES } from "../pipeline/types.ts";
+import { type GenerateRequest, PREVIEW_MODES, SAMPLER_NAMES } from "../pipeline/types.ts";
 import { imageSize, sniffImageMime } from "../image/codec.ts";
 import { maskSizeProblem } from "../image/mask.ts";
 import { PROMPT_WEIGHTINGS, type PromptWeighting } from "../pipeline/types.ts";
@@ -20,6 +20,8 @@ export interface RequestLimits {
   defaultSize: number;
   defaultSteps: number;
   defaultGuidance: number;
+  /** TAESD weights are loaded: preview "taesd" is allowed, and it is the default preview. */
+  taesd: boolean;
 }
 
 export const DEFAULT_LIMITS: RequestLimits = {
@@ -31,7 +33,12 @@ export const DEFAULT_LIMITS: RequestLimits = {
   defaultSize: 512,
   defaultSteps: 20,
   defaultGuidance: 7.5,
+  taesd: false,
 };
+
+const NO_TAESD =
+  "taesd needs TAESD weights, which this server has not loaded (start it with --taesd DIR, or " +
+  "put a taesd/ folder in or next to the model folder)";
 
 /** A 400 answer: which field was wrong and why (OpenAI's error shape, so its client reports it). */
 export interface FieldError {
@@ -223,7 +230,7 @@ export function nativeSchema(limits: RequestLimits, fromQuery: boolean, defaults
     eta: numberField(fromQuery).pipe(z.number().min(0, "must be in [0, 1]").max(1, "must be in [0, 1]"))
       .optional(),
     preview_every: intField(fromQuery, 0, limits.maxSteps).optional(),
-    preview: z.enum(["cheap", "vae"], { error: "must be cheap or vae" }).optional(),
+    preview: z.enum(PREVIEW_MODES, { error: `must be ${PREVIEW_MODES.join(", ")}` }).optional(),
     preview_format: formatField.optional(),
     output_format: formatField.optional(),
     long_prompt: z.enum(["chunk", "truncate"], { error: "must be chunk or truncate" }).optional(),
@@ -258,6 +265,9 @@ export function nativeSchema(limits: RequestLimits, fromQuery: boolean, defaults
         });
       }
       if (v.image && v.mask) checkMaskSize(v.image, v.mask, ctx);
+      if (v.preview === "taesd" && !limits.taesd) {
+        ctx.addIssue({ code: "custom", path: ["preview"], message: NO_TAESD });
+      }
     })
     .transform((v): NativeRequest => ({
       previewEveryGiven: v.preview_every !== undefined,
@@ -276,7 +286,7 @@ export function nativeSchema(limits: RequestLimits, fromQuery: boolean, defaults
         // Inpainting defaults to diffusers' strength 1 (the masked area from pure noise).
         strength: v.image ? v.strength ?? (v.mask ? 1 : 0.75) : undefined,
         previewEvery: v.preview_every ?? 0,
-        preview: v.preview ?? "cheap",
+        preview: v.preview ?? (limits.taesd ? "taesd" : "cheap"),
         previewFormat: v.preview_format ?? "png",
         outputFormat: v.output_format ?? "png",
         longPrompt: v.long_prompt,
@@ -460,7 +470,7 @@ function openAIRequestOf(
       ...extra,
       // Previews spread over the run: the server forwards the first `partialImages` of them.
       previewEvery: partialImages > 0 ? Math.max(1, Math.floor(runSteps / (partialImages + 1))) : 0,
-      preview: "cheap",
+      preview: limits.taesd ? "taesd" : "cheap",
       previewFormat: outputFormat,
       outputFormat,
     },

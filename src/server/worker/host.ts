@@ -4,6 +4,7 @@
 
 import { Channel } from "../../util/channel.ts";
 import {
+  type DecoderName,
   type Engine,
   type GenerateRequest,
   type GenerationEvent,
@@ -23,6 +24,10 @@ export interface WorkerHostOptions {
   /** Diffusers folder or single-file checkpoint; undefined: the GPU only (generation answers 503). */
   model?: string;
   tokenizerDir?: string;
+  /** TAESD folder loaded with the model; its decoder is warmed with the model's sizes. */
+  taesd?: string;
+  /** What decodes the final image (default vae). */
+  decoder?: DecoderName;
   disableF16?: boolean;
   /** Sizes warmed while loading (the server's default size first). */
   warmup?: WarmupSize[];
@@ -142,6 +147,8 @@ export class WorkerEngineHost implements EngineHost {
       type: "init",
       model: o.model,
       tokenizerDir: o.tokenizerDir,
+      taesd: o.taesd,
+      decoder: o.decoder ?? "vae",
       disableF16: o.disableF16 ?? false,
       warmup: o.warmup ?? [],
       warmupGuidance: o.warmupGuidance ?? 7.5,

@@ -41,6 +41,12 @@ fn act_gelu_tanh(x: {{UT}}) -> {{UT}} {
   let u = clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), {{UT}}(-15.0), {{UT}}(15.0));
   return 0.5 * x * (2.0 - 2.0 / (exp(2.0 * u) + 1.0));
 }
+// tanh(x) = 1 − 2 / (exp(2x) + 1), clamped so exp cannot overflow (tanh(15) is 1 in f32). Near 0 the
+// subtraction leaves an absolute error of about 1e-7, which is all TAESD's soft clamp needs.
+fn act_tanh(x: {{UT}}) -> {{UT}} {
+  let u = clamp(x, {{UT}}(-15.0), {{UT}}(15.0));
+  return 1.0 - 2.0 / (exp(2.0 * u) + 1.0);
+}
 
 //#if ADD
 // out = a · alpha + b · beta   (residual add; diffusers' "(x + h) / output_scale_factor" is alpha = beta = 1/s)
@@ -95,8 +101,9 @@ fn add_broadcast(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 //#endif
 
 //#if MAP
-// out = activation(x · scale + bias), optionally clamped. ACTIVATION is one of the act_* functions or empty.
-struct MapParams { n: u32, scale: f32, bias: f32, _pad: u32, lo: f32, hi: f32, _p1: u32, _p2: u32 }
+// out = activation(x · scale + bias) · out_scale, optionally clamped. ACTIVATION is one of the act_* functions
+// or empty.
+struct MapParams { n: u32, scale: f32, bias: f32, out_scale: f32, lo: f32, hi: f32, _p1: u32, _p2: u32 }
 //#if INPLACE
 @group(0) @binding(1) var<storage, read_write> outp: array<{{ELEM}}>;
 //#else
@@ -114,7 +121,7 @@ fn map(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
 //#else
   let x = {{UNPACK}}(xsrc[i]);
 //#endif
-  var y = {{ACTIVATION}}(x * params.scale + params.bias);
+  var y = {{ACTIVATION}}(x * params.scale + params.bias) * params.out_scale;
 //#if CLAMP
   y = clamp(y, {{UT}}(params.lo), {{UT}}(params.hi));
 //#endif

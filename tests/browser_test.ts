@@ -1,17 +1,19 @@
 /// <reference lib="dom" />
 // The web page in headless Chromium (Debian's `chromium`, driven by playwright-core): submit a prompt, see
 // previews arrive, get the final image (decoded and checked for its size) with its parameters; then start
-// another run and cancel it, which must cancel the job on the server. Saves a screenshot to
-// $BROWSER_SCREENSHOT when set.
+// another run and cancel it, which must cancel the job on the server; then upload an image, paint a mask
+// with the brush and inpaint. Saves a screenshot to $BROWSER_SCREENSHOT when set.
 
 import { chromium } from "playwright-core";
-import { decodeImage } from "../src/image/codec.ts";
+import { Buffer } from "node:buffer";
+import { decodeImage, encodeImage } from "../src/image/codec.ts";
 import { spawnTinyModelServer } from "./server_harness.ts";
 
 const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
 
 Deno.test({
-  name: "web page: previews appear, the final image shows and decodes, cancel stops the job",
+  name:
+    "web page: previews appear, the final image shows and decodes, cancel stops the job, a painted mask inpaints",
   // playwright keeps its pipe to the browser open past close(); it is not a leak of ours.
   sanitizeResources: false,
   sanitizeOps: false,
@@ -111,6 +113,54 @@ Deno.test({
       ) {
         if (Date.now() > deadline) throw new Error("the server did not cancel the job");
         await new Promise((r) => setTimeout(r, 50));
+      }
+
+      // Inpainting from the page: upload an image, paint a stroke across its middle, generate. The request
+      // carries the image and a mask of the image's size, white along the stroke and black elsewhere.
+      const rgb = new Uint8Array(128 * 96 * 3).map((_, i) => (i * 7) % 251);
+      await page.setInputFiles("#init-image", {
+        name: "photo.png",
+        mimeType: "image/png",
+        buffer: Buffer.from(encodeImage(rgb, 128, 96, "png").bytes),
+      });
+      await page.waitForFunction(() => !document.getElementById("mask-tools")!.hidden, null, {
+        timeout: 10_000,
+      });
+      // The size fields follow the image (multiples of 64).
+      if (await page.inputValue("#width") !== "128" || await page.inputValue("#height") !== "64") {
+        throw new Error(`size fields ${await page.inputValue("#width")}x${await page.inputValue("#height")}`);
+      }
+      const box = (await page.locator("#mask-canvas").boundingBox())!;
+      await page.mouse.move(box.x + box.width * 0.2, box.y + box.height / 2);
+      await page.mouse.down();
+      await page.mouse.move(box.x + box.width * 0.8, box.y + box.height / 2, { steps: 8 });
+      await page.mouse.up();
+      await page.fill("#steps", "3");
+      const sent = page.waitForRequest((r) => r.url().endsWith("/v1/generate") && r.method() === "POST");
+      await page.click("#generate");
+      const body = JSON.parse((await sent).postData() ?? "{}");
+      const mask = decodeImage(Uint8Array.fromBase64(String(body.mask).replace(/^data:[^,]*,/, "")));
+      if (!body.image || mask.width !== 128 || mask.height !== 96) {
+        throw new Error(`image ${!!body.image}, mask ${mask.width}x${mask.height}`);
+      }
+      const grey = (x: number, y: number) => mask.rgba[(y * 128 + x) * 4];
+      if (grey(64, 48) < 128 || grey(30, 48) < 128 || grey(64, 5) >= 128 || grey(5, 48) >= 128) {
+        throw new Error(
+          `mask: stroke ${grey(64, 48)}, ${grey(30, 48)}; outside ${grey(64, 5)}, ${grey(5, 48)}`,
+        );
+      }
+      await page.waitForFunction(() => document.body.dataset.state === "done", null, { timeout: 240_000 });
+      const inpainted = await page.evaluate(() => ({
+        src: (document.getElementById("image") as HTMLImageElement).src,
+        parameters: document.getElementById("parameters")!.textContent,
+      }));
+      const out = decodeImage(Uint8Array.fromBase64(inpainted.src.replace(/^data:[^,]*,/, "")));
+      if (out.width !== 128 || out.height !== 64) {
+        throw new Error(`inpainted image ${out.width}x${out.height}`);
+      }
+      // Inpainting's default strength (the field left on "auto") is diffusers' 1.
+      if (!inpainted.parameters?.includes("Denoising strength: 1")) {
+        throw new Error(`parameters: ${inpainted.parameters}`);
       }
       if (pageErrors.length) throw new Error(`page errors: ${pageErrors.join("; ")}`);
     } finally {

@@ -3,7 +3,7 @@
 // request's `loras` list and a prompt tag give the same image; a request without LoRAs after one with them
 // gives the image of a model that never had one; unknown names fail naming the request field.
 
-import { testGpu } from "./util.ts";
+import { psnr, testGpu } from "./util.ts";
 import { loadPipeline } from "../src/pipeline/load.ts";
 import type { StableDiffusionPipeline } from "../src/pipeline/pipeline.ts";
 import { decodeImage } from "../src/image/convert.ts";
@@ -11,13 +11,6 @@ import { type GenerateRequest, RequestError } from "../src/pipeline/types.ts";
 import { decode as decodePng } from "fast-png";
 
 const fixtures = new URL("./fixtures/", import.meta.url).pathname;
-
-/** 8-bit PSNR (importing pipeline_test.ts's would register its tests here too). */
-function psnr(a: Uint8Array, b: Uint8Array): number {
-  let se = 0;
-  for (let i = 0; i < a.length; i++) se += (a[i] - b[i]) ** 2;
-  return se === 0 ? Infinity : 10 * Math.log10((255 * 255) / (se / a.length));
-}
 
 let shared: Promise<StableDiffusionPipeline> | undefined;
 const pipeline = () =>

@@ -95,7 +95,7 @@ Deno.test("addBroadcast adds a [B, C] vector to every position", async () => {
   }
 });
 
-Deno.test("map: scale/bias, SiLU, GELU (erf and tanh), quick GELU, clamp", async () => {
+Deno.test("map: scale/bias, SiLU, GELU (erf and tanh), quick GELU, tanh soft clamp, clamp", async () => {
   const cases: [string, Parameters<typeof map>[1]["activation"], (v: number) => number][] = [
     ["silu", "silu", siluRef],
     ["gelu", "gelu", geluRef],
@@ -112,6 +112,13 @@ Deno.test("map: scale/bias, SiLU, GELU (erf and tanh), quick GELU, clamp", async
         const got = await run(gpu, map(gpu, { x, out, activation, scale: 0.75, bias: 0.25, act }), out);
         assertClose(got, mapRef(xs, (v) => fn(v * 0.75 + 0.25)), TOL[act], `${label} ${name} [${shape}]`);
       }
+      // TAESD's decoder input: tanh(x / 3) · 3 (the range reaches ±12, where tanh saturates).
+      const soft = await run(
+        gpu,
+        map(gpu, { x, out, scale: 1 / 3, activation: "tanh", outScale: 3, act }),
+        out,
+      );
+      assertClose(soft, mapRef(xs, (v) => Math.tanh(v / 3) * 3), TOL[act], `tanh soft clamp ${name}`);
       const clamped = await run(gpu, map(gpu, { x, out, scale: 0.5, bias: 0.5, clamp: [0, 1], act }), out);
       assertClose(
         clamped,

@@ -2,7 +2,7 @@
 // the pipeline fixtures (given embeddings, DDIM, with and without guidance: latents after every step and
 // the final image) and the five e2e runs (PSNR ≥ 40 dB against diffusers' PNG at f32).
 
-import { assertClose, testGpu } from "./util.ts";
+import { assertClose, psnr, testGpu } from "./util.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
 import { loadPipeline } from "../src/pipeline/load.ts";
 import type { StableDiffusionPipeline } from "../src/pipeline/pipeline.ts";
@@ -32,13 +32,6 @@ function pipeline(precision: ActDType): Promise<StableDiffusionPipeline> {
     pipelines.set(precision, p);
   }
   return p;
-}
-
-export function psnr(a: Uint8Array, b: Uint8Array): number {
-  let se = 0;
-  for (let i = 0; i < a.length; i++) se += (a[i] - b[i]) ** 2;
-  const mse = se / a.length;
-  return mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse);
 }
 
 for (const which of ["cfg7.5", "nocfg"] as const) {

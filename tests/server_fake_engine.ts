@@ -4,7 +4,9 @@
 // during its sleeps), like the real engine must.
 //
 // Special prompts drive the error paths: "[fake:request-error]" throws RequestError("prompt", …) and
-// "[fake:crash]" throws a plain Error after the first step.
+// "[fake:crash]" throws a plain Error after the first step. Inpainting follows the real request rules
+// (src/pipeline/inpaint.ts; `unetKind: "inpainting"` plays a 9-channel model) and the real mask
+// preprocessing: outside the mask the output is the init image's pixels, so tests can see what was masked.
 
 import {
   type Engine,
@@ -16,11 +18,15 @@ import {
 } from "../src/pipeline/types.ts";
 import type { EngineLoader, GpuInfo } from "../src/server/engine_host.ts";
 import { decodeImage, encodeImage } from "../src/image/codec.ts";
+import { preprocessMask } from "../src/image/mask.ts";
+import { checkInpaintRequest, type UNetKind } from "../src/pipeline/inpaint.ts";
 
 export interface FakeEngineOptions {
   /** Sleep per denoising step. */
   stepDelayMs?: number;
   modelName?: string;
+  /** "inpainting": every request needs an image and a mask, as with a 9-channel UNet. */
+  unetKind?: UNetKind;
 }
 
 /** One generate() call as the fake saw it, for assertions (e.g. "stopped within one step"). */
@@ -37,9 +43,11 @@ export class FakeEngine implements Engine {
   readonly defaultSampler: SamplerName = "pndm";
   readonly runs: FakeRun[] = [];
   readonly stepDelayMs: number;
+  readonly unetKind: UNetKind;
 
   constructor(options: FakeEngineOptions = {}) {
     this.stepDelayMs = options.stepDelayMs ?? 5;
+    this.unetKind = options.unetKind ?? "plain";
     this.modelName = options.modelName ?? "fake-sd-test-double";
   }
 
@@ -70,6 +78,15 @@ export class FakeEngine implements Engine {
     if (request.prompt.includes("[fake:request-error]")) {
       throw new RequestError("prompt", "prompt: the fake engine refuses this prompt");
     }
+    checkInpaintRequest(request, this.unetKind);
+    let mask: Float32Array | undefined;
+    if (request.mask) {
+      try {
+        mask = preprocessMask(request.mask, request.width, request.height, request.maskChannel);
+      } catch (e) {
+        throw new RequestError("mask", `mask: cannot be decoded (${(e as Error).message})`);
+      }
+    }
     let initImage: Uint8Array | undefined;
     if (request.initImage) {
       try {
@@ -80,13 +97,12 @@ export class FakeEngine implements Engine {
       }
     }
     const seed = request.seed ?? Math.floor(Math.random() * 2 ** 32);
-    const steps = request.initImage
-      ? Math.max(1, Math.floor(request.steps * (request.strength ?? 0.75)))
-      : request.steps;
+    const strength = request.strength ?? (mask || request.maskAll ? 1 : 0.75);
+    const steps = request.initImage ? Math.max(1, Math.floor(request.steps * strength)) : request.steps;
     const { width, height } = request;
     yield { type: "started", seed, steps, width, height };
     const target = paint(width, height, seed, request.prompt);
-    if (initImage) blendInto(target, initImage, 1 - (request.strength ?? 0.75));
+    if (initImage) blendInto(target, initImage, 1 - strength, mask);
     const denoiseStart = performance.now();
     for (let s = 1; s <= steps; s++) {
       await sleep(this.stepDelayMs, signal);
@@ -213,10 +229,12 @@ function noisy(target: Uint8Array, seed: number, amount: number): Uint8Array {
   return out;
 }
 
-function blendInto(target: Uint8Array, rgba: Uint8Array, weight: number): void {
+/** The init image mixed in by `weight`; where a mask says keep (0), the init image itself. */
+function blendInto(target: Uint8Array, rgba: Uint8Array, weight: number, mask?: Float32Array): void {
   for (let p = 0; p < target.length / 3; p++) {
+    const w = mask && mask[p] === 0 ? 1 : weight;
     for (let k = 0; k < 3; k++) {
-      target[p * 3 + k] = target[p * 3 + k] * (1 - weight) + rgba[p * 4 + k] * weight;
+      target[p * 3 + k] = target[p * 3 + k] * (1 - w) + rgba[p * 4 + k] * w;
     }
   }
 }

@@ -92,3 +92,24 @@ export function expectThrow(fn: () => unknown, pattern: RegExp | string, what: s
   }
   throw new Error(`${what}: expected an error`);
 }
+
+/** Peak signal-to-noise ratio of two 8-bit images in dB (Infinity when equal). */
+export function psnr(a: Uint8Array, b: Uint8Array): number {
+  if (a.length !== b.length) throw new Error(`psnr: ${a.length} vs ${b.length} bytes`);
+  let se = 0;
+  for (let i = 0; i < a.length; i++) se += (a[i] - b[i]) ** 2;
+  const mse = se / a.length;
+  return mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse);
+}
+
+/** A plain assertion with a message (no std library here). */
+export function assert(cond: unknown, message: string): asserts cond {
+  if (!cond) throw new Error(message);
+}
+
+/** Equality by JSON, with the values in the message. */
+export function assertEquals<T>(actual: T, expected: T, what: string): void {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  if (a !== e) throw new Error(`${what}: got ${a}, want ${e}`);
+}

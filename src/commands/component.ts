@@ -1,4 +1,6 @@
-// `component <unet|vae-decode|vae-encode|clip|randn>`: runs one network on a file of inputs.
+// `component <unet|vae-decode|vae-encode|clip|taesd-decode|taesd-encode|randn>`: runs one network on a file
+// of inputs, with the golden fixtures' tensor names (taesd-decode: latents → image; taesd-encode: image →
+// latents; NCHW).
 //   deno task component unet --config CONFIG.json --weights W.safetensors --in IN.safetensors --out OUT.safetensors
 //     [--precision f32|f16] [--lora FILE[:SCALE] ...] [--lora-strict=false]   (LoRAs: unet and clip)
 //   deno task component randn --seed S --shape 1,4,64,64 --out F.safetensors
@@ -17,7 +19,7 @@ import { LoraLibrary } from "../models/lora/library.ts";
 import { LORA_OPTIONS, parseLoraArgs } from "./lora_args.ts";
 
 const USAGE =
-  "usage: component <unet|vae-decode|vae-encode|clip> --config CONFIG.json --weights WEIGHTS.safetensors " +
+  `usage: component <${NETWORK_ENTRIES.join("|")}> --config CONFIG.json --weights WEIGHTS.safetensors ` +
   "--in INPUTS.safetensors --out OUTPUTS.safetensors [--precision f32|f16]\n" +
   "       [--lora FILE[:SCALE] ...] [--lora-strict=true|false]   (unet and clip: LoRAs merged first)\n" +
   "       component randn --seed S --shape 1,4,64,64 --out F.safetensors";

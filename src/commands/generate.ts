@@ -1,17 +1,41 @@
 // `generate --model DIR --prompt P [...] --out out.png`: one image from the command line, with a terminal
-// progress bar and optional preview files.
+// progress bar and optional preview files. TAESD weights (--taesd DIR, env TAESD, else a taesd/ folder in or
+// next to the model) make TAESD the default preview and allow --decoder taesd.
 
 import { parseArgs } from "node:util";
 import cliProgress from "cli-progress";
 import { Gpu } from "../gpu/device.ts";
 import { loadPipeline } from "../pipeline/load.ts";
-import { type GenerateRequest, SAMPLER_NAMES, type SamplerName } from "../pipeline/types.ts";
+import { sizeMultiple } from "../pipeline/pipeline.ts";
+import { imageSize } from "../image/codec.ts";
+import { promptChunks } from "../pipeline/text_encoding.ts";
+import {
+  type DecoderName,
+  DECODERS,
+  type GenerateRequest,
+  PREVIEW_MODES,
+  type PreviewMode,
+  PROMPT_WEIGHTINGS,
+  type PromptWeighting,
+  SAMPLER_NAMES,
+  type SamplerName,
+} from "../pipeline/types.ts";
+import { findTaesdBeside } from "../models/taesd/load.ts";
+import { splitLoraTags } from "../models/lora/tags.ts";
 import { LORA_OPTIONS, LORA_USAGE, parseLoraArgs } from "./lora_args.ts";
 
+// --image without --width/--height: the image's size, rounded down to what the UNet takes (64 for SD).
+// --mask (white repaints, any PNG or JPEG of the image's aspect ratio, stretched to it) makes it inpainting;
+// --strength then defaults to 1 (diffusers' inpainting default), else 0.75.
 const USAGE = `usage: generate --model DIR --prompt P [--negative N] [--seed S] [--steps N] [--guidance G]
-  [--sampler ${SAMPLER_NAMES.join("|")}] [--eta E] [--width W --height H] [--image init.png --strength S]
-  [--long-prompt chunk|truncate] [--precision f32|f16] [--previews DIR --preview-every K] [--preview cheap|vae]
+  [--sampler ${SAMPLER_NAMES.join("|")}] [--eta E] [--width W --height H]
+  [--image init.png [--mask mask.png] [--strength S]]
+  [--long-prompt chunk|truncate] [--precision f32|f16] [--previews DIR --preview-every K]
+  [--preview cheap|vae|taesd] [--taesd DIR] [--decoder vae|taesd] [--prompt-weighting none|a1111]
   [--tokenizer DIR] ${LORA_USAGE} --out out.png
+  --taesd DIR (env TAESD): TAESD weights; default: a taesd/ folder with a config.json in the model folder, else
+  next to it. With them the default preview is taesd. --decoder taesd decodes the final image with TAESD:
+  faster, lower quality (drafts, CPU-only hosts).
   LoRAs: each --lora FILE[:SCALE] is merged at its scale; <lora:NAME:SCALE> tags in the prompt name files of
   --lora-dir (or a --lora file by its stem).`;
 
@@ -37,12 +61,16 @@ export async function generateCommand(args: string[]): Promise<number> {
       width: { type: "string" },
       height: { type: "string" },
       image: { type: "string" },
+      mask: { type: "string" },
       strength: { type: "string" },
       "long-prompt": { type: "string", default: "chunk" },
+      "prompt-weighting": { type: "string", default: "none" },
       precision: { type: "string" },
       previews: { type: "string" },
       "preview-every": { type: "string" },
-      preview: { type: "string", default: "cheap" },
+      preview: { type: "string" },
+      taesd: { type: "string" },
+      decoder: { type: "string", default: "vae" },
       tokenizer: { type: "string" },
       out: { type: "string" },
       "no-f16": { type: "boolean" },
@@ -61,12 +89,26 @@ export async function generateCommand(args: string[]): Promise<number> {
   if (longPrompt !== "chunk" && longPrompt !== "truncate") {
     throw new Error("--long-prompt must be chunk or truncate");
   }
+  const promptWeighting = values["prompt-weighting"] as PromptWeighting;
+  if (!PROMPT_WEIGHTINGS.includes(promptWeighting)) {
+    throw new Error(`--prompt-weighting must be ${PROMPT_WEIGHTINGS.join(" or ")}`);
+  }
   const precision = values.precision;
   if (precision !== undefined && precision !== "f32" && precision !== "f16") {
     throw new Error("--precision must be f32 or f16");
   }
-  const preview = values.preview;
-  if (preview !== "cheap" && preview !== "vae") throw new Error("--preview must be cheap or vae");
+  const preview = values.preview as PreviewMode | undefined;
+  if (preview !== undefined && !PREVIEW_MODES.includes(preview)) {
+    throw new Error(`--preview must be ${PREVIEW_MODES.join(", ")}`);
+  }
+  const decoder = values.decoder as DecoderName;
+  if (!DECODERS.includes(decoder)) throw new Error(`--decoder must be ${DECODERS.join(" or ")}`);
+  const taesd = values.taesd ?? (Deno.env.get("TAESD") || undefined) ?? findTaesdBeside(values.model);
+  if (preview === "taesd" && !taesd) {
+    throw new Error(
+      "--preview taesd needs TAESD weights: --taesd DIR, or a taesd/ folder in or next to the model",
+    );
+  }
   if (values.seed !== undefined && !/^\d+$/.test(values.seed)) {
     throw new Error("--seed must be a non-negative integer");
   }
@@ -77,33 +119,43 @@ export async function generateCommand(args: string[]): Promise<number> {
   const pipeline = await loadPipeline(gpu, values.model, {
     precision,
     tokenizerDir: values.tokenizer,
+    taesd,
+    decoder,
     loraDir: loras.dir,
     loraFiles: loras.files,
     loraStrict: loras.strict,
     onWarning: (m) => console.error(`warning: ${m}`),
   });
+  const initImage = values.image ? await Deno.readFile(values.image) : undefined;
+  const mask = values.mask ? await Deno.readFile(values.mask) : undefined;
+  const fromImage = initImage && imageSize(initImage);
+  const m = sizeMultiple(pipeline.parts.unet);
+  const fit = (px: number) => Math.max(m, px - (px % m));
   const request: GenerateRequest = {
     prompt: values.prompt,
     negativePrompt: values.negative,
-    width: num(values.width, "width", 512),
-    height: num(values.height, "height", 512),
+    width: num(values.width, "width", fromImage ? fit(fromImage.width) : 512),
+    height: num(values.height, "height", fromImage ? fit(fromImage.height) : 512),
     steps: num(values.steps, "steps", 20),
     guidanceScale: num(values.guidance, "guidance", 7.5),
     sampler: values.sampler as SamplerName | undefined,
     seed: values.seed === undefined ? undefined : Number(values.seed),
     eta: values.eta === undefined ? undefined : num(values.eta, "eta", 0),
-    initImage: values.image ? await Deno.readFile(values.image) : undefined,
+    initImage,
+    mask,
     strength: values.strength === undefined ? undefined : num(values.strength, "strength", 0.75),
     previewEvery: values.previews ? num(values["preview-every"], "preview-every", 1) : 0,
     preview,
     previewFormat: "png",
     longPrompt,
     loras: loras.requests,
+    promptWeighting,
   };
-  if (request.initImage && request.strength === undefined) request.strength = 0.75;
+  if (request.initImage && request.strength === undefined) request.strength = mask ? 1 : 0.75;
   if (values.previews) await Deno.mkdir(values.previews, { recursive: true });
   if (longPrompt === "truncate") {
-    const t = pipeline.parts.tokenizer.chunks(request.prompt, "truncate");
+    const text = splitLoraTags(request.prompt).prompt; // the tags are not tokenized
+    const t = promptChunks(pipeline.parts.tokenizer, text, "truncate", promptWeighting);
     if (t.truncated) {
       console.error("note: the prompt is longer than 75 tokens and was truncated (--long-prompt truncate)");
     }

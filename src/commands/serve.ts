@@ -14,6 +14,9 @@ export async function serveCommand(args: string[]): Promise<number> {
     return 0;
   }
   const config = parseServeConfig(args, Deno.env.toObject());
+  if (config.loraDir && !(await Deno.stat(config.loraDir).catch(() => null))?.isDirectory) {
+    throw new Error(`--lora-dir ${config.loraDir} is not a folder`);
+  }
   // The model loads and warms in the background; /healthz reports starting → loading {progress, stage} →
   // ready | failed, and recovering after a lost device.
   const host = new WorkerEngineHost({
@@ -21,14 +24,13 @@ export async function serveCommand(args: string[]): Promise<number> {
     tokenizerDir: config.tokenizer,
     loraDir: config.loraDir,
     loraStrict: config.loraStrict,
+    taesd: config.taesd,
+    decoder: config.decoder,
     disableF16: config.disableF16,
     warmup: config.warmup,
     warmupGuidance: config.options.defaultGuidance,
     testHooks: config.testHooks,
   });
-  if (config.loraDir && !(await Deno.stat(config.loraDir).catch(() => null))?.isDirectory) {
-    throw new Error(`--lora-dir ${config.loraDir} is not a folder`);
-  }
   // The HTTP side validates LoRA names against the folder; the worker reads the files.
   const loras = config.loraDir ? new LoraLibrary(config.loraDir) : undefined;
   const sd = createApp({ host, options: { ...config.options, loras, testHooks: config.testHooks } });
@@ -40,7 +42,9 @@ export async function serveCommand(args: string[]): Promise<number> {
     onListen: ({ hostname, port }) =>
       console.log(
         `listening on http://${hostname}:${port}` +
-          (config.model ? ` (loading ${config.model})` : " (no --model: generation answers 503)"),
+          (config.model
+            ? ` (loading ${config.model}${config.taesd ? `, TAESD ${config.taesd}` : ""})`
+            : " (no --model: generation answers 503)"),
       ),
   });
   await handle.finished;

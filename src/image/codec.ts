@@ -3,6 +3,7 @@
 
 import { decode as decodePng, encode as encodePng } from "fast-png";
 import { decode as decodeJpeg, encode as encodeJpeg } from "jpeg-js";
+import { inflateSync } from "node:zlib";
 
 export type ImageFormat = "png" | "jpeg";
 
@@ -65,10 +66,48 @@ export function sniffImageMime(bytes: Uint8Array): string | undefined {
   return undefined;
 }
 
+/**
+ * Width and height from a PNG's IHDR or a JPEG's first SOF marker, without decoding the pixels (request
+ * validation on the HTTP thread). Undefined when the header cannot be read.
+ */
+export function imageSize(bytes: Uint8Array): { width: number; height: number } | undefined {
+  const mime = sniffImageMime(bytes);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (mime === "image/png") {
+    // signature (8), IHDR length (4), "IHDR" (4), width (4), height (4)
+    if (bytes.length < 24 || String.fromCharCode(...bytes.subarray(12, 16)) !== "IHDR") return undefined;
+    return { width: view.getUint32(16), height: view.getUint32(20) };
+  }
+  if (mime === "image/jpeg") {
+    let at = 2;
+    while (at + 4 <= bytes.length) {
+      if (bytes[at] !== 0xff) return undefined;
+      const marker = bytes[at + 1];
+      if (marker === 0xff) { // fill byte
+        at++;
+        continue;
+      }
+      if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) { // no length
+        at += 2;
+        continue;
+      }
+      const length = view.getUint16(at + 2);
+      // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC): length, precision, height, width.
+      if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+        if (at + 9 > bytes.length) return undefined;
+        return { width: view.getUint16(at + 7), height: view.getUint16(at + 5) };
+      }
+      at += 2 + length;
+    }
+  }
+  return undefined;
+}
+
 /** Decodes a PNG or JPEG into 8-bit RGBA; throws with a readable message otherwise. */
 export function decodeImage(bytes: Uint8Array, maxMegapixels = 64): DecodedImage {
   const mime = sniffImageMime(bytes);
   if (mime === "image/png") {
+    checkPngBounds(bytes, maxMegapixels);
     const png = decodePng(bytes, { checkCrc: true });
     if (png.width * png.height > maxMegapixels * 1e6) throw new Error("image too large");
     const text = { ...png.text, ...readITxt(bytes) };
@@ -79,6 +118,58 @@ export function decodeImage(bytes: Uint8Array, maxMegapixels = 64): DecodedImage
     return { width: jpg.width, height: jpg.height, rgba: jpg.data, mime, text: {} };
   }
   throw new Error("not a PNG or JPEG image");
+}
+
+/**
+ * Refuses a PNG that would take far more memory to decode than its size says (a decompression bomb): fast-png
+ * inflates every IDAT and iCCP byte before it looks at the image size, so a few hundred kilobytes of
+ * compressed zeros cost gigabytes. Checks the header's size first, then inflates with a cap.
+ */
+function checkPngBounds(bytes: Uint8Array, maxMegapixels: number): void {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const idat: Uint8Array[] = [];
+  let rowBytes = 0;
+  let height = 0;
+  for (let at = 8; at + 8 <= bytes.length;) {
+    const length = view.getUint32(at);
+    const type = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
+    const data = bytes.subarray(at + 8, Math.min(bytes.length, at + 8 + length));
+    if (type === "IHDR" && data.length >= 13) {
+      const width = view.getUint32(at + 8);
+      height = view.getUint32(at + 12);
+      if (width * height > maxMegapixels * 1e6) throw new Error(`image too large (${width}x${height})`);
+      const channels = [1, 0, 3, 1, 2, 0, 4][data[9]] ?? 4;
+      rowBytes = Math.ceil((width * channels * data[8]) / 8);
+    } else if (type === "IDAT") {
+      idat.push(data);
+    } else if (type === "iCCP") {
+      inflateCapped(data.subarray(data.indexOf(0) + 2), 16 * 2 ** 20, "ICC profile");
+    }
+    at += 12 + length;
+  }
+  // Each row is a filter byte and its pixels; Adam7 interlacing adds at most a filter byte per pass row.
+  const expected = height * (1 + rowBytes) + 15 * height + 1024;
+  inflateCapped(concatBytes(idat), expected, "pixel data");
+}
+
+/** Inflates zlib data, throwing once the output passes `cap` bytes; other inflate errors are left to the
+ * decoder. */
+function inflateCapped(data: Uint8Array, cap: number, what: string): void {
+  try {
+    inflateSync(data, { maxOutputLength: cap });
+  } catch (e) {
+    if (e instanceof RangeError) throw new Error(`${what} inflates past its stated size`);
+  }
+}
+
+function concatBytes(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
 }
 
 function rgbToRgba(rgb: Uint8Array): Uint8Array {

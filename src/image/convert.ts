@@ -3,6 +3,7 @@
 
 import * as codec from "./codec.ts";
 import type { ImageFormat } from "./codec.ts";
+import { resizeLanczos } from "./resize.ts";
 
 /** 8-bit RGB pixels, row-major HWC. */
 export interface RgbImage {
@@ -63,18 +64,11 @@ export function rgbToNchw(img: RgbImage): Float32Array {
   return out;
 }
 
-/** Nearest-neighbour resize (only used to fit an img2img input to the requested size). */
-export function resizeNearest(img: RgbImage, width: number, height: number): RgbImage {
+/** Fits an img2img / inpainting input to the requested size as diffusers' VaeImageProcessor does (Pillow's
+ * Lanczos; src/image/resize.ts). */
+export function resizeRgb(img: RgbImage, width: number, height: number): RgbImage {
   if (img.width === width && img.height === height) return img;
-  const data = new Uint8Array(width * height * 3);
-  for (let y = 0; y < height; y++) {
-    const sy = Math.min(img.height - 1, Math.floor(((y + 0.5) * img.height) / height));
-    for (let x = 0; x < width; x++) {
-      const sx = Math.min(img.width - 1, Math.floor(((x + 0.5) * img.width) / width));
-      for (let c = 0; c < 3; c++) data[(y * width + x) * 3 + c] = img.data[(sy * img.width + sx) * 3 + c];
-    }
-  }
-  return { width, height, data };
+  return { width, height, data: resizeLanczos(img.data, img.width, img.height, 3, width, height) };
 }
 
 /**

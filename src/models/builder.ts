@@ -13,7 +13,7 @@ import { type Activation, geglu, linear } from "../ops/linear.ts";
 import { groupNorm, layerNorm } from "../ops/norm.ts";
 import { attention, attentionFlops } from "../ops/attention.ts";
 import { concatChannels, resizeNearest, upsampleNearest2x } from "../ops/layout.ts";
-import { silu } from "../ops/elementwise.ts";
+import { type Activation as MapActivation, map, silu } from "../ops/elementwise.ts";
 import { timestepEmbedding } from "../ops/timestep.ts";
 import { embedding } from "../ops/embedding.ts";
 import type { WeightShapes } from "./declare.ts";
@@ -173,11 +173,22 @@ export class ModelBuilder {
 
   // ---- ops ----
 
-  /** Conv2d `name` (`name.weight` [Cout, Cin, k, k], `name.bias`), NHWC [B, H, W, Cin] → [B, Ho, Wo, Cout]. */
+  /**
+   * Conv2d `name` (`name.weight` [Cout, Cin, k, k], `name.bias`), NHWC [B, H, W, Cin] → [B, Ho, Wo, Cout],
+   * with the fused epilogue relu?((conv + bias + timeBias + residual) / outputScaleFactor + outputShift).
+   */
   conv(
     name: string,
     x: Value,
-    o: { stride?: 1 | 2; padding?: Conv2dParams["padding"]; timeBias?: Value; residual?: Value } = {},
+    o: {
+      stride?: 1 | 2;
+      padding?: Conv2dParams["padding"];
+      timeBias?: Value;
+      residual?: Value;
+      outputScaleFactor?: number;
+      outputShift?: number;
+      relu?: boolean;
+    } = {},
   ): Value {
     const w = this.weight(`${name}.weight`, "conv");
     const [cout, cin, kh, kw] = this.weights.shape(w);
@@ -203,6 +214,9 @@ export class ModelBuilder {
           out: c.tensor(out),
           stride,
           padding,
+          outputScaleFactor: o.outputScaleFactor,
+          outputShift: o.outputShift,
+          relu: o.relu,
           act: c.act,
         }),
     );
@@ -296,6 +310,21 @@ export class ModelBuilder {
         causal: o.causal,
         act: c.act,
       }));
+  }
+
+  /** Elementwise activation(x · scale + bias) · outScale, one kernel (ops/elementwise.ts `map`). */
+  map(
+    label: string,
+    x: Value,
+    o: { scale?: number; bias?: number; activation?: MapActivation; outScale?: number },
+  ): Value {
+    const out = this.value(this.prefix + label, x.shape);
+    return this.node(
+      [x],
+      out,
+      0,
+      (c) => map(c.gpu, { x: c.tensor(x), out: c.tensor(out), act: c.act, ...o }),
+    );
   }
 
   silu(x: Value, label = "silu"): Value {

@@ -1,12 +1,14 @@
-// The generation pipeline (diffusers' StableDiffusionPipeline / StableDiffusionImg2ImgPipeline) as an
-// async iterator of typed events. One seeded torch-compatible generator per run supplies every random
-// draw in diffusers' order, so a seed reproduces diffusers' image.
+// The generation pipeline (diffusers' StableDiffusionPipeline / StableDiffusionImg2ImgPipeline /
+// StableDiffusionInpaintPipeline, the last in inpaint.ts) as an async iterator of typed events. One seeded
+// torch-compatible generator per run supplies every random draw in diffusers' order, so a seed reproduces
+// diffusers' image.
 
 import type { Gpu } from "../gpu/device.ts";
 import { readTensor, writeActivation } from "../gpu/tensor.ts";
 import type { ClipTextModel } from "../models/clip/clip.ts";
 import type { UNet } from "../models/unet/unet.ts";
 import type { Vae } from "../models/vae/vae.ts";
+import type { Taesd } from "../models/taesd/taesd.ts";
 import { nchwToNhwc, nhwcToNchw } from "../util/host_tensor.ts";
 import { TorchGenerator } from "../schedulers/rng.ts";
 import { createScheduler, img2imgSchedule } from "../schedulers/index.ts";
@@ -15,6 +17,8 @@ import type { ClipTokenizer } from "../text/tokenizer.ts";
 import type { LoraAdapters } from "../models/lora/adapters.ts";
 import { LoraError } from "../models/lora/file.ts";
 import { splitLoraTags } from "../models/lora/tags.ts";
+import type { PromptWeighting } from "../text/prompt_weights.ts";
+import { encodePrompts, type TextContext } from "./text_encoding.ts";
 import {
   a1111Parameters,
   decodedToRgb,
@@ -22,10 +26,12 @@ import {
   encodeImage,
   latentPreview,
   mimeOf,
-  resizeNearest,
+  resizeRgb,
   rgbToNchw,
 } from "../image/convert.ts";
+import { checkInpaintRequest, inpaintingStart, type LoopStart, type UNetKind, unetKind } from "./inpaint.ts";
 import {
+  type DecoderName,
   type Engine,
   type GenerateRequest,
   type GenerationEvent,
@@ -35,6 +41,7 @@ import {
   SAMPLER_NAMES,
   type SamplerName,
 } from "./types.ts";
+import { previewLatentSize, taesdDecode, taesdPreview } from "./taesd.ts";
 
 export interface PipelineParts {
   gpu: Gpu;
@@ -43,6 +50,10 @@ export interface PipelineParts {
   textEncoder: ClipTextModel;
   unet: UNet;
   vae: Vae;
+  /** TAESD, when its weights were given or found: previews (and the default preview), drafts. */
+  taesd?: Taesd;
+  /** What decodes the final image (default vae; taesd is faster and lower quality). */
+  decoder?: DecoderName;
   schedulerConfig: SchedulerConfig;
   defaultSampler: SamplerName;
   /** The LoRA sets this model can merge (absent: requests naming LoRAs are refused). */
@@ -65,16 +76,20 @@ export function sizeMultiple(unet: UNet): number {
 export class StableDiffusionPipeline implements Engine {
   readonly modelName: string;
   readonly defaultSampler: SamplerName;
+  /** "inpainting" for a 9-channel UNet (every request needs image and mask); throws for other widths. */
+  readonly unetKind: UNetKind;
 
   constructor(readonly parts: PipelineParts) {
     this.modelName = parts.name;
     this.defaultSampler = parts.defaultSampler;
+    this.unetKind = unetKind(parts.unet.config.in_channels, parts.vae.config.latent_channels);
   }
 
   gpuBytes(): number {
     const p = this.parts;
+    const taesd = p.taesd ? p.taesd.weights.bytes + p.taesd.activationBytes : 0;
     return p.textEncoder.weights.bytes + p.unet.weights.bytes + p.vae.weights.bytes + p.unet.activationBytes +
-      (p.loras?.bytes ?? 0);
+      taesd + (p.loras?.bytes ?? 0);
   }
 
   /** Checks a request before it is queued; throws RequestError naming the field. */
@@ -101,14 +116,31 @@ export class StableDiffusionPipeline implements Engine {
         `unknown sampler "${req.sampler}"; one of ${SAMPLER_NAMES.join(", ")}`,
       );
     }
-    if (req.initImage && !(req.strength !== undefined && req.strength > 0 && req.strength <= 1)) {
+    if (req.preview === "taesd" && !this.parts.taesd) {
+      throw new RequestError(
+        "preview",
+        "preview taesd needs TAESD weights, which this server has not loaded (--taesd DIR, or a taesd/ " +
+          "folder in or next to the model folder)",
+      );
+    }
+    const strength = req.strength ?? (req.mask || req.maskAll ? 1 : undefined);
+    if (req.initImage && !(strength !== undefined && strength > 0 && strength <= 1)) {
       throw new RequestError("strength", "img2img needs a strength in (0, 1]");
     }
+    // img2img runs the last floor(steps × strength) steps (as diffusers does): none is an error.
+    if (req.initImage && Math.floor(req.steps * strength!) < 1) {
+      throw new RequestError(
+        "strength",
+        `img2img with strength ${strength} and ${req.steps} steps leaves no denoising step; ` +
+          `raise steps to at least ${Math.ceil(1 / strength!)}`,
+      );
+    }
+    checkInpaintRequest(req, this.unetKind);
   }
 
   async *generate(req: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
     this.validate(req);
-    const { unet, vae } = this.parts;
+    const { vae } = this.parts;
     const t0 = performance.now();
     const prompt = await this.useLoras(req);
     const seed = req.seed ?? Math.floor(Math.random() * 2 ** 32);
@@ -118,8 +150,7 @@ export class StableDiffusionPipeline implements Engine {
     const generator = new TorchGenerator(seed);
     const h = req.height / 8;
     const w = req.width / 8;
-    const latentC = unet.config.in_channels;
-    const shape = [1, latentC, h, w];
+    const shape = [1, vae.config.latent_channels, h, w];
     const cfg = req.guidanceScale > 1;
     const checkAbort = () => {
       if (signal?.aborted) throw new AbortError();
@@ -132,38 +163,38 @@ export class StableDiffusionPipeline implements Engine {
       req.negativePrompt ?? "",
       cfg,
       req.longPrompt ?? "chunk",
+      req.promptWeighting ?? "none",
     );
     const tText = performance.now();
     checkAbort();
 
-    // Initial latents (txt2img) or the encoded, noised init image (img2img).
-    let latents: Float32Array;
-    let startIndex = 0;
+    // Initial latents: txt2img noise, the encoded and noised init image (img2img), or inpainting's start
+    // with its per-step additions (inpaint.ts).
+    let start: LoopStart;
     const scaling = vae.config.scaling_factor;
-    if (req.initImage) {
+    if (req.mask || req.maskAll) {
+      start = await inpaintingStart(this, this.unetKind, req, scheduler, generator);
+    } else if (req.initImage) {
       let img;
       try {
         img = decodeImage(req.initImage);
       } catch (e) {
         throw new RequestError("image", `cannot decode the init image: ${(e as Error).message}`);
       }
-      img = resizeNearest(img, req.width, req.height);
-      const moments = await this.vaeEncode(rgbToNchw(img), req.height, req.width);
-      const n = latentC * h * w;
-      const eps = generator.randn(shape); // the posterior sample's draw comes first
-      const clean = new Float32Array(n);
-      for (let i = 0; i < n; i++) {
-        const logvar = Math.min(20, Math.max(-30, moments[n + i]));
-        const std = Math.fround(Math.exp(Math.fround(0.5 * logvar)));
-        clean[i] = Math.fround(scaling * Math.fround(moments[i] + Math.fround(std * eps[i])));
-      }
-      const schedule = img2imgSchedule(scheduler, req.steps, req.strength!);
-      startIndex = schedule.startIndex;
-      latents = scheduler.addNoise(clean, generator.randn(shape), startIndex);
+      const clean = await this.encodeLatents(
+        rgbToNchw(resizeRgb(img, req.width, req.height)),
+        req.height,
+        req.width,
+        generator,
+      );
+      const { startIndex } = img2imgSchedule(scheduler, req.steps, req.strength!);
+      start = { latents: scheduler.addNoise(clean, generator.randn(shape), startIndex), startIndex };
     } else {
       const noise = generator.randn(shape);
-      latents = noise.map((v) => Math.fround(v * scheduler.initNoiseSigma));
+      start = { latents: noise.map((v) => Math.fround(v * scheduler.initNoiseSigma)), startIndex: 0 };
     }
+    let latents = start.latents;
+    const startIndex = start.startIndex;
 
     // Denoising loop.
     const evaluations = scheduler.timesteps.length - startIndex;
@@ -176,6 +207,8 @@ export class StableDiffusionPipeline implements Engine {
       latentSize: [h, w],
       scheduler,
       startIndex,
+      condition: start.condition,
+      afterStep: start.afterStep,
       noise: () => generator.randn(shape),
       signal,
     });
@@ -190,8 +223,10 @@ export class StableDiffusionPipeline implements Engine {
     const tDenoise = performance.now();
     checkAbort();
 
-    // Decode: latents / scaling_factor → VAE → clamp(x/2 + 0.5) → 8-bit.
-    const decoded = await this.vaeDecode(latents.map((v) => Math.fround(v / scaling)), h, w, signal);
+    // Decode: latents / scaling_factor → VAE → clamp(x/2 + 0.5) → 8-bit; TAESD takes the latents as they are.
+    const decoded = this.parts.decoder === "taesd"
+      ? await taesdDecode(this.parts.gpu, this.parts.taesd!, latents, h, w, signal)
+      : await this.vaeDecode(latents.map((v) => Math.fround(v / scaling)), h, w, signal);
     const rgb = decodedToRgb(decoded, req.height, req.width);
     const tEnd = performance.now();
     const parameters = a1111Parameters({
@@ -204,7 +239,7 @@ export class StableDiffusionPipeline implements Engine {
       width: req.width,
       height: req.height,
       model: this.modelName,
-      strength: req.initImage ? req.strength : undefined,
+      strength: req.initImage ? req.strength ?? (req.mask || req.maskAll ? 1 : undefined) : undefined,
     });
     const format = req.outputFormat ?? "png";
     yield {
@@ -251,6 +286,8 @@ export class StableDiffusionPipeline implements Engine {
    * The denoising loop on given text embeddings (`context` [B, T, C], unconditional rows first when
    * guidanceScale > 1) from `latents` (NCHW [1, C, h, w]); yields the latents after every scheduler step.
    * One recorded UNet plan is replayed per evaluation, with uncond and cond batched in one call.
+   * Inpainting: `condition` ([1, Cc, h, w]) is appended to every row's scaled latents (a 9-channel UNet:
+   * C + Cc = in_channels), and `afterStep` rewrites the latents after each step (the 4-channel blend).
    */
   async *denoise(o: {
     context: Float32Array;
@@ -261,29 +298,40 @@ export class StableDiffusionPipeline implements Engine {
     latentSize: [number, number];
     scheduler: Scheduler;
     startIndex?: number;
+    condition?: Float32Array;
+    afterStep?: (latents: Float32Array, index: number) => Float32Array;
     noise: NoiseSource;
     signal?: AbortSignal;
   }): AsyncGenerator<{ index: number; latents: Float32Array; modelOutput: Float32Array }> {
     const { gpu, unet } = this.parts;
     const cfg = o.guidanceScale > 1;
     const B = cfg ? 2 : 1;
-    const C = unet.config.in_channels;
+    const C = unet.config.out_channels;
+    const inC = unet.config.in_channels;
     const [h, w] = o.latentSize;
     const n = C * h * w;
+    const nIn = inC * h * w;
     if (o.latents.length !== n) {
       throw new Error(`denoise: ${o.latents.length} latent values for [1, ${C}, ${h}, ${w}]`);
     }
+    if (n + (o.condition?.length ?? 0) !== nIn) {
+      throw new Error(
+        `denoise: latents and condition give ${n + (o.condition?.length ?? 0)} of ${nIn} inputs`,
+      );
+    }
     const plan = unet.plan(B, h, w, o.tokens);
     writeActivation(gpu, plan.context, o.context);
-    const input = new Float32Array(B * n);
+    // [B, inC, h, w]: per row the scaled latents, then the condition channels (constant over the run).
+    const input = new Float32Array(B * nIn);
+    for (let b = 0; b < B && o.condition; b++) input.set(o.condition, b * nIn + n);
     const timesteps = new Float32Array(B);
     let latents = o.latents;
     for (let i = o.startIndex ?? 0; i < o.scheduler.timesteps.length; i++) {
       if (o.signal?.aborted) throw new AbortError();
       const t = o.scheduler.timesteps[i];
       const x = o.scheduler.scaleModelInput(latents, i);
-      for (let b = 0; b < B; b++) input.set(x, b * n);
-      writeActivation(gpu, plan.sample, nchwToNhwc({ shape: [B, C, h, w], data: input }).data);
+      for (let b = 0; b < B; b++) input.set(x, b * nIn);
+      writeActivation(gpu, plan.sample, nchwToNhwc({ shape: [B, inC, h, w], data: input }).data);
       gpu.device.queue.writeBuffer(plan.timestep.buffer, 0, timesteps.fill(t));
       await plan.plan.runCancellable("unet", o.signal);
       const out = nhwcToNchw({ shape: [B, h, w, C], data: await readTensor(gpu, plan.out) }).data;
@@ -299,6 +347,7 @@ export class StableDiffusionPipeline implements Engine {
         }
       }
       latents = o.scheduler.step(noisePred, i, latents, o.noise).prevSample;
+      if (o.afterStep) latents = o.afterStep(latents, i);
       yield { index: i, latents, modelOutput: out };
     }
   }
@@ -312,8 +361,12 @@ export class StableDiffusionPipeline implements Engine {
   ): Promise<PreviewEvent> {
     const format = req.previewFormat ?? "jpeg";
     const scaling = this.parts.vae.config.scaling_factor;
-    const rgb = req.preview === "vae"
+    // Without a mode: TAESD when it is loaded, else the cheap map.
+    const mode = req.preview ?? (this.parts.taesd ? "taesd" : "cheap");
+    const rgb = mode === "vae"
       ? decodedToRgb(await this.vaeDecode(latents.map((v) => Math.fround(v / scaling)), h, w), h * 8, w * 8)
+      : mode === "taesd"
+      ? await taesdPreview(this.parts.gpu, this.parts.taesd!, latents, h, w)
       : latentPreview(latents, h, w, 4);
     return {
       type: "preview",
@@ -325,32 +378,58 @@ export class StableDiffusionPipeline implements Engine {
     };
   }
 
+  /** Builds and runs the TAESD preview plan of an image size once (warm-up; nothing without TAESD). */
+  async warmTaesdPreview(width: number, height: number): Promise<void> {
+    const { gpu, taesd } = this.parts;
+    if (!taesd) return;
+    const [ph, pw] = previewLatentSize(height / 8, width / 8);
+    await taesdDecode(gpu, taesd, new Float32Array(taesd.config.latent_channels * ph * pw), ph, pw);
+  }
+
   /**
-   * Prompt (and negative prompt) → CLIP last hidden states. Long prompts: "chunk" encodes 75-token chunks
-   * and concatenates them along the sequence (A1111), the shorter side padded with empty chunks;
-   * "truncate" cuts at 75 tokens as diffusers does.
+   * Prompt (and negative prompt) → CLIP last hidden states, [B, chunks·77, C] with the negative prompt's
+   * rows first (pipeline/text_encoding.ts): long prompts in 75-token chunks ("chunk", A1111) or cut
+   * ("truncate", diffusers); prompt weighting "none" (diffusers) or "a1111".
    */
-  async encodeText(
+  encodeText(
     prompt: string,
     negative: string,
     cfg: boolean,
     mode: "chunk" | "truncate",
-  ): Promise<{ context: Float32Array; tokens: number }> {
-    const { tokenizer, textEncoder, gpu } = this.parts;
-    const cond = tokenizer.chunks(prompt, mode).ids;
-    const uncond = cfg ? tokenizer.chunks(negative, mode).ids : [];
-    const chunks = Math.max(cond.length, uncond.length);
-    const empty = tokenizer.chunks("", "truncate").ids[0];
-    while (cond.length < chunks) cond.push(empty);
-    while (cfg && uncond.length < chunks) uncond.push(empty);
-    const rows = [...uncond, ...cond];
-    const L = rows[0].length;
-    const plan = textEncoder.plan(rows.length, L);
-    gpu.device.queue.writeBuffer(plan.ids.buffer, 0, Uint32Array.from(rows.flat()));
-    plan.plan.run("text encoder");
-    const hidden = await readTensor(gpu, plan.lastHidden); // [rows, L, C]: row r = chunk r
-    // Rows are already in [uncond chunks..., cond chunks...] order, so the flat array is [B, chunks·L, C].
-    return { context: hidden, tokens: chunks * L };
+    weighting: PromptWeighting = "none",
+  ): Promise<TextContext> {
+    return encodePrompts(this.parts, { prompt, negative, cfg, longPrompt: mode, weighting });
+  }
+
+  /**
+   * NCHW [1, 3, H, W] in [-1, 1] → latents sampled from the VAE posterior, scaled: diffusers'
+   * `scaling_factor · latent_dist.sample(generator)` = mean + exp(½·clamp(logvar, −30, 20))·randn, the draw
+   * [1, C, H/8, W/8] taken from `generator` after the encode.
+   */
+  async encodeLatents(
+    image: Float32Array,
+    height: number,
+    width: number,
+    generator: TorchGenerator,
+  ): Promise<Float32Array> {
+    const { vae } = this.parts;
+    const moments = await this.vaeEncode(image, height, width);
+    const C = vae.config.latent_channels;
+    const n = C * (height / 8) * (width / 8);
+    const eps = generator.randn([1, C, height / 8, width / 8]);
+    const scaling = vae.config.scaling_factor;
+    const out = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      const logvar = Math.min(20, Math.max(-30, moments[n + i]));
+      const std = Math.fround(Math.exp(Math.fround(0.5 * logvar)));
+      out[i] = Math.fround(scaling * Math.fround(moments[i] + Math.fround(std * eps[i])));
+    }
+    return out;
+  }
+
+  /** The `InpaintHost` latent width (inpaint.ts). */
+  get latentChannels(): number {
+    return this.parts.vae.config.latent_channels;
   }
 
   private async vaeEncode(image: Float32Array, height: number, width: number): Promise<Float32Array> {

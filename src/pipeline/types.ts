@@ -2,11 +2,21 @@
 // the engine that produces them.
 
 import type { ImageFormat } from "../image/codec.ts";
+import type { MaskChannel } from "../image/mask.ts";
 import type { SamplerName } from "../schedulers/names.ts";
 import type { LoraRequest } from "../models/lora/tags.ts";
+import type { PromptWeighting } from "../text/prompt_weights.ts";
 
-export type { ImageFormat, SamplerName };
+export type { ImageFormat, MaskChannel, PromptWeighting, SamplerName };
 export { SAMPLER_NAMES } from "../schedulers/names.ts";
+export { PROMPT_WEIGHTINGS } from "../text/prompt_weights.ts";
+
+export const PREVIEW_MODES = ["cheap", "vae", "taesd"] as const;
+export type PreviewMode = typeof PREVIEW_MODES[number];
+
+/** What decodes the final image: the model's VAE, or TAESD (faster, lower quality: drafts, CPU-only hosts). */
+export const DECODERS = ["vae", "taesd"] as const;
+export type DecoderName = typeof DECODERS[number];
 
 export interface GenerateRequest {
   prompt: string;
@@ -22,19 +32,31 @@ export interface GenerateRequest {
   /** Default: a random seed, reported back in the events. */
   seed?: number;
   eta?: number;
-  /** img2img: an encoded PNG or JPEG image, and how much of the schedule to run (0..1]. */
+  /** img2img: an encoded PNG or JPEG image, and how much of the schedule to run (0..1]; with a mask the
+   * default is 1 (diffusers' inpainting default: the masked area starts from pure noise). */
   initImage?: Uint8Array;
   strength?: number;
+  /** Inpainting: an encoded PNG or JPEG mask of initImage's aspect ratio, stretched to width × height;
+   * white (≥ 128 after resizing) repaints, black keeps. Needs initImage. */
+  mask?: Uint8Array;
+  /** "alpha": the mask's transparent pixels repaint instead (OpenAI's edits). Default "luminance". */
+  maskChannel?: MaskChannel;
+  /** Inpainting with a mask that repaints every pixel, instead of `mask` (OpenAI's edits without a mask;
+   * the only way an inpainting model edits a whole image). */
+  maskAll?: boolean;
   /** Emit a preview every K steps (0 or undefined: none). */
   previewEvery?: number;
-  /** cheap: fixed 4→3 latent→RGB map, upscaled; vae: full VAE decode. */
-  preview?: "cheap" | "vae";
+  /** cheap: fixed 4→3 latent→RGB map, upscaled; vae: full VAE decode; taesd: TAESD decode at half size
+   * (needs TAESD weights). Default: taesd when the engine has TAESD weights, else cheap. */
+  preview?: PreviewMode;
   previewFormat?: ImageFormat;
   outputFormat?: ImageFormat;
   longPrompt?: "chunk" | "truncate";
   /** LoRAs merged for this run, by name in the LoRA folder, each at its own scale (added to the prompt's
    * `<lora:NAME:SCALE>` tags). */
   loras?: LoraRequest[];
+  /** "none" (the default: plain text, as diffusers) or "a1111": (word:1.2), [word], BREAK. */
+  promptWeighting?: PromptWeighting;
 }
 
 export interface GenerationTimings {

@@ -4,6 +4,7 @@
 //   GET  /healthz, /metrics, /v1/models                                         routes/status.ts
 //   POST /v1/generate, GET /v1/generate?…   native generation (JSON or SSE)     routes/native.ts
 //   POST /v1/images/generations   OpenAI Images API (plain or streamed)         routes/openai.ts
+//   POST /v1/images/edits         OpenAI image edits (multipart) as inpainting   routes/edits.ts
 //   POST /v1/jobs                 queue a job, answer 202 at once               routes/jobs.ts
 //   GET  /v1/jobs/:id             its status, progress, result or error
 //   GET  /v1/jobs/:id/events      its events as SSE, replayed from Last-Event-ID
@@ -26,6 +27,7 @@ import { clientSignal, countResponses } from "./middleware/request.ts";
 import { DEFAULT_SERVER_OPTIONS, type ServerOptions } from "./options.ts";
 import { GenerationQueue } from "./queue.ts";
 import { debugRoutes } from "./routes/debug.ts";
+import { editRoutes } from "./routes/edits.ts";
 import { jobRoutes } from "./routes/jobs.ts";
 import { loraRoutes } from "./routes/loras.ts";
 import { nativeRoutes } from "./routes/native.ts";
@@ -93,6 +95,7 @@ export function createApp(init: CreateAppInit = {}): ServerApp {
   app.route("/", statusRoutes(state));
   app.route("/", nativeRoutes(state));
   app.route("/", openAIRoutes(state));
+  app.route("/", editRoutes(state));
   app.route("/", jobRoutes(state));
   app.route("/", loraRoutes(state));
   if (options.testHooks) app.route("/", debugRoutes(state));

@@ -9,6 +9,8 @@ export interface MetricsSnapshot {
   running: number;
   gpuBytes: number;
   modelReady: boolean;
+  /** The process's resident set size in bytes (`Deno.memoryUsage().rss`). */
+  residentBytes: number;
 }
 
 export class Metrics {
@@ -77,6 +79,10 @@ export class Metrics {
       s.gpuBytes,
     ]]);
     metric("sd_model_ready", "gauge", "1 once the model is loaded.", [["", s.modelReady ? 1 : 0]]);
+    metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", [[
+      "",
+      s.residentBytes,
+    ]]);
     metric(
       "sd_http_responses_total",
       "counter",

@@ -2,8 +2,10 @@
 // into a `GenerateRequest` for the engine; every rejection names the offending field.
 
 import { z } from "zod";
-import { type GenerateRequest, SAMPLER_NAMES } from "../pipeline/types.ts";
-import { sniffImageMime } from "../image/codec.ts";
+import { type GenerateRequest, PREVIEW_MODES, SAMPLER_NAMES } from "../pipeline/types.ts";
+import { imageSize, sniffImageMime } from "../image/codec.ts";
+import { maskSizeProblem } from "../image/mask.ts";
+import { PROMPT_WEIGHTINGS, type PromptWeighting } from "../pipeline/types.ts";
 import { type LoraCatalog, loraNameProblem } from "../models/lora/library.ts";
 import { splitLoraTags } from "../models/lora/tags.ts";
 
@@ -22,6 +24,8 @@ export interface RequestLimits {
   defaultGuidance: number;
   /** The LoRAs requests may name (the --lora-dir folder); absent: naming one is a 400. */
   loras?: LoraCatalog;
+  /** TAESD weights are loaded: preview "taesd" is allowed, and it is the default preview. */
+  taesd: boolean;
 }
 
 export const DEFAULT_LIMITS: RequestLimits = {
@@ -33,7 +37,12 @@ export const DEFAULT_LIMITS: RequestLimits = {
   defaultSize: 512,
   defaultSteps: 20,
   defaultGuidance: 7.5,
+  taesd: false,
 };
+
+const NO_TAESD =
+  "taesd needs TAESD weights, which this server has not loaded (start it with --taesd DIR, or " +
+  "put a taesd/ folder in or next to the model folder)";
 
 /** A 400 answer: which field was wrong and why (OpenAI's error shape, so its client reports it). */
 export interface FieldError {
@@ -117,6 +126,11 @@ const samplerField = z.enum(SAMPLER_NAMES, {
   error: (i) => `unknown sampler ${describe(i.input)}; one of ${SAMPLER_NAMES.join(", ")}`,
 });
 
+/** Prompt syntax: "none" (plain text, diffusers) or "a1111" ((word:1.2), [word], BREAK). */
+export const promptWeightingField = z.enum(PROMPT_WEIGHTINGS, {
+  error: `must be ${PROMPT_WEIGHTINGS.join(" or ")}`,
+});
+
 const formatField = z.enum(["png", "jpeg"], {
   error: (i) => `unsupported format ${describe(i.input)}; one of png, jpeg`,
 });
@@ -137,6 +151,44 @@ const imageField = z.string({ error: "must be a base64-encoded PNG or JPEG strin
   }
   return bytes;
 });
+
+/** A multipart file part (the route hands it over as bytes): one PNG or JPEG; undefined when absent. */
+const fileImageField = (required: boolean) =>
+  z.unknown().transform((v, ctx) => {
+    if (v === undefined) {
+      if (required) ctx.addIssue({ code: "custom", message: "required" });
+      return required ? z.NEVER : undefined;
+    }
+    if (Array.isArray(v)) {
+      ctx.addIssue({ code: "custom", message: "only one image is supported" });
+      return z.NEVER;
+    }
+    if (!(v instanceof Uint8Array)) {
+      ctx.addIssue({ code: "custom", message: "must be a PNG or JPEG file (a multipart file part)" });
+      return z.NEVER;
+    }
+    if (!sniffImageMime(v)) {
+      ctx.addIssue({ code: "custom", message: "is not a PNG or JPEG image" });
+      return z.NEVER;
+    }
+    return v;
+  });
+
+/** A mask must fit its image (src/image/mask.ts): sizes from the headers, nothing decoded here. */
+function checkMaskSize(image: Uint8Array, mask: Uint8Array, ctx: z.RefinementCtx): void {
+  const imageDims = imageSize(image);
+  const maskDims = imageSize(mask);
+  if (!imageDims) ctx.addIssue({ code: "custom", path: ["image"], message: "is not a readable PNG or JPEG" });
+  if (!maskDims) ctx.addIssue({ code: "custom", path: ["mask"], message: "is not a readable PNG or JPEG" });
+  const problem = imageDims && maskDims && maskSizeProblem(maskDims, imageDims);
+  if (problem) ctx.addIssue({ code: "custom", path: ["mask"], message: problem });
+}
+
+/** "true" / "false" from a form. */
+function formBoolField(): z.ZodType<boolean> {
+  return z.enum(["true", "false"], { error: (i) => `must be true or false, got ${describe(i.input)}` })
+    .transform((v) => v === "true");
+}
 
 const seedField = (fromQuery: boolean) => intField(fromQuery, -1, Number.MAX_SAFE_INTEGER);
 
@@ -212,8 +264,14 @@ export interface NativeRequest {
   previewEveryGiven: boolean;
 }
 
+/** Defaults a route chooses for fields its requests leave out. */
+export interface RouteDefaults {
+  /** "none" on the native API (diffusers' behaviour); A1111-compatible routes pass "a1111". */
+  promptWeighting?: PromptWeighting;
+}
+
 /** POST /v1/generate (JSON) or GET /v1/generate?… (query strings: `fromQuery`). */
-export function nativeSchema(limits: RequestLimits, fromQuery: boolean) {
+export function nativeSchema(limits: RequestLimits, fromQuery: boolean, defaults: RouteDefaults = {}) {
   const shape = {
     prompt: textField(limits.maxPromptChars, "prompt").refine(
       (s) => s.trim().length > 0,
@@ -231,11 +289,13 @@ export function nativeSchema(limits: RequestLimits, fromQuery: boolean) {
     eta: numberField(fromQuery).pipe(z.number().min(0, "must be in [0, 1]").max(1, "must be in [0, 1]"))
       .optional(),
     preview_every: intField(fromQuery, 0, limits.maxSteps).optional(),
-    preview: z.enum(["cheap", "vae"], { error: "must be cheap or vae" }).optional(),
+    preview: z.enum(PREVIEW_MODES, { error: `must be ${PREVIEW_MODES.join(", ")}` }).optional(),
     preview_format: formatField.optional(),
     output_format: formatField.optional(),
     long_prompt: z.enum(["chunk", "truncate"], { error: "must be chunk or truncate" }).optional(),
+    prompt_weighting: promptWeightingField.optional(),
     image: imageField.optional(),
+    mask: imageField.optional(),
     strength: numberField(fromQuery).pipe(
       z.number().gt(0, "must be in (0, 1]").max(1, "must be in (0, 1]"),
     ).optional(),
@@ -258,6 +318,17 @@ export function nativeSchema(limits: RequestLimits, fromQuery: boolean) {
       if (v.strength !== undefined && v.image === undefined) {
         ctx.addIssue({ code: "custom", path: ["strength"], message: "only applies with an init image" });
       }
+      if (v.mask !== undefined && v.image === undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["mask"],
+          message: "only applies with an image (the picture to repaint)",
+        });
+      }
+      if (v.image && v.mask) checkMaskSize(v.image, v.mask, ctx);
+      if (v.preview === "taesd" && !limits.taesd) {
+        ctx.addIssue({ code: "custom", path: ["preview"], message: NO_TAESD });
+      }
       checkLoras(limits, v.prompt, v.loras, ctx);
     })
     .transform((v): NativeRequest => ({
@@ -273,13 +344,16 @@ export function nativeSchema(limits: RequestLimits, fromQuery: boolean) {
         seed: v.seed === undefined || v.seed < 0 ? undefined : v.seed,
         eta: v.eta,
         initImage: v.image,
-        strength: v.image ? v.strength ?? 0.75 : undefined,
+        mask: v.mask,
+        // Inpainting defaults to diffusers' strength 1 (the masked area from pure noise).
+        strength: v.image ? v.strength ?? (v.mask ? 1 : 0.75) : undefined,
         previewEvery: v.preview_every ?? 0,
-        preview: v.preview ?? "cheap",
+        preview: v.preview ?? (limits.taesd ? "taesd" : "cheap"),
         previewFormat: v.preview_format ?? "png",
         outputFormat: v.output_format ?? "png",
         longPrompt: v.long_prompt,
         loras: v.loras?.map((l) => ({ name: l.name, scale: l.scale ?? 1 })),
+        promptWeighting: v.prompt_weighting ?? defaults.promptWeighting ?? "none",
       },
     }));
 }
@@ -311,130 +385,218 @@ const QUALITY_NAMES = {
 /** Steps for OpenAI's `quality` (times the default steps) when the request gives no `steps`. */
 const QUALITY_STEPS = { low: 0.5, medium: 1, high: 1.5 } as const;
 
-/** POST /v1/images/generations: OpenAI's fields plus our extensions (negative_prompt, steps, …). */
-export function openAISchema(limits: RequestLimits) {
+/**
+ * The fields /v1/images/generations and /v1/images/edits share: OpenAI's plus our extensions
+ * (negative_prompt, steps, …). `fromForm`: multipart text fields, so numbers and booleans arrive as text.
+ */
+function openAIFields(limits: RequestLimits, fromForm: boolean) {
   const nullable = <T extends z.ZodType>(t: T) => t.nullish();
-  return z.looseObject({
+  return {
     prompt: textField(limits.maxPromptChars, "prompt").refine(
       (s) => s.trim().length > 0,
       "must not be empty",
     ),
     model: nullable(z.string({ error: "must be a string" })),
-    n: nullable(intField(false, 1, limits.maxImages)),
+    n: nullable(intField(fromForm, 1, limits.maxImages)),
     size: nullable(z.string({ error: "must be a string like 512x512" })),
     response_format: nullable(z.enum(["b64_json", "url"], { error: "must be b64_json" })),
     output_format: nullable(z.enum(["png", "jpeg", "webp", "gif", "svg"], { error: "must be png or jpeg" })),
-    output_compression: nullable(intField(false, 0, 100)),
+    output_compression: nullable(intField(fromForm, 0, 100)),
     quality: nullable(
       z.enum(["low", "medium", "high", "xhigh", "max", "auto", "standard", "hd"], {
         error: "must be low, medium, high or auto",
       }),
     ),
-    stream: nullable(boolField()),
-    partial_images: nullable(intField(false, 0, 3)),
+    stream: nullable(fromForm ? formBoolField() : boolField()),
+    partial_images: nullable(intField(fromForm, 0, 3)),
     background: nullable(z.enum(["transparent", "opaque", "auto"], { error: "must be opaque or auto" })),
     user: nullable(z.string({ error: "must be a string" })),
     // Extensions.
     negative_prompt: nullable(textField(limits.maxPromptChars, "negative_prompt")),
-    steps: nullable(intField(false, 1, limits.maxSteps)),
+    steps: nullable(intField(fromForm, 1, limits.maxSteps)),
     guidance_scale: nullable(
-      numberField(false).pipe(
+      numberField(fromForm).pipe(
         z.number().min(0, "must be between 0 and 50").max(50, "must be between 0 and 50"),
       ),
     ),
     sampler: nullable(samplerField),
-    seed: nullable(seedField(false)),
-    image: nullable(imageField),
+    seed: nullable(seedField(fromForm)),
     strength: nullable(
-      numberField(false).pipe(z.number().gt(0, "must be in (0, 1]").max(1, "must be in (0, 1]")),
+      numberField(fromForm).pipe(z.number().gt(0, "must be in (0, 1]").max(1, "must be in (0, 1]")),
     ),
+    // A JSON list: in a multipart form, LoRAs come as <lora:NAME:SCALE> tags in the prompt.
     loras: nullable(lorasField),
-  }, { error: (i) => i.code === "invalid_type" ? "expected a JSON object" : undefined })
+  };
+}
+
+/** The shared fields after validation. */
+interface OpenAIValues {
+  prompt: string;
+  n?: number | null;
+  size?: string | null;
+  response_format?: string | null;
+  output_format?: string | null;
+  quality?: keyof typeof QUALITY_NAMES | null;
+  stream?: boolean | null;
+  partial_images?: number | null;
+  background?: string | null;
+  negative_prompt?: string | null;
+  steps?: number | null;
+  guidance_scale?: number | null;
+  sampler?: GenerateRequest["sampler"] | null;
+  seed?: number | null;
+  loras?: { name: string; scale?: number }[] | null;
+}
+
+/** The rules across the shared fields (what this server cannot do, the size's syntax and range). */
+function refineOpenAI(v: OpenAIValues, ctx: z.RefinementCtx, limits: RequestLimits): void {
+  checkLoras(limits, v.prompt, v.loras, ctx);
+  if (v.response_format === "url") {
+    ctx.addIssue({
+      code: "custom",
+      path: ["response_format"],
+      message: "'url' is not supported by this server (images are not stored); use b64_json",
+    });
+  }
+  if (v.output_format && v.output_format !== "png" && v.output_format !== "jpeg") {
+    ctx.addIssue({
+      code: "custom",
+      path: ["output_format"],
+      message: `'${v.output_format}' is not supported; use png or jpeg`,
+    });
+  }
+  if (v.background === "transparent") {
+    ctx.addIssue({
+      code: "custom",
+      path: ["background"],
+      message: "transparent backgrounds are not supported",
+    });
+  }
+  if (v.size && v.size !== "auto") {
+    const m = /^(\d{1,5})x(\d{1,5})$/.exec(v.size);
+    if (!m) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["size"],
+        message: "must be WIDTHxHEIGHT, e.g. 512x512, or auto",
+      });
+      return;
+    }
+    for (const px of [Number(m[1]), Number(m[2])]) {
+      if (px % 8 !== 0) {
+        ctx.addIssue({ code: "custom", path: ["size"], message: `${px} is not a multiple of 8` });
+      } else if (px < limits.minSize || px > limits.maxSize) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["size"],
+          message: `${px} is outside ${limits.minSize}..${limits.maxSize} pixels`,
+        });
+      }
+    }
+  }
+}
+
+/** The size `size` names, or undefined for auto / none. */
+function explicitSize(size: string | null | undefined): [number, number] | undefined {
+  return size && size !== "auto" ? size.split("x").map(Number) as [number, number] : undefined;
+}
+
+/** The engine request and the response's echo of it; `extra` holds the route's own fields (images). */
+function openAIRequestOf(
+  v: OpenAIValues,
+  limits: RequestLimits,
+  [width, height]: [number, number],
+  extra: Partial<GenerateRequest>,
+): OpenAIRequest {
+  const quality = QUALITY_NAMES[v.quality ?? "auto"];
+  const qualitySteps = quality === "auto"
+    ? limits.defaultSteps
+    : Math.max(1, Math.round(limits.defaultSteps * QUALITY_STEPS[quality]));
+  const steps = v.steps ?? Math.min(limits.maxSteps, qualitySteps);
+  const outputFormat = v.output_format === "jpeg" ? "jpeg" : "png";
+  const partialImages = v.stream ? v.partial_images ?? 0 : 0;
+  // img2img and inpainting run about strength × steps (diffusers' get_timesteps): space previews over those.
+  const strength = extra.initImage ? extra.strength ?? 1 : 1;
+  const runSteps = Math.max(1, Math.floor(steps * strength));
+  return {
+    n: v.n ?? 1,
+    stream: v.stream ?? false,
+    partialImages,
+    size: `${width}x${height}`,
+    quality,
+    outputFormat,
+    request: {
+      prompt: v.prompt,
+      negativePrompt: v.negative_prompt ?? undefined,
+      width,
+      height,
+      steps,
+      guidanceScale: v.guidance_scale ?? limits.defaultGuidance,
+      sampler: v.sampler ?? undefined,
+      seed: v.seed == null || v.seed < 0 ? undefined : v.seed,
+      loras: v.loras?.map((l) => ({ name: l.name, scale: l.scale ?? 1 })),
+      ...extra,
+      // Previews spread over the run: the server forwards the first `partialImages` of them.
+      previewEvery: partialImages > 0 ? Math.max(1, Math.floor(runSteps / (partialImages + 1))) : 0,
+      preview: limits.taesd ? "taesd" : "cheap",
+      previewFormat: outputFormat,
+      outputFormat,
+    },
+  };
+}
+
+/** POST /v1/images/generations: OpenAI's fields plus our extensions (negative_prompt, steps, image, …). */
+export function openAISchema(limits: RequestLimits) {
+  return z.looseObject({ ...openAIFields(limits, false), image: imageField.nullish() }, {
+    error: (i) => i.code === "invalid_type" ? "expected a JSON object" : undefined,
+  })
     .superRefine((v, ctx) => {
-      if (v.response_format === "url") {
-        ctx.addIssue({
-          code: "custom",
-          path: ["response_format"],
-          message: "'url' is not supported by this server (images are not stored); use b64_json",
-        });
-      }
-      if (v.output_format && v.output_format !== "png" && v.output_format !== "jpeg") {
-        ctx.addIssue({
-          code: "custom",
-          path: ["output_format"],
-          message: `'${v.output_format}' is not supported; use png or jpeg`,
-        });
-      }
-      if (v.background === "transparent") {
-        ctx.addIssue({
-          code: "custom",
-          path: ["background"],
-          message: "transparent backgrounds are not supported",
-        });
-      }
-      if (v.size && v.size !== "auto") {
-        const m = /^(\d{1,5})x(\d{1,5})$/.exec(v.size);
-        if (!m) {
-          ctx.addIssue({
-            code: "custom",
-            path: ["size"],
-            message: "must be WIDTHxHEIGHT, e.g. 512x512, or auto",
-          });
-          return;
-        }
-        for (const px of [Number(m[1]), Number(m[2])]) {
-          if (px % 8 !== 0) {
-            ctx.addIssue({ code: "custom", path: ["size"], message: `${px} is not a multiple of 8` });
-          } else if (px < limits.minSize || px > limits.maxSize) {
-            ctx.addIssue({
-              code: "custom",
-              path: ["size"],
-              message: `${px} is outside ${limits.minSize}..${limits.maxSize} pixels`,
-            });
-          }
-        }
-      }
+      refineOpenAI(v, ctx, limits);
       if (v.strength != null && v.image == null) {
         ctx.addIssue({ code: "custom", path: ["strength"], message: "only applies with an init image" });
       }
-      checkLoras(limits, v.prompt, v.loras, ctx);
     })
-    .transform((v): OpenAIRequest => {
-      const [width, height] = v.size && v.size !== "auto"
-        ? v.size.split("x").map(Number)
-        : [limits.defaultSize, limits.defaultSize];
-      const quality = QUALITY_NAMES[v.quality ?? "auto"];
-      const qualitySteps = quality === "auto"
-        ? limits.defaultSteps
-        : Math.max(1, Math.round(limits.defaultSteps * QUALITY_STEPS[quality]));
-      const steps = v.steps ?? Math.min(limits.maxSteps, qualitySteps);
-      const outputFormat = v.output_format === "jpeg" ? "jpeg" : "png";
-      const partialImages = v.stream ? v.partial_images ?? 0 : 0;
-      return {
-        n: v.n ?? 1,
-        stream: v.stream ?? false,
-        partialImages,
-        size: `${width}x${height}`,
-        quality,
-        outputFormat,
-        request: {
-          prompt: v.prompt,
-          negativePrompt: v.negative_prompt ?? undefined,
-          width,
-          height,
-          steps,
-          guidanceScale: v.guidance_scale ?? limits.defaultGuidance,
-          sampler: v.sampler ?? undefined,
-          seed: v.seed == null || v.seed < 0 ? undefined : v.seed,
-          initImage: v.image ?? undefined,
-          strength: v.image ? v.strength ?? 0.75 : undefined,
-          // Previews spread over the run: the server forwards the first `partialImages` of them.
-          previewEvery: partialImages > 0 ? Math.max(1, Math.floor(steps / (partialImages + 1))) : 0,
-          preview: "cheap",
-          previewFormat: outputFormat,
-          outputFormat,
-          loras: v.loras?.map((l) => ({ name: l.name, scale: l.scale ?? 1 })),
-        },
-      };
+    .transform((v): OpenAIRequest =>
+      openAIRequestOf(v, limits, explicitSize(v.size) ?? [limits.defaultSize, limits.defaultSize], {
+        initImage: v.image ?? undefined,
+        strength: v.image ? v.strength ?? 0.75 : undefined,
+      })
+    );
+}
+
+/**
+ * POST /v1/images/edits (multipart: the route turns file parts into bytes, `image[]` into `image`): OpenAI's
+ * fields and our extensions. The image is edited where the mask's alpha is 0 (OpenAI's definition); without
+ * a mask, everywhere (image-to-image: the image guides, `strength` 0.75 by default, 1 with a mask). `size`
+ * auto (the default): the image's size, scaled down to fit the size limit, each side rounded down to a
+ * multiple of 64 (what SD UNets take).
+ */
+export function openAIEditSchema(limits: RequestLimits) {
+  return z.looseObject({
+    ...openAIFields(limits, true),
+    image: fileImageField(true),
+    mask: fileImageField(false).optional(),
+  }, { error: (i) => i.code === "invalid_type" ? "expected a multipart form" : undefined })
+    .superRefine((v, ctx) => {
+      refineOpenAI(v, ctx, limits);
+      if (v.image && !imageSize(v.image)) {
+        ctx.addIssue({ code: "custom", path: ["image"], message: "is not a readable PNG or JPEG" });
+      } else if (v.image && v.mask) checkMaskSize(v.image, v.mask, ctx);
+    })
+    .transform((v, ctx): OpenAIRequest => {
+      // Reached only without issues: the image is there and its header readable (superRefine).
+      const image = v.image && imageSize(v.image);
+      if (!image) {
+        ctx.addIssue({ code: "custom", path: ["image"], message: "is not a readable PNG or JPEG" });
+        return z.NEVER;
+      }
+      const scale = Math.min(1, limits.maxSize / Math.max(image.width, image.height));
+      const fit = (px: number) => Math.max(64, Math.floor((px * scale) / 64) * 64);
+      const size = explicitSize(v.size) ?? [fit(image.width), fit(image.height)];
+      return openAIRequestOf(v, limits, size, {
+        initImage: v.image,
+        ...(v.mask ? { mask: v.mask, maskChannel: "alpha" as const } : { maskAll: true }),
+        strength: v.strength ?? (v.mask ? 1 : 0.75),
+      });
     });
 }

@@ -1,7 +1,8 @@
 /// <reference lib="dom" />
 // The web page's script: reads the form, POSTs /v1/generate asking for server-sent events, and shows the
 // queue position, progress, previews as they arrive and the final image with its parameters. Cancel aborts
-// the request; the server cancels the job when the connection closes. Bundled by src/web/build.ts.
+// the request; the server cancels the job when the connection closes. An uploaded image is sent for
+// img2img, and a mask painted over it with the brush makes it inpainting. Bundled by src/web/build.ts.
 
 import { SAMPLER_NAMES } from "../pipeline/types.ts";
 
@@ -33,7 +34,16 @@ const widthInput = $<HTMLInputElement>("width");
 const heightInput = $<HTMLInputElement>("height");
 const tokenInput = $<HTMLInputElement>("token");
 
+const initImageInput = $<HTMLInputElement>("init-image");
+const maskTools = $<HTMLDivElement>("mask-tools");
+const initPreview = $<HTMLImageElement>("init-preview");
+const maskCanvas = $<HTMLCanvasElement>("mask-canvas");
+const brushInput = $<HTMLInputElement>("brush");
+
 let running: AbortController | undefined;
+/** The uploaded file as a base64 data: URL (sent as is), and whether a mask was painted on it. */
+let initImage: string | undefined;
+let maskPainted = false;
 /** The running generation's job id (from its first event), for DELETE /v1/jobs/:id. */
 let runningJob: string | undefined;
 
@@ -76,6 +86,102 @@ function requestBody(): Record<string, unknown> {
     preview: text("preview") || undefined,
   };
   return Object.fromEntries(Object.entries(body).filter(([, v]) => v !== undefined));
+}
+
+/** The image fields of the body: `image` (+ `strength`) for img2img, and `mask` when one was painted. */
+function imageFields(): Record<string, unknown> {
+  if (!initImage) return {};
+  const strength = (document.getElementById("strength") as HTMLInputElement).value.trim();
+  return {
+    image: initImage,
+    ...(strength ? { strength: Number(strength) } : {}),
+    ...(maskPainted ? { mask: maskPng() } : {}),
+  };
+}
+
+/** The painted strokes as the API's mask: a PNG at the image's size, white where to repaint, black elsewhere. */
+function maskPng(): string {
+  const out = document.createElement("canvas");
+  out.width = maskCanvas.width;
+  out.height = maskCanvas.height;
+  const ctx = out.getContext("2d")!;
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, out.width, out.height);
+  ctx.drawImage(maskCanvas, 0, 0);
+  return out.toDataURL("image/png");
+}
+
+function clearMask(): void {
+  maskCanvas.getContext("2d")!.clearRect(0, 0, maskCanvas.width, maskCanvas.height);
+  maskPainted = false;
+}
+
+function removeImage(): void {
+  initImage = undefined;
+  initImageInput.value = "";
+  maskTools.hidden = true;
+  if (initPreview.src) URL.revokeObjectURL(initPreview.src);
+  initPreview.removeAttribute("src");
+  clearMask();
+}
+
+/** A chosen file: shown under a mask canvas of its own pixel size; the size fields follow the image
+ * (scaled to at most 1024 on the long side, rounded down to multiples of 64 as SD's UNet needs). */
+async function loadInitImage(file: File): Promise<void> {
+  initImage = await new Promise<string>((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result)); // a data: URL, which the API accepts
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+  if (initPreview.src) URL.revokeObjectURL(initPreview.src);
+  initPreview.src = URL.createObjectURL(file);
+  await initPreview.decode();
+  maskCanvas.width = initPreview.naturalWidth;
+  maskCanvas.height = initPreview.naturalHeight;
+  clearMask();
+  maskTools.hidden = false;
+  const scale = Math.min(1, 1024 / Math.max(maskCanvas.width, maskCanvas.height));
+  const fit = (px: number) => String(Math.max(64, Math.floor((px * scale) / 64) * 64));
+  widthInput.value = fit(maskCanvas.width);
+  heightInput.value = fit(maskCanvas.height);
+  widthInput.dispatchEvent(new Event("input"));
+}
+
+/** Brush strokes in canvas pixels; the brush size is in screen pixels. */
+function setUpBrush(): void {
+  let last: { x: number; y: number } | undefined;
+  const at = (ev: PointerEvent) => {
+    const r = maskCanvas.getBoundingClientRect();
+    return {
+      x: ((ev.clientX - r.left) * maskCanvas.width) / r.width,
+      y: ((ev.clientY - r.top) * maskCanvas.height) / r.height,
+    };
+  };
+  const paint = (ev: PointerEvent) => {
+    if (!last) return;
+    const p = at(ev);
+    const ctx = maskCanvas.getContext("2d")!;
+    ctx.strokeStyle = "#fff";
+    ctx.lineCap = "round";
+    ctx.lineJoin = "round";
+    ctx.lineWidth = (Number(brushInput.value) * maskCanvas.width) / maskCanvas.getBoundingClientRect().width;
+    ctx.beginPath();
+    ctx.moveTo(last.x, last.y);
+    ctx.lineTo(p.x, p.y);
+    ctx.stroke();
+    last = p;
+    maskPainted = true;
+  };
+  maskCanvas.addEventListener("pointerdown", (ev) => {
+    maskCanvas.setPointerCapture(ev.pointerId);
+    last = at(ev);
+    paint(ev); // a click paints a dot
+  });
+  maskCanvas.addEventListener("pointermove", paint);
+  for (const type of ["pointerup", "pointercancel"]) {
+    maskCanvas.addEventListener(type, () => (last = undefined));
+  }
 }
 
 /** Splits a text/event-stream body into events. */
@@ -127,7 +233,7 @@ async function generate(): Promise<void> {
     const res = await fetch("/v1/generate", {
       method: "POST",
       headers: { "content-type": "application/json", accept: "text/event-stream", ...authHeaders() },
-      body: JSON.stringify(requestBody()),
+      body: JSON.stringify({ ...requestBody(), ...imageFields() }),
       signal: controller.signal,
     });
     if (!res.ok || !res.body) {
@@ -206,8 +312,11 @@ async function pollHealth(): Promise<void> {
       healthLine.className = h.model ? "ok" : "warn";
       return;
     }
+    const stage = h.stage ? ` (${h.stage})` : "";
     healthLine.textContent = h.status === "loading"
-      ? `loading model ${Math.round(h.progress * 100)}%`
+      ? `loading model ${Math.round(h.progress * 100)}%${stage}`
+      : h.status === "recovering"
+      ? `recovering: ${h.reason}; reloading ${Math.round(h.progress * 100)}%${stage}`
       : h.status === "failed"
       ? `failed: ${h.reason}`
       : h.status;
@@ -248,6 +357,17 @@ cancelButton.addEventListener("click", () => {
   }
   running?.abort();
 });
+initImageInput.addEventListener("change", () => {
+  const file = initImageInput.files?.[0];
+  if (!file) return removeImage();
+  loadInitImage(file).catch((e) => {
+    removeImage();
+    setStatus(`Cannot read that image: ${(e as Error).message}`, "error");
+  });
+});
+$<HTMLButtonElement>("clear-mask").addEventListener("click", clearMask);
+$<HTMLButtonElement>("remove-image").addEventListener("click", removeImage);
+setUpBrush();
 tokenInput.value = localStorage.getItem("sd-token") ?? "";
 setState("idle");
 pollHealth();

@@ -1,5 +1,6 @@
 // POST /v1/images/generations: OpenAI's Images API, plain (`data[].b64_json`) or, with `stream: true`,
 // OpenAI's image_generation.partial_image / .completed events. n images run as n consecutive jobs.
+// `answerImages` is shared with POST /v1/images/edits (routes/edits.ts), whose events are image_edit.*.
 
 import { type Context, Hono } from "hono";
 import type { AppEnv, AppState } from "../context.ts";
@@ -11,22 +12,34 @@ import { type OpenAIRequest, openAISchema } from "../schemas.ts";
 import { sseResponse } from "../sse.ts";
 import { cancelOnAbort, submitJobs } from "./submit.ts";
 
-export function openAIRoutes({ queue, options }: AppState): Hono<AppEnv> {
+export function openAIRoutes(state: AppState): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
   app.post(
     "/v1/images/generations",
-    jsonBody({ maxBytes: options.maxBodyBytes }),
-    validate("json", openAISchema(options)),
-    (c) => {
-      const parsed = c.req.valid("json") as OpenAIRequest;
-      return parsed.stream ? streamed(c, parsed) : whole(c, parsed);
-    },
+    jsonBody({ maxBytes: state.options.maxBodyBytes }),
+    validate("json", openAISchema(state.options)),
+    (c) => answerImages(c, state, c.req.valid("json") as OpenAIRequest, "image_generation"),
   );
 
   app.all("/v1/images/generations", methodNotAllowed("POST"));
 
-  async function whole(c: Context<AppEnv>, parsed: OpenAIRequest): Promise<Response> {
+  return app;
+}
+
+/** The prefix of the streamed event types: OpenAI names them image_generation.* and image_edit.*. */
+export type ImageEventPrefix = "image_generation" | "image_edit";
+
+/** Queues the request's n jobs and answers as OpenAI does: JSON once all are done, or SSE with `stream`. */
+export function answerImages(
+  c: Context<AppEnv>,
+  { queue, options }: AppState,
+  parsed: OpenAIRequest,
+  prefix: ImageEventPrefix,
+): Response | Promise<Response> {
+  return parsed.stream ? streamed() : whole();
+
+  async function whole(): Promise<Response> {
     const jobs = submitJobs(queue, requestsOf(parsed));
     if (jobs instanceof Response) return jobs;
     const release = cancelOnAbort(c.get("clientSignal"), jobs);
@@ -55,7 +68,7 @@ export function openAIRoutes({ queue, options }: AppState): Hono<AppEnv> {
     }
   }
 
-  function streamed(c: Context<AppEnv>, parsed: OpenAIRequest): Response {
+  function streamed(): Response {
     const jobs = submitJobs(queue, requestsOf(parsed));
     if (jobs instanceof Response) return jobs;
     const common = {
@@ -74,7 +87,7 @@ export function openAIRoutes({ queue, options }: AppState): Hono<AppEnv> {
           for await (const { event: ev } of job.events(0, disconnected)) {
             if (ev.type === "preview" && partials < parsed.partialImages) {
               emit({
-                type: "image_generation.partial_image",
+                type: `${prefix}.partial_image`,
                 b64_json: ev.data.toBase64(),
                 created_at: Math.floor(Date.now() / 1000),
                 partial_image_index: partials++,
@@ -82,7 +95,7 @@ export function openAIRoutes({ queue, options }: AppState): Hono<AppEnv> {
               });
             } else if (ev.type === "done") {
               emit({
-                type: "image_generation.completed",
+                type: `${prefix}.completed`,
                 b64_json: ev.image.toBase64(),
                 created_at: Math.floor(Date.now() / 1000),
                 ...common,
@@ -104,8 +117,6 @@ export function openAIRoutes({ queue, options }: AppState): Hono<AppEnv> {
       }
     }, { clientSignal: c.get("clientSignal"), heartbeatMs: options.heartbeatMs });
   }
-
-  return app;
 }
 
 /** n images: n consecutive jobs; with a fixed seed the k-th image uses seed + k. */
@@ -119,7 +130,7 @@ function requestsOf(parsed: OpenAIRequest) {
 /** OpenAI reports token usage; there are no tokens billed here, so these are rough counts for clients. */
 function usage(parsed: OpenAIRequest, images: number) {
   const textTokens = Math.ceil(parsed.request.prompt.length / 4);
-  const imageTokens = parsed.request.initImage ? 1 : 0;
+  const imageTokens = (parsed.request.initImage ? 1 : 0) + (parsed.request.mask ? 1 : 0);
   return {
     input_tokens: textTokens + imageTokens,
     input_tokens_details: { text_tokens: textTokens, image_tokens: imageTokens },

@@ -31,6 +31,7 @@ export function statusRoutes({ engineHost, queue, metrics }: AppState): Hono<App
       running: queue.running ? 1 : 0,
       gpuBytes: engine ? safeGpuBytes(engine) : 0,
       modelReady: engine !== undefined,
+      residentBytes: Deno.memoryUsage().rss,
     });
     return c.body(body, 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
   });

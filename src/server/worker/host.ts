@@ -4,6 +4,7 @@
 
 import { Channel } from "../../util/channel.ts";
 import {
+  type DecoderName,
   type Engine,
   type GenerateRequest,
   type GenerationEvent,
@@ -26,6 +27,10 @@ export interface WorkerHostOptions {
   /** Folder the requests' LoRA names resolve in (the worker reads the files). */
   loraDir?: string;
   loraStrict?: boolean;
+  /** TAESD folder loaded with the model; its decoder is warmed with the model's sizes. */
+  taesd?: string;
+  /** What decodes the final image (default vae). */
+  decoder?: DecoderName;
   disableF16?: boolean;
   /** Sizes warmed while loading (the server's default size first). */
   warmup?: WarmupSize[];
@@ -147,6 +152,8 @@ export class WorkerEngineHost implements EngineHost {
       tokenizerDir: o.tokenizerDir,
       loraDir: o.loraDir,
       loraStrict: o.loraStrict,
+      taesd: o.taesd,
+      decoder: o.decoder ?? "vae",
       disableF16: o.disableF16 ?? false,
       warmup: o.warmup ?? [],
       warmupGuidance: o.warmupGuidance ?? 7.5,

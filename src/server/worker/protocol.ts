@@ -1,7 +1,7 @@
 // The messages between the HTTP thread (worker/host.ts) and the engine worker (worker/engine_worker.ts).
 // Everything crosses by structured clone; image bytes are transferred, not copied.
 
-import type { GenerateRequest, GenerationEvent, SamplerName } from "../../pipeline/types.ts";
+import type { DecoderName, GenerateRequest, GenerationEvent, SamplerName } from "../../pipeline/types.ts";
 import type { GpuInfo } from "../engine_host.ts";
 
 /** A width × height in pixels whose pipelines are built (and run once) while loading. */
@@ -18,6 +18,10 @@ export interface InitMessage {
   /** Folder of LoRA files the requests' LoRA names resolve in (only there). */
   loraDir?: string;
   loraStrict?: boolean;
+  /** TAESD folder loaded with the model (previews, --decoder taesd); undefined: none. */
+  taesd?: string;
+  /** What decodes the final image. */
+  decoder: DecoderName;
   disableF16: boolean;
   warmup: WarmupSize[];
   /** Guidance of the warm-up runs: the server's default, so the warmed UNet batch (2 with CFG) is the one

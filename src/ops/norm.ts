@@ -1,21 +1,27 @@
 // Normalisation op builders: GroupNorm (NHWC feature maps and [B, T, C] token maps) and LayerNorm (last dim).
 //
-// GroupNorm is three dispatches so that big maps (VAE 512×512×128 = 33M elements) spread over many
-// workgroups and stay numerically robust:
-//   1. gn_partial: per (batch, chunk of ≤ R rows, channel): the chunk's mean and Σ(x − mean)² (two passes over
-//      a chunk that is still in cache),
-//   2. gn_stats: per (batch, group): Chan's merge of the chunk statistics → mean, rstd; folded with gamma/beta
-//      into a per-(batch, channel) table,
-//   3. gn_apply: y = ((x − mean_hi) − mean_lo) · gamma·rstd + beta (+ SiLU), vectorised, 16 rows per invocation.
-// Scratch (chunk statistics, scale/shift table) is allocated once per built op.
-// Maps larger than one storage binding (VAE decoder at 512² and up: [1, 512, 512, 256] f32 is 256 MiB) run
-// passes 1 and 3 in row bands that bind windows of x/out (bands.ts); band starts are multiples of the chunk
-// length, so the chunk statistics and the result are exactly those of the unbanded op.
+// GroupNorm is two dispatches for maps that fit one storage binding:
+//   1. gn_fused, one workgroup of 64 per (batch, group): statistics of chunks of ≤ R rows (≤ 256 chunks; the
+//      chunk's mean and Σ(x − mean)², two passes over a chunk that is still in cache), merged by Chan's
+//      formula (4 chunks per invocation in order, then a fixed tree) → mean, rstd, folded with gamma/beta into
+//      a per-(batch, channel) table,
+//   2. gn_apply: y = ((x − mean_hi) − mean_lo) · gamma·rstd + beta (+ SiLU), vectorised, 16 rows per invocation;
+//      or, given a GEMM operand as `out`, the same values written as that GEMM's x texels (ops/operand.ts), so
+//      the GEMM needs no pack dispatch.
+// Until the SD 1.5 UNet's dispatch diet (issue #16), pass 1 was two dispatches (per-chunk partials over many
+// workgroups, then one invocation per group merging 256 chunks × channels serially); one workgroup per group
+// reads the same bytes and the merge runs 64-wide, so the split bought nothing but a dispatch per norm (61
+// per SD 1.5 UNet call).
+// Maps larger than one storage binding (VAE decoder at 512² and up: [1, 512, 512, 256] f32 is 256 MiB) keep
+// the split: per row band a gn_partial dispatch writes its chunks' statistics, one gn_merge dispatch merges
+// them with the same code, then gn_apply runs per band over windows of x/out (bands.ts). Band starts are
+// multiples of the chunk length, so banded and unbanded results are bit-identical.
 
 import type { Dispatch, Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
 import { bytesPerElement, type Tensor } from "../gpu/tensor.ts";
 import { bandBinding, type BandedTensor, bindingLimit, type RowBand, rowBands } from "./bands.ts";
+import { operandDefines, type PackedActivations } from "./operand.ts";
 import { checkDType, grid, resourceOf, uniformOf, unitDefines } from "./unit.ts";
 
 export interface GroupNormParams {
@@ -25,8 +31,11 @@ export interface GroupNormParams {
   gamma?: Tensor | null;
   /** f16 [C] */
   beta?: Tensor | null;
-  /** like x; may be x itself (in-place) */
-  out: Tensor;
+  /**
+   * Like x; may be x itself (in-place). Or a GEMM's x operand (ops/operand.ts; C % 8 == 0, map within one
+   * binding): the result is written as that operand's texels.
+   */
+  out: Tensor | PackedActivations;
   groups: number;
   eps: number;
   /** Fused SiLU after the affine (ResBlock norm1/norm2, conv_norm_out). */
@@ -39,7 +48,7 @@ export interface GroupNormParams {
   maxBindingBytes?: number;
 }
 
-/** Target number of row chunks per batch item in pass 1 (parallelism vs. pass-2 merge length). */
+/** Target number of row chunks per batch item (≤ 256: the merge holds one chunk per workgroup slot). */
 const TARGET_CHUNKS = 256;
 const MIN_ROWS_PER_CHUNK = 16;
 /** Rows each pass-3 invocation normalises (its table values are loaded once). */
@@ -66,14 +75,31 @@ function checkAffine(
   }
 }
 
+/** Checks a packed output against rows × C activations (C % 8 == 0, the operand large enough). */
+function checkPacked(out: PackedActivations, rows: number, c: number, act: ActDType, what: string): void {
+  if (c % 8 !== 0) throw new Error(`${what}: a GEMM operand output needs C % 8 == 0, got ${c}`);
+  if (out.shape[out.shape.length - 1] !== c || out.shape.reduce((a, b) => a * b, 1) !== rows * c) {
+    throw new Error(`${what}: operand shape [${out.shape}] does not hold ${rows}×${c} values`);
+  }
+  if (out.act !== act) throw new Error(`${what}: operand holds ${out.act} activations, act is ${act}`);
+  const texels = rows * (act === "f16" ? c / 8 : c / 4);
+  if (out.operand.texels < texels) {
+    throw new Error(`${what}: operand of ${out.operand.texels} texels cannot hold ${rows}×${c} values`);
+  }
+}
+
 /** torch.nn.GroupNorm over NHWC (stats per batch item and group over H·W·C/groups), optional fused SiLU. */
 export function groupNorm(gpu: Gpu, p: GroupNormParams): Dispatch[] {
   const shape = p.x.shape;
   if (shape.length < 2) throw new Error(`groupNorm: x must be [B, …, C], got [${shape}]`);
   checkDType(p.x, p.act, "groupNorm x");
-  checkDType(p.out, p.act, "groupNorm out");
-  if (p.out.numel !== p.x.numel) {
-    throw new Error(`groupNorm: out [${p.out.shape}] does not match x [${shape}]`);
+  const packed = "operand" in p.out ? p.out : null;
+  const outTensor = "operand" in p.out ? null : p.out;
+  if (outTensor) {
+    checkDType(outTensor, p.act, "groupNorm out");
+    if (outTensor.numel !== p.x.numel) {
+      throw new Error(`groupNorm: out [${outTensor.shape}] does not match x [${shape}]`);
+    }
   }
   const batch = shape[0];
   const c = shape[shape.length - 1];
@@ -81,6 +107,7 @@ export function groupNorm(gpu: Gpu, p: GroupNormParams): Dispatch[] {
   if (!Number.isInteger(c / p.groups)) {
     throw new Error(`groupNorm: ${c} channels not divisible by ${p.groups} groups`);
   }
+  if (packed) checkPacked(packed, batch * hw, c, p.act, "groupNorm");
   checkAffine(p.gamma, p.beta, c, "groupNorm");
   const affine = !!p.gamma;
 
@@ -88,11 +115,9 @@ export function groupNorm(gpu: Gpu, p: GroupNormParams): Dispatch[] {
   const units = vec ? c / 4 : c;
   const rowsPerChunk = Math.max(MIN_ROWS_PER_CHUNK, Math.ceil(hw / TARGET_CHUNKS));
   const chunks = Math.ceil(hw / rowsPerChunk);
-  const m2Offset = batch * chunks * units; // in units
-  const stats = gpu.storage(2 * batch * chunks * c * 4, "groupNorm chunk stats"); // [2][B][chunks][C] f32
   const table = gpu.storage(batch * 4 * c * 4, "groupNorm table"); // [B][4][C] f32: mean hi/lo, scale, beta
   const unit = unitDefines(p.act, vec);
-  const inplace = p.out.buffer === p.x.buffer;
+  const inplace = outTensor?.buffer === p.x.buffer;
 
   // Row bands (B = 1) when x/out exceed one binding: band starts are multiples of rowsPerChunk, so every
   // band holds whole chunks and the chunk statistics (hence the result) are those of the unbanded op.
@@ -106,65 +131,111 @@ export function groupNorm(gpu: Gpu, p: GroupNormParams): Dispatch[] {
           `splitting it into row bands needs batch 1, got ${batch}`,
       );
     }
+    if (packed) throw new Error(`groupNorm: [${shape}] exceeds one binding; it cannot write a GEMM operand`);
     bands = rowBands(gpu, `groupNorm [${shape}]`, hw, [rowBytes], limit, rowsPerChunk);
   }
   const xPart: BandedTensor = { tensor: p.x, rowBytes };
-  const outPart: BandedTensor = { tensor: p.out, rowBytes };
   // One pass-1 and one pass-3 dispatch per band (null: unbanded, the whole map).
   const bandList: (RowBand | null)[] = bands ?? [null];
 
-  // Pass 1, per band: the band's chunks write their slots of `stats`.
-  const partial = gpu.kernel("norm", { ...unit, GN_PARTIAL: true }, "gn_partial");
-  const partials = bandList.map((band) => {
+  const statsParams = (band: RowBand | null) => {
     const bandRows = band ? band.end - band.start : hw;
-    const bandChunks = Math.ceil(bandRows / rowsPerChunk);
-    const params = uniformOf(gpu, [
+    return uniformOf(gpu, [
       [hw, "u"],
       [units, "u"],
+      [c, "u"],
+      [p.groups, "u"],
+      [c / p.groups, "u"],
       [rowsPerChunk, "u"],
       [chunks, "u"],
-      [m2Offset, "u"],
+      [p.eps, "f"],
       [bandRows, "u"],
-      [bandChunks, "u"],
+      [Math.ceil(bandRows / rowsPerChunk), "u"],
       [band ? band.start / rowsPerChunk : 0, "u"],
     ]);
-    return gpu.dispatch(
-      partial,
-      [bandBinding(gpu, xPart, band), stats, params],
-      [Math.ceil(units / 8), Math.ceil(bandChunks / 8), batch],
-      "groupNorm partial",
+  };
+  const affineBindings = (entries: GPUBindGroupEntry[]) => {
+    if (p.gamma && p.beta) {
+      entries.push({ binding: 3, resource: { buffer: p.gamma.buffer } });
+      entries.push({ binding: 4, resource: { buffer: p.beta.buffer } });
+    }
+    return entries;
+  };
+  const statsGrid: [number, number, number] = [p.groups, batch, 1];
+  checkGrid(gpu, statsGrid, "groupNorm stats");
+  const statsDispatches: Dispatch[] = [];
+  if (!bands) {
+    // Pass 1, one dispatch: chunk statistics and their merge.
+    const pipeline = gpu.kernel("norm", {
+      ...unit,
+      GN_STATS_ANY: true,
+      GN_CHUNKS: true,
+      GN_MERGES: true,
+      GN_FUSED: true,
+      AFFINE: affine,
+    }, "gn_fused");
+    const bindGroup = gpu.device.createBindGroup({
+      label: "groupNorm stats",
+      layout: pipeline.getBindGroupLayout(0),
+      entries: affineBindings([
+        { binding: 0, resource: { buffer: p.x.buffer } },
+        { binding: 1, resource: { buffer: table } },
+        { binding: 2, resource: { buffer: statsParams(null) } },
+      ]),
+    });
+    statsDispatches.push({ pipeline, bindGroup, workgroups: statsGrid, label: "groupNorm stats" });
+  } else {
+    // Pass 1 per band: the band's chunks write their slots of `stats`; then one merge.
+    const stats = gpu.storage(batch * p.groups * chunks * 16, "groupNorm chunk stats"); // [B][G][chunks] vec4
+    const partial = gpu.kernel(
+      "norm",
+      { ...unit, GN_STATS_ANY: true, GN_CHUNKS: true, GN_PARTIAL: true },
+      "gn_partial",
     );
-  });
+    for (const band of bands) {
+      const bandChunks = Math.ceil((band.end - band.start) / rowsPerChunk);
+      const workgroups: [number, number, number] = [Math.ceil(bandChunks / 64), p.groups, batch];
+      checkGrid(gpu, workgroups, "groupNorm partial");
+      const bindGroup = gpu.device.createBindGroup({
+        label: "groupNorm partial",
+        layout: partial.getBindGroupLayout(0),
+        entries: [
+          { binding: 0, resource: resourceOf(bandBinding(gpu, xPart, band)) },
+          { binding: 2, resource: { buffer: statsParams(band) } },
+          { binding: 5, resource: { buffer: stats } },
+        ],
+      });
+      statsDispatches.push({ pipeline: partial, bindGroup, workgroups, label: "groupNorm partial" });
+    }
+    const merge = gpu.kernel("norm", {
+      ...unit,
+      GN_STATS_ANY: true,
+      GN_MERGES: true,
+      GN_MERGE: true,
+      AFFINE: affine,
+    }, "gn_merge");
+    const bindGroup = gpu.device.createBindGroup({
+      label: "groupNorm stats",
+      layout: merge.getBindGroupLayout(0),
+      entries: affineBindings([
+        { binding: 1, resource: { buffer: table } },
+        { binding: 2, resource: { buffer: statsParams(null) } },
+        { binding: 5, resource: { buffer: stats } },
+      ]),
+    });
+    statsDispatches.push({ pipeline: merge, bindGroup, workgroups: statsGrid, label: "groupNorm stats" });
+  }
 
-  // Pass 2: merge over all chunks (small buffers only, never banded).
-  const statsPipeline = gpu.kernel(
-    "norm",
-    { ...unitDefines(p.act, false), GN_STATS: true, AFFINE: affine },
-    "gn_stats",
-  );
-  const statsParams = uniformOf(gpu, [
-    [hw, "u"],
-    [c, "u"],
-    [rowsPerChunk, "u"],
-    [chunks, "u"],
-    [batch * chunks * c, "u"],
-    [p.groups, "u"],
-    [c / p.groups, "u"],
-    [p.eps, "f"],
-  ]);
-  const statsBuffers = [stats, table, statsParams];
-  if (p.gamma && p.beta) statsBuffers.push(p.gamma.buffer, p.beta.buffer);
-  const merge = gpu.dispatch(
-    statsPipeline,
-    statsBuffers,
-    [Math.ceil(p.groups / 64), batch, 1],
-    "groupNorm stats",
-  );
-
-  // Pass 3, per band: windowed x and out (in place: out's window only).
+  // Pass 3, per band: windowed x and out (in place: out's window only); or the packed operand.
   const apply = gpu.kernel(
     "norm",
-    { ...unit, GN_APPLY: true, SILU: p.silu ?? false, INPLACE: inplace },
+    {
+      ...unit,
+      GN_APPLY: true,
+      SILU: p.silu ?? false,
+      INPLACE: inplace,
+      ...(packed ? operandDefines(packed) : {}),
+    },
     "gn_apply",
   );
   const applies = bandList.map((band) => {
@@ -177,22 +248,26 @@ export function groupNorm(gpu: Gpu, p: GroupNormParams): Dispatch[] {
       [blocks, "u"],
       [bandRows, "u"],
     ]);
+    const out = packed
+      ? packed.operand.resource
+      : resourceOf(bandBinding(gpu, { tensor: outTensor!, rowBytes }, band));
     const bindGroup = gpu.device.createBindGroup({
       label: "groupNorm apply",
       layout: apply.getBindGroupLayout(0),
       entries: [
         ...(inplace ? [] : [{ binding: 0, resource: resourceOf(bandBinding(gpu, xPart, band)) }]),
-        { binding: 1, resource: resourceOf(bandBinding(gpu, outPart, band)) },
+        { binding: 1, resource: out instanceof GPUBuffer ? { buffer: out } : out },
         { binding: 2, resource: { buffer: table } },
         { binding: 3, resource: { buffer: params } },
       ],
     });
-    const applyGrid: [number, number, number] = [Math.ceil(units / 8), Math.ceil(blocks / 8), batch];
+    const columns = packed ? (p.act === "f16" ? units / 2 : units) : units;
+    const applyGrid: [number, number, number] = [Math.ceil(columns / 8), Math.ceil(blocks / 8), batch];
     checkGrid(gpu, applyGrid, "groupNorm apply");
     const d: Dispatch = { pipeline: apply, bindGroup, workgroups: applyGrid, label: "groupNorm apply" };
     return d;
   });
-  return [...partials, merge, ...applies];
+  return [...statsDispatches, ...applies];
 }
 
 export interface LayerNormParams {
@@ -201,8 +276,8 @@ export interface LayerNormParams {
   /** f16 [C], or null/undefined for no affine */
   gamma?: Tensor | null;
   beta?: Tensor | null;
-  /** like x; must not be x */
-  out: Tensor;
+  /** Like x; must not be x. Or a GEMM's x operand (ops/operand.ts; C % 8 == 0): written as its texels. */
+  out: Tensor | PackedActivations;
   eps: number;
   act: ActDType;
 }
@@ -210,24 +285,47 @@ export interface LayerNormParams {
 /** torch.nn.LayerNorm over the last dim: one invocation per row, mean and variance by two passes. */
 export function layerNorm(gpu: Gpu, p: LayerNormParams): Dispatch[] {
   checkDType(p.x, p.act, "layerNorm x");
-  checkDType(p.out, p.act, "layerNorm out");
-  if (p.out.numel !== p.x.numel) {
-    throw new Error(`layerNorm: out [${p.out.shape}] does not match x [${p.x.shape}]`);
-  }
-  if (p.out.buffer === p.x.buffer) throw new Error("layerNorm: in-place is not supported");
   const c = p.x.shape[p.x.shape.length - 1];
   const rows = p.x.numel / c;
+  const packed = "operand" in p.out ? p.out : null;
+  if (packed) checkPacked(packed, rows, c, p.act, "layerNorm");
+  else {
+    const out = p.out as Tensor;
+    checkDType(out, p.act, "layerNorm out");
+    if (out.numel !== p.x.numel) {
+      throw new Error(`layerNorm: out [${out.shape}] does not match x [${p.x.shape}]`);
+    }
+    if (out.buffer === p.x.buffer) throw new Error("layerNorm: in-place is not supported");
+  }
   checkAffine(p.gamma, p.beta, c, "layerNorm");
   const affine = !!p.gamma;
   const vec = c % 4 === 0;
   const units = vec ? c / 4 : c;
   const pipeline = gpu.kernel(
     "norm",
-    { ...unitDefines(p.act, vec), LAYER_NORM: true, AFFINE: affine },
+    {
+      ...unitDefines(p.act, vec),
+      LAYER_NORM: true,
+      AFFINE: affine,
+      ...(packed ? operandDefines(packed) : {}),
+    },
     "layer_norm",
   );
   const params = uniformOf(gpu, [[rows, "u"], [units, "u"], [c, "u"], [p.eps, "f"]]);
-  const buffers = [p.x.buffer, p.out.buffer, params];
-  if (p.gamma && p.beta) buffers.push(p.gamma.buffer, p.beta.buffer);
-  return [gpu.dispatch(pipeline, buffers, grid(rows, 64), "layerNorm")];
+  const out = packed ? packed.operand.resource : (p.out as Tensor).buffer;
+  const entries: GPUBindGroupEntry[] = [
+    { binding: 0, resource: { buffer: p.x.buffer } },
+    { binding: 1, resource: out instanceof GPUBuffer ? { buffer: out } : out },
+    { binding: 2, resource: { buffer: params } },
+  ];
+  if (p.gamma && p.beta) {
+    entries.push({ binding: 3, resource: { buffer: p.gamma.buffer } });
+    entries.push({ binding: 4, resource: { buffer: p.beta.buffer } });
+  }
+  const bindGroup = gpu.device.createBindGroup({
+    label: "layerNorm",
+    layout: pipeline.getBindGroupLayout(0),
+    entries,
+  });
+  return [{ pipeline, bindGroup, workgroups: grid(rows, 64), label: "layerNorm" }];
 }

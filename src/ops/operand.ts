@@ -1,0 +1,69 @@
+// Activations that exist only as a GEMM's x operand. With texture operands (llvmpipe) every linear and conv
+// packs its input into a scratch texture first (ops/gemm.ts `activationOperand`): one extra dispatch per GEMM.
+// When the input is produced by a norm (GroupNorm apply, LayerNorm) and read by nothing but that GEMM, the
+// norm can write the texels itself: the same bytes (8 f16 or 4 f32 values of K per texel, C % 8 == 0, so no
+// padding), hence bit-identical results, one dispatch fewer, and no [rows, C] buffer at all. The model
+// builder (models/builder.ts) pairs such a norm with the GEMM right after it.
+//
+// Measured on SD 1.5's UNet at batch 2 (lavapipe): 61 GroupNorms feed a conv or proj_in, 48 LayerNorms a
+// q/k/v, q or GEGLU GEMM — 109 pack dispatches of ~950 per call.
+// Buffer operands (other GPUs) bind a [rows, C] tensor with C % 8 == 0 as it is, so there is no pack to save
+// and the norm writes its ordinary output.
+
+import type { Gpu } from "../gpu/device.ts";
+import type { ActDType, ShaderDefines } from "../gpu/pipelines.ts";
+import { numel } from "../gpu/tensor.ts";
+import { type Operand, resolveTiling, scratchOperand, storageOf, xRowTexels } from "./gemm.ts";
+
+/** [..., K] activations held as GEMM x texels: rows = numel / K rows of xRowTexels(K) texels from texel 0. */
+export interface PackedActivations {
+  readonly operand: Operand;
+  readonly shape: readonly number[];
+  readonly act: ActDType;
+}
+
+/** Shader defines of a kernel that writes `out` (norm.wgsl OPERAND). */
+export function operandDefines(out: PackedActivations): ShaderDefines {
+  return { OPERAND: true, TEX: out.operand.storage === "texture", XF16: out.act === "f16" };
+}
+
+/** Checks packed input of a GEMM over K against the operand storage the GEMM reads. */
+export function checkPackedInput(
+  x: PackedActivations,
+  k: number,
+  act: ActDType,
+  mode: "texture" | "buffer" | "shared",
+  op: string,
+): number {
+  const last = x.shape[x.shape.length - 1];
+  if (last !== k) throw new Error(`${op}: packed x [${x.shape}] must have last dimension ${k}`);
+  if (x.act !== act) throw new Error(`${op}: packed x holds ${x.act} activations, act is ${act}`);
+  if (x.operand.storage !== storageOf(mode)) {
+    throw new Error(
+      `${op}: packed x is a ${x.operand.storage} operand, tiling "${mode}" reads ${storageOf(mode)}`,
+    );
+  }
+  const rows = numel(x.shape) / k;
+  if (x.operand.texels < rows * xRowTexels(k, act)) {
+    throw new Error(`${op}: packed x operand of ${x.operand.texels} texels is too small for [${x.shape}]`);
+  }
+  return rows;
+}
+
+/**
+ * Where a producer should write x [..., K] for a linear / GEGLU that packs its input (texture operands, or
+ * K % 8 != 0 on buffers), or null when there is nothing to save: the GEMM binds x as it is (buffer operands,
+ * K % 8 == 0) or a producer cannot write the texels (K % 8 != 0). The operand is the scratch the GEMM would
+ * pack into, so producer and GEMM must be adjacent in the dispatch list (see gemm.ts `scratchOperand`).
+ */
+export function linearInputOperand(
+  gpu: Gpu,
+  shape: readonly number[],
+  act: ActDType,
+): PackedActivations | null {
+  const k = shape[shape.length - 1];
+  const mode = resolveTiling(gpu).mode;
+  if (k % 8 !== 0 || storageOf(mode) === "buffer") return null;
+  const rows = numel(shape) / k;
+  return { operand: scratchOperand(gpu, mode, rows * xRowTexels(k, act)), shape, act };
+}

@@ -8,7 +8,7 @@
 import type { Dispatch, Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
 import { bytesPerElement, type DType, numel, Tensor } from "../gpu/tensor.ts";
-import { conv2d, type Conv2dParams, convOutSize, convPadding } from "../ops/conv.ts";
+import { conv2d, type Conv2dParams, convInputOperand, convOutSize, convPadding } from "../ops/conv.ts";
 import { type Activation, geglu, linear } from "../ops/linear.ts";
 import { groupNorm, layerNorm } from "../ops/norm.ts";
 import { attention, attentionFlops } from "../ops/attention.ts";
@@ -16,6 +16,7 @@ import { concatChannels, resizeNearest, upsampleNearest2x } from "../ops/layout.
 import { type Activation as MapActivation, map, silu } from "../ops/elementwise.ts";
 import { timestepEmbedding } from "../ops/timestep.ts";
 import { embedding } from "../ops/embedding.ts";
+import { linearInputOperand, type PackedActivations } from "../ops/operand.ts";
 import type { WeightShapes } from "./declare.ts";
 import { Plan } from "./plan.ts";
 import type { Weights } from "./weights.ts";
@@ -61,10 +62,20 @@ interface Node {
   out: Value;
   flops: number;
   record(ctx: RecordContext): Dispatch[];
+  /** A norm that can write its output straight into the x operand of the GEMM after it (ops/operand.ts). */
+  packInto?(ctx: RecordContext, out: PackedActivations): Dispatch[];
+  /** A GEMM that can read `x` already packed: where it wants it (null: no pack to save), and its dispatches. */
+  gemmInput?: {
+    x: Value;
+    operand(ctx: RecordContext): PackedActivations | null;
+    record(ctx: RecordContext, x: PackedActivations): Dispatch[];
+  };
 }
 
 /** The nodes of one forward, shared by every scope of a builder. */
 class Graph {
+  /** Whether ops may be fused across nodes (norm → GEMM operand; linears over one input as one GEMM). */
+  constructor(readonly fuse: boolean) {}
   readonly nodes: Node[] = [];
   readonly inputs: Value[] = [];
   /** Storage that outlives the forward: inputs, outputs and probes. */
@@ -74,6 +85,12 @@ class Graph {
   readonly weightsRead = new Set<string>();
   /** Weights read by a GEMM kernel, and which one: their packed layout (LoRA merges into it). */
   readonly gemmWeights = new Map<string, GemmKind>();
+}
+
+/** How a model's graph is recorded: with probes (fixture hooks kept), and with fusions (default on). */
+export interface GraphOptions {
+  probes?: boolean;
+  fuse?: boolean;
 }
 
 /** Which GEMM packing a weight gets: conv ([Cout, taps, Cin/8] texels) or linear ([N, K/8] texels). */
@@ -96,8 +113,12 @@ export class ModelBuilder {
   ) {}
 
   /** `weights`: the loaded weights (to compile) or a declaration's shapes (to count FLOPs). */
-  static create(weights: WeightShapes, act: ActDType, options: { probes?: boolean } = {}): ModelBuilder {
-    return new ModelBuilder(new Graph(), weights, act, "", options.probes ?? false);
+  /**
+   * `fuse: false` records every op on its own, without the fusions that change the dispatch list but not a
+   * bit of the results (tests compare the two).
+   */
+  static create(weights: WeightShapes, act: ActDType, options: GraphOptions = {}): ModelBuilder {
+    return new ModelBuilder(new Graph(options.fuse ?? true), weights, act, "", options.probes ?? false);
   }
 
   /** The child module scope (`b.at("down_blocks", 0)` → weights under `down_blocks.0.`). */
@@ -200,25 +221,41 @@ export class ModelBuilder {
     const wo = convOutSize(W, kw, stride, pad.left, pad.right);
     const out = this.value(this.prefix + name, [B, ho, wo, cout]);
     const bias = this.optionalBias(name);
+    const run = (c: RecordContext, input: Tensor | PackedActivations) =>
+      conv2d(c.gpu, {
+        x: input,
+        weight: c.weights.conv(w),
+        bias: bias ? c.weights.get(bias) : undefined,
+        timeBias: o.timeBias && c.tensor(o.timeBias),
+        residual: o.residual && c.tensor(o.residual),
+        out: c.tensor(out),
+        stride,
+        padding,
+        outputScaleFactor: o.outputScaleFactor,
+        outputShift: o.outputShift,
+        relu: o.relu,
+        act: c.act,
+      });
     return this.node(
       [x, o.timeBias, o.residual],
       out,
       2 * numel(out.shape) * cin * kh * kw,
-      (c) =>
-        conv2d(c.gpu, {
-          x: c.tensor(x),
-          weight: c.weights.conv(w),
-          bias: bias ? c.weights.get(bias) : undefined,
-          timeBias: o.timeBias && c.tensor(o.timeBias),
-          residual: o.residual && c.tensor(o.residual),
-          out: c.tensor(out),
-          stride,
-          padding,
-          outputScaleFactor: o.outputScaleFactor,
-          outputShift: o.outputShift,
-          relu: o.relu,
-          act: c.act,
-        }),
+      (c) => run(c, c.tensor(x)),
+      {
+        gemmInput: {
+          x,
+          operand: (c) =>
+            convInputOperand(c.gpu, {
+              x: x.shape,
+              weight: [cout, cin, kh, kw],
+              stride,
+              padding,
+              residual: !!o.residual,
+              act: c.act,
+            }),
+          record: run,
+        },
+      },
     );
   }
 
@@ -232,16 +269,19 @@ export class ModelBuilder {
     const rows = numel(x.shape) / k;
     const out = this.value(this.prefix + name, [...x.shape.slice(0, -1), n]);
     const bias = this.optionalBias(name);
-    return this.node([x, o.residual], out, 2 * rows * k * n, (c) =>
+    const run = (c: RecordContext, input: Tensor | PackedActivations) =>
       linear(c.gpu, {
-        x: c.tensor(x.rows()),
+        x: input,
         weight: c.weights.linear(w),
         bias: bias ? c.weights.get(bias) : undefined,
         residual: o.residual && c.tensor(o.residual.rows()),
         activation: o.activation,
         out: c.tensor(out.rows()),
         act: c.act,
-      }));
+      });
+    return this.node([x, o.residual], out, 2 * rows * k * n, (c) => run(c, c.tensor(x.rows())), {
+      gemmInput: { x, operand: (c) => linearInputOperand(c.gpu, x.rows().shape, c.act), record: run },
+    });
   }
 
   /** GEGLU projection `name` ([2D, K] weight: value and gate halves) in one kernel: [..., K] → [..., D]. */
@@ -251,46 +291,51 @@ export class ModelBuilder {
     const [n2, k] = this.weights.shape(w);
     const rows = numel(x.shape) / k;
     const out = this.value(this.prefix + name, [...x.shape.slice(0, -1), n2 / 2]);
-    return this.node([x], out, 2 * rows * k * n2, (c) =>
+    const run = (c: RecordContext, input: Tensor | PackedActivations) =>
       geglu(c.gpu, {
-        x: c.tensor(x.rows()),
+        x: input,
         weight: c.weights.linear(w),
         bias: c.weights.get(bias),
         out: c.tensor(out.rows()),
         act: c.act,
-      }));
+      });
+    return this.node([x], out, 2 * rows * k * n2, (c) => run(c, c.tensor(x.rows())), {
+      gemmInput: { x, operand: (c) => linearInputOperand(c.gpu, x.rows().shape, c.act), record: run },
+    });
   }
 
   /** GroupNorm `name` over NHWC channels, optionally followed by SiLU in the same kernel. */
   groupNorm(name: string, x: Value, o: { groups: number; eps: number; silu: boolean }): Value {
     const out = this.value(this.prefix + name, x.shape);
     const [gamma, beta] = [this.weight(`${name}.weight`), this.weight(`${name}.bias`)];
-    return this.node([x], out, 0, (c) =>
+    const run = (c: RecordContext, to: Tensor | PackedActivations) =>
       groupNorm(c.gpu, {
         x: c.tensor(x),
         gamma: c.weights.get(gamma),
         beta: c.weights.get(beta),
-        out: c.tensor(out),
+        out: to,
         groups: o.groups,
         eps: o.eps,
         silu: o.silu,
         act: c.act,
-      }));
+      });
+    return this.node([x], out, 0, (c) => run(c, c.tensor(out)), { packInto: run });
   }
 
   /** LayerNorm `name` over the last axis. */
   layerNorm(name: string, x: Value, eps: number): Value {
     const out = this.value(this.prefix + name, x.shape);
     const [gamma, beta] = [this.weight(`${name}.weight`), this.weight(`${name}.bias`)];
-    return this.node([x], out, 0, (c) =>
+    const run = (c: RecordContext, to: Tensor | PackedActivations) =>
       layerNorm(c.gpu, {
         x: c.tensor(x.rows()),
         gamma: c.weights.get(gamma),
         beta: c.weights.get(beta),
-        out: c.tensor(out.rows()),
+        out: to,
         eps,
         act: c.act,
-      }));
+      });
+    return this.node([x], out, 0, (c) => run(c, c.tensor(out.rows())), { packInto: run });
   }
 
   /** Multi-head attention of q [B, Nq, H·D] over k, v [B, Nk, H·D] (flash-style: no Nq×Nk matrix). */
@@ -402,28 +447,56 @@ export class ModelBuilder {
   /**
    * Records every dispatch once. A buffer is released right after the last node that reads any view of
    * it, unless it is pinned (inputs, outputs, probes); the next node of that size then reuses it.
+   * A norm whose output only the GEMM right after it reads writes that GEMM's x operand instead of a buffer
+   * (ops/operand.ts): one dispatch fewer, the same bytes.
    */
   compile(gpu: Gpu, weights: Weights): Compiled {
     const { nodes, inputs, pinned } = this.graph;
     const plan = new Plan(gpu, this.act);
     const buffers = new Map<Storage, GPUBuffer>();
     const lastRead = new Map<Storage, number>();
-    nodes.forEach((n, i) => n.reads.forEach((v) => lastRead.set(v.storage, i)));
+    const readers = new Map<Storage, Set<number>>();
+    nodes.forEach((n, i) =>
+      n.reads.forEach((v) => {
+        lastRead.set(v.storage, i);
+        readers.set(v.storage, (readers.get(v.storage) ?? new Set()).add(i));
+      })
+    );
     const tensor = (v: Value): Tensor => {
       const buffer = buffers.get(v.storage);
       if (!buffer) throw new Error(`model builder: ${v.label} is used before it is computed`);
       return new Tensor(buffer, v.shape, v.dtype, v.label);
     };
     const allocate = (v: Value) => buffers.set(v.storage, plan.allocate(v.storage.bytes, v.storage.label));
+    const releaseAfter = (n: Node, i: number) => {
+      for (const s of new Set([...n.reads.map((v) => v.storage), n.out.storage])) {
+        const buffer = buffers.get(s);
+        if (buffer && !pinned.has(s) && (lastRead.get(s) ?? -1) <= i) plan.release(buffer);
+      }
+    };
     for (const v of inputs) allocate(v);
     const ctx: RecordContext = { gpu, weights, act: this.act, tensor };
-    nodes.forEach((n, i) => {
+    for (let i = 0; i < nodes.length; i++) {
+      const n = nodes[i];
+      const next = nodes[i + 1];
+      const packed = this.graph.fuse && n.packInto && next?.gemmInput &&
+          next.gemmInput.x.storage === n.out.storage && !pinned.has(n.out.storage) &&
+          readers.get(n.out.storage)?.size === 1
+        ? next.gemmInput.operand(ctx)
+        : null;
+      if (packed) {
+        // n's output never gets a buffer: it exists only as next's x operand.
+        plan.add(n.packInto!(ctx, packed));
+        releaseAfter(n, i);
+        allocate(next.out);
+        plan.add(next.gemmInput!.record(ctx, packed));
+        releaseAfter(next, ++i);
+        continue;
+      }
       allocate(n.out);
       plan.add(n.record(ctx));
-      for (const s of new Set([...n.reads.map((v) => v.storage), n.out.storage])) {
-        if (!pinned.has(s) && (lastRead.get(s) ?? -1) <= i) plan.release(buffers.get(s)!);
-      }
-    });
+      releaseAfter(n, i);
+    }
     const probes = new Map([...this.graph.probes].map(([name, v]) => [name, tensor(v)]));
     return { plan, tensor, probes };
   }
@@ -437,8 +510,15 @@ export class ModelBuilder {
     out: Value,
     flops: number,
     record: (ctx: RecordContext) => Dispatch[],
+    fusion: Pick<Node, "packInto" | "gemmInput"> = {},
   ): Value {
-    this.graph.nodes.push({ reads: reads.filter((v): v is Value => v !== undefined), out, flops, record });
+    this.graph.nodes.push({
+      reads: reads.filter((v): v is Value => v !== undefined),
+      out,
+      flops,
+      record,
+      ...fusion,
+    });
     return out;
   }
 }

@@ -24,7 +24,7 @@
 
 import type { Dispatch, Gpu } from "../gpu/device.ts";
 import type { ActDType, ShaderDefines } from "../gpu/pipelines.ts";
-import { bytesPerElement, type Tensor } from "../gpu/tensor.ts";
+import { bytesPerElement, numel, type Tensor } from "../gpu/tensor.ts";
 import { bindingLimit, type RowBand, rowBands, wholeOf, windowOf } from "./bands.ts";
 import {
   activationOperand,
@@ -46,6 +46,7 @@ import {
   xRowTexels,
 } from "./gemm.ts";
 import { tileCode } from "./gemm_tile.ts";
+import { checkPackedInput, type PackedActivations } from "./operand.ts";
 
 /** A conv weight repacked to [Cout, kh·kw, CinP/8] texels (see the header). */
 export interface ConvWeight {
@@ -92,8 +93,8 @@ export function prepareConvWeight(gpu: Gpu, weight: Tensor, mode?: GemmTiling["m
 }
 
 export interface Conv2dParams {
-  /** [B, H, W, Cin] */
-  x: Tensor;
+  /** [B, H, W, Cin], or the same already packed as x texels (ops/operand.ts; only where no row bands are needed) */
+  x: Tensor | PackedActivations;
   weight: ConvWeight;
   /** [Cout] f16 */
   bias?: Tensor;
@@ -146,6 +147,39 @@ export function convPadding(padding: Conv2dParams["padding"], kh: number, kw: nu
 }
 
 /**
+ * Where a producer should write the input of this conv (ops/operand.ts): the scratch operand the conv would
+ * pack x into, or null when the conv binds x as it is (buffer operands, Cin % 8 == 0), a producer cannot
+ * write the texels (Cin % 8 != 0), or the conv runs in row bands (each band packs its own window).
+ */
+export function convInputOperand(
+  gpu: Gpu,
+  o: {
+    x: readonly number[];
+    /** [Cout, Cin, kh, kw] */
+    weight: readonly number[];
+    stride: 1 | 2;
+    padding: Conv2dParams["padding"];
+    residual: boolean;
+    act: ActDType;
+  },
+): PackedActivations | null {
+  const mode = resolveTiling(gpu).mode;
+  const [B, H, W, cin] = o.x;
+  const [cout, , kh, kw] = o.weight;
+  if (cin % 8 !== 0 || storageOf(mode) === "buffer") return null;
+  const pad = convPadding(o.padding, kh, kw);
+  const ho = convOutSize(H, kh, o.stride, pad.top, pad.bottom);
+  const wo = convOutSize(W, kw, o.stride, pad.left, pad.right);
+  const bpe = bytesPerElement(o.act);
+  const out = B * ho * wo * cout * bpe;
+  const bytes = { x: numel(o.x) * bpe, out, residual: o.residual ? out : undefined };
+  const g: ConvGeometry = { B, H, W, cin, ho, wo, cout, kh, stride: o.stride, padTop: pad.top };
+  const xPix = xRowTexels(cin, o.act);
+  if (needsBands(gpu, bytes, g, xPix, storageOf(mode), bindingLimit(gpu))) return null;
+  return { operand: scratchOperand(gpu, mode, B * H * W * xPix), shape: o.x, act: o.act };
+}
+
+/**
  * Implicit-GEMM conv2d. Returns [pack x (when needed), conv], or that pair per row band when a tensor is
  * larger than one storage binding (see the header).
  */
@@ -174,7 +208,9 @@ export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
   if (p.out.shape.length !== 4 || p.out.shape.some((d, i) => d !== outShape[i])) {
     throw new Error(`${op}: out is [${p.out.shape}], expected [${outShape}] for x [${p.x.shape}]`);
   }
-  checkDType(p.x, p.act, "x", op);
+  const xTensor = "operand" in p.x ? undefined : p.x;
+  if (xTensor) checkDType(xTensor, p.act, "x", op);
+  else checkPackedInput(p.x as PackedActivations, cin, p.act, tiling.mode, op);
   checkDType(p.out, p.act, "out", op);
   if (p.bias) {
     checkDType(p.bias, "f16", "bias", op);
@@ -199,7 +235,7 @@ export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
   }
   const shift = p.outputShift ?? 0;
   if (!Number.isFinite(shift)) throw new Error(`${op}: outputShift must be a finite number, got ${shift}`);
-  checkDistinct(op, p.out, { x: p.x, residual: p.residual, timeBias: p.timeBias });
+  checkDistinct(op, p.out, { x: xTensor, residual: p.residual, timeBias: p.timeBias });
 
   const { tm, tn, wg, mode } = fitShared(gpu, tiling, 1);
   const shared = mode === "shared";
@@ -274,9 +310,28 @@ export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
     stride: p.stride,
     padTop: pad.top,
   };
-  const bands = convBands(gpu, op, p, geometry, xPix, storageOf(mode), bindingLimit(gpu, p.maxBindingBytes));
+  const bytes = {
+    x: numel(p.x.shape) * bytesPerElement(p.act),
+    out: p.out.byteLength,
+    residual: p.residual?.byteLength,
+  };
+  const bands = convBands(
+    gpu,
+    op,
+    bytes,
+    geometry,
+    xPix,
+    storageOf(mode),
+    bindingLimit(gpu, p.maxBindingBytes),
+  );
+  if (!xTensor && bands) throw new Error(`${op}: packed x cannot be read in row bands`);
+  if (!xTensor) {
+    const residual = p.residual ? wholeOf(gpu, p.residual) : undefined;
+    const x = (p.x as PackedActivations).operand.resource;
+    return [convDispatch(x, wholeOf(gpu, p.out), residual, 0, ho, 0)];
+  }
   if (!bands) {
-    const xPack = activationOperand(gpu, p.x, B * H * W, cin, p.act, mode, op);
+    const xPack = activationOperand(gpu, xTensor, B * H * W, cin, p.act, mode, op);
     const residual = p.residual ? wholeOf(gpu, p.residual) : undefined;
     return [...xPack.dispatches, convDispatch(xPack.operand, wholeOf(gpu, p.out), residual, 0, ho, 0)];
   }
@@ -298,7 +353,7 @@ export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
     const rows = inputRows[i];
     const first = rows.start * inRowBytes;
     const windowStart = Math.floor(first / alignment) * alignment;
-    const xWindow = windowOf(p.x, windowStart, rows.end * inRowBytes);
+    const xWindow = windowOf(xTensor, windowStart, rows.end * inRowBytes);
     let operand: Resource;
     let xTex0: number;
     if (!scratch) {
@@ -346,32 +401,49 @@ function inputRowsOf(band: RowBand, g: ConvGeometry): RowBand {
  * unbanded path). A band of r output rows binds r output rows of out/residual, at most (r−1)·s + kh input
  * rows of x plus up to one alignment of bytes before them, and packs those input rows.
  */
+/**
+ * Whether a conv must run in row bands: x, out or residual is larger than `limit` bytes, or its packed
+ * input exceeds one operand (a texture of maxTextureDimension2D rows, or a buffer binding).
+ */
+function needsBands(
+  gpu: Gpu,
+  bytes: { x: number; out: number; residual?: number },
+  g: ConvGeometry,
+  xPix: number,
+  storage: "texture" | "buffer",
+  limit: number,
+): boolean {
+  const packs = !(storage === "buffer" && g.cin % 8 === 0);
+  const packCapacity = storage === "texture"
+    ? gpu.device.limits.maxTextureDimension2D * TEXTURE_WIDTH
+    : Math.floor(limit / 16); // texels
+  return [bytes.x, bytes.out, bytes.residual ?? 0].some((b) => b > limit) ||
+    (packs && g.B * g.H * g.W * xPix > packCapacity);
+}
+
 function convBands(
   gpu: Gpu,
   op: string,
-  p: Conv2dParams,
+  bytes: { x: number; out: number; residual?: number },
   g: ConvGeometry,
   xPix: number,
   storage: "texture" | "buffer",
   limit: number,
 ): RowBand[] | null {
+  if (!needsBands(gpu, bytes, g, xPix, storage, limit)) return null;
   const packs = !(storage === "buffer" && g.cin % 8 === 0);
   const packCapacity = storage === "texture"
     ? gpu.device.limits.maxTextureDimension2D * TEXTURE_WIDTH
     : Math.floor(limit / 16); // texels
-  const tooBig = [p.x, p.out, p.residual].some((t) => t && t.byteLength > limit) ||
-    (packs && g.B * g.H * g.W * xPix > packCapacity);
-  if (!tooBig) return null;
-  const what = `${op} [${p.x.shape}] → [${p.out.shape}]`;
+  const what = `${op} [${g.B}, ${g.H}, ${g.W}, ${g.cin}] → [${g.B}, ${g.ho}, ${g.wo}, ${g.cout}]`;
   if (g.B !== 1) {
     throw new Error(
       `${what}: a tensor exceeds the ${limit}-byte storage binding limit (or the packed input one ` +
         `operand texture); splitting into row bands needs batch 1, got ${g.B}`,
     );
   }
-  const bpe = bytesPerElement(p.act);
-  const inRowBytes = g.W * g.cin * bpe;
-  const outRowBytes = g.wo * g.cout * bpe;
+  const inRowBytes = bytes.x / (g.B * g.H);
+  const outRowBytes = bytes.out / (g.B * g.ho);
   const alignment = gpu.device.limits.minStorageBufferOffsetAlignment;
   // Largest r with r·outRowBytes ≤ limit, ((r−1)·s + kh)·inRowBytes + alignment ≤ limit and, when packing,
   // ((r−1)·s + kh)·W·xPix ≤ packCapacity.

@@ -25,14 +25,15 @@ import {
 } from "./gemm.ts";
 import { tileCode } from "./gemm_tile.ts";
 import { asLinearWeight, type LinearWeight } from "./gemm_weights.ts";
+import { checkPackedInput, type PackedActivations } from "./operand.ts";
 
 export type Activation = "none" | "gelu" | "gelu_tanh" | "quick_gelu" | "silu";
 
 // ---------------------------------------------------------------- linear / geglu
 
 export interface LinearParams {
-  /** [..., K] activations (M = numel / K rows). */
-  x: Tensor;
+  /** [..., K] activations (M = numel / K rows), or the same already packed as x texels (ops/operand.ts). */
+  x: Tensor | PackedActivations;
   /** [N, K] f16 checkpoint weight, or one prepared by prepareLinearWeight. */
   weight: Tensor | LinearWeight;
   /** [N] f16. */
@@ -59,7 +60,7 @@ const ACTIVATION_DEFINES: Record<Activation, string | null> = {
 interface GemmSpec {
   op: string;
   label: string;
-  x: Tensor;
+  x: Tensor | PackedActivations;
   weight: LinearWeight;
   m: number;
   /** Output columns (GEGLU: D). */
@@ -77,7 +78,9 @@ function gemm(gpu: Gpu, s: GemmSpec): Dispatch[] {
   const { tm, tn, wg, mode } = fitShared(gpu, s.tiling, s.geglu ? 2 : 1);
   const shared = mode === "shared";
   const k = s.weight.k;
-  const xPack = activationOperand(gpu, s.x, s.m, k, s.act, mode, s.label);
+  const xPack = "operand" in s.x
+    ? { operand: s.x.operand.resource, dispatches: [] }
+    : activationOperand(gpu, s.x, s.m, k, s.act, mode, s.label);
   const vecOut = s.n % 4 === 0;
   const code = shared
     ? { SHARED: true, SHARED_A: 32 * (16 * tm + 1) }
@@ -126,6 +129,20 @@ function lastDim(t: Tensor): number {
   return t.shape[t.shape.length - 1];
 }
 
+/** Rows of x [..., K], a tensor or packed texels (checked against the operand storage the GEMM reads). */
+function inputRows(
+  op: string,
+  x: Tensor | PackedActivations,
+  k: number,
+  act: ActDType,
+  mode: GemmTiling["mode"],
+): number {
+  if ("operand" in x) return checkPackedInput(x, k, act, mode, op);
+  const m = checkRows(op, "x", x, k);
+  checkDType(x, act, "x", op);
+  return m;
+}
+
 function checkRows(op: string, what: string, t: Tensor, cols: number): number {
   if (t.shape.length < 1 || lastDim(t) !== cols) {
     throw new Error(`${op}: ${what} [${t.shape}] must have last dimension ${cols}`);
@@ -140,8 +157,7 @@ export function linear(gpu: Gpu, p: LinearParams): Dispatch[] {
   const tiling = resolveTiling(gpu, p.tiling);
   const weight = asLinearWeight(gpu, p.weight, tiling.mode, op);
   const { n, k } = weight;
-  const m = checkRows(op, "x", p.x, k);
-  checkDType(p.x, p.act, "x", op);
+  const m = inputRows(op, p.x, k, p.act, tiling.mode);
   checkDType(p.out, p.act, "out", op);
   if (checkRows(op, "out", p.out, n) !== m) {
     throw new Error(`${op}: out [${p.out.shape}] must hold ${m}×${n} values for x [${p.x.shape}]`);
@@ -154,10 +170,11 @@ export function linear(gpu: Gpu, p: LinearParams): Dispatch[] {
     checkDType(p.residual, p.act, "residual", op);
     if (p.residual.numel !== m * n) throw new Error(`${op}: residual [${p.residual.shape}] must match out`);
   }
-  for (const [what, t] of [["x", p.x], ["out", p.out], ["residual", p.residual]] as const) {
+  const xTensor = "operand" in p.x ? undefined : p.x;
+  for (const [what, t] of [["x", xTensor], ["out", p.out], ["residual", p.residual]] as const) {
     if (t) checkBinding(gpu, t, what, op);
   }
-  checkDistinct(op, p.out, { x: p.x, residual: p.residual, bias: p.bias });
+  checkDistinct(op, p.out, { x: xTensor, residual: p.residual, bias: p.bias });
   return gemm(gpu, {
     op,
     label: op,
@@ -176,8 +193,8 @@ export function linear(gpu: Gpu, p: LinearParams): Dispatch[] {
 }
 
 export interface GegluParams {
-  /** [..., K] */
-  x: Tensor;
+  /** [..., K], or packed x texels (ops/operand.ts) */
+  x: Tensor | PackedActivations;
   /** [2·D, K] f16: rows 0..D-1 the value projection, D..2D-1 the gate. */
   weight: Tensor | LinearWeight;
   /** [2·D] f16. */
@@ -202,8 +219,7 @@ export function geglu(gpu: Gpu, p: GegluParams): Dispatch[] {
   const { n: n2, k } = weight;
   if (n2 % 2 !== 0) throw new Error(`${op}: weight has ${n2} rows, expected an even 2·D`);
   const d = n2 / 2;
-  const m = checkRows(op, "x", p.x, k);
-  checkDType(p.x, p.act, "x", op);
+  const m = inputRows(op, p.x, k, p.act, tiling.mode);
   checkDType(p.out, p.act, "out", op);
   if (checkRows(op, "out", p.out, d) !== m) {
     throw new Error(`${op}: out [${p.out.shape}] must hold ${m}×${d} values for x [${p.x.shape}]`);
@@ -212,9 +228,10 @@ export function geglu(gpu: Gpu, p: GegluParams): Dispatch[] {
     checkDType(p.bias, "f16", "bias", op);
     if (p.bias.numel !== n2) throw new Error(`${op}: bias [${p.bias.shape}] must have ${n2} values`);
   }
-  checkBinding(gpu, p.x, "x", op);
+  const xTensor = "operand" in p.x ? undefined : p.x;
+  if (xTensor) checkBinding(gpu, xTensor, "x", op);
   checkBinding(gpu, p.out, "out", op);
-  checkDistinct(op, p.out, { x: p.x });
+  checkDistinct(op, p.out, { x: xTensor });
   return gemm(gpu, {
     op,
     label: op,

@@ -25,10 +25,11 @@ export function declareResnet(d: WeightDecl, inC: number, outC: number, tembDim:
  */
 export function resnet(b: ModelBuilder, x: Value, o: ResnetOptions, tembAct?: Value): Value {
   const norm = { groups: o.groups, eps: o.eps, silu: true };
-  let h = b.groupNorm("norm1", x, norm);
+  // Each norm is recorded right before the conv that reads it, so that it writes that conv's input operand
+  // (models/builder.ts compile; ops/operand.ts).
   const timeBias = tembAct ? b.linear("time_emb_proj", tembAct) : undefined;
-  h = b.conv("conv1", h, { timeBias });
-  h = b.groupNorm("norm2", h, norm);
+  let h = b.conv("conv1", b.groupNorm("norm1", x, norm), { timeBias });
   const shortcut = b.has("conv_shortcut.weight") ? b.conv("conv_shortcut", x) : x;
+  h = b.groupNorm("norm2", h, norm);
   return b.conv("conv2", h, { residual: shortcut });
 }

@@ -5,7 +5,7 @@
 import type { Gpu } from "../../gpu/device.ts";
 import type { ActDType } from "../../gpu/pipelines.ts";
 import type { Tensor } from "../../gpu/tensor.ts";
-import { ModelBuilder, type Value } from "../builder.ts";
+import { type GraphOptions, ModelBuilder, type Value } from "../builder.ts";
 import type { WeightDecl, WeightShapes } from "../declare.ts";
 import { type Plan, PlanCache } from "../plan.ts";
 import type { Weights } from "../weights.ts";
@@ -74,8 +74,9 @@ export function clipGraph(
   act: ActDType,
   batch: number,
   tokens: number,
+  options: GraphOptions = {},
 ) {
-  const b = ModelBuilder.create(weights, act);
+  const b = ModelBuilder.create(weights, act, options);
   const ids = b.input("input_ids", [batch, tokens], "f32");
   const out = clipForward(b, c, ids);
   b.output(out.lastHidden);

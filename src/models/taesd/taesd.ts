@@ -15,7 +15,7 @@
 import type { Gpu } from "../../gpu/device.ts";
 import type { ActDType } from "../../gpu/pipelines.ts";
 import type { Tensor } from "../../gpu/tensor.ts";
-import { ModelBuilder, type Value } from "../builder.ts";
+import { type GraphOptions, ModelBuilder, type Value } from "../builder.ts";
 import { declarationOf, type TensorSpec, type WeightDecl, type WeightShapes } from "../declare.ts";
 import { type Plan, PlanCache } from "../plan.ts";
 import type { Weights } from "../weights.ts";
@@ -118,9 +118,9 @@ export function taesdDecoderGraph(
   act: ActDType,
   h: number,
   w: number,
-  probes = false,
+  options: GraphOptions = {},
 ) {
-  const b = ModelBuilder.create(weights, act, { probes });
+  const b = ModelBuilder.create(weights, act, options);
   const latents = b.input("latents", [1, h, w, c.latent_channels]);
   return { b, latents, image: b.output(taesdDecoder(b, c, latents)) };
 }
@@ -131,9 +131,9 @@ export function taesdEncoderGraph(
   act: ActDType,
   h: number,
   w: number,
-  probes = false,
+  options: GraphOptions = {},
 ) {
-  const b = ModelBuilder.create(weights, act, { probes });
+  const b = ModelBuilder.create(weights, act, options);
   const image = b.input("image", [1, h, w, c.in_channels]);
   return { b, image, latents: b.output(taesdEncoder(b, c, image)) };
 }
@@ -169,7 +169,7 @@ export class Taesd {
 
   decodePlan(h: number, w: number, probes = false): TaesdDecodePlan {
     return this.decodePlans.get(`${h}x${w}${probes ? "p" : ""}`, () => {
-      const g = taesdDecoderGraph(this.config, this.weights, this.act, h, w, probes);
+      const g = taesdDecoderGraph(this.config, this.weights, this.act, h, w, { probes });
       const { plan, tensor, probes: p } = g.b.compile(this.gpu, this.weights);
       return { plan, latents: tensor(g.latents), image: tensor(g.image), probes: p };
     });
@@ -177,7 +177,7 @@ export class Taesd {
 
   encodePlan(height: number, width: number, probes = false): TaesdEncodePlan {
     return this.encodePlans.get(`${height}x${width}${probes ? "p" : ""}`, () => {
-      const g = taesdEncoderGraph(this.config, this.weights, this.act, height, width, probes);
+      const g = taesdEncoderGraph(this.config, this.weights, this.act, height, width, { probes });
       const { plan, tensor, probes: p } = g.b.compile(this.gpu, this.weights);
       return { plan, image: tensor(g.image), latents: tensor(g.latents), probes: p };
     });

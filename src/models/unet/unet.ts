@@ -6,7 +6,7 @@
 import type { Gpu } from "../../gpu/device.ts";
 import type { ActDType } from "../../gpu/pipelines.ts";
 import type { Tensor } from "../../gpu/tensor.ts";
-import { ModelBuilder, type Value } from "../builder.ts";
+import { type GraphOptions, ModelBuilder, type Value } from "../builder.ts";
 import type { WeightDecl, WeightShapes } from "../declare.ts";
 import { type Plan, PlanCache } from "../plan.ts";
 import type { Weights } from "../weights.ts";
@@ -138,9 +138,9 @@ export function unetGraph(
   weights: WeightShapes,
   act: ActDType,
   shape: { batch: number; height: number; width: number; contextTokens: number },
-  probes = false,
+  options: GraphOptions = {},
 ): { b: ModelBuilder; inputs: UNetInputs; out: Value } {
-  const b = ModelBuilder.create(weights, act, { probes });
+  const b = ModelBuilder.create(weights, act, options);
   const crossDim = Array.isArray(c.cross_attention_dim) ? c.cross_attention_dim[0] : c.cross_attention_dim;
   const { batch: B, height: H, width: W, contextTokens: T } = shape;
   const inputs: UNetInputs = {
@@ -176,7 +176,7 @@ export class UNet {
   plan(batch: number, height: number, width: number, contextTokens: number, probes = false): UNetPlan {
     return this.plans.get(`${batch}x${height}x${width}x${contextTokens}${probes ? "p" : ""}`, () => {
       const shape = { batch, height, width, contextTokens };
-      const { b, inputs, out } = unetGraph(this.config, this.weights, this.act, shape, probes);
+      const { b, inputs, out } = unetGraph(this.config, this.weights, this.act, shape, { probes });
       const compiled = b.compile(this.gpu, this.weights);
       const t = compiled.tensor;
       return {

@@ -5,7 +5,7 @@
 import type { Gpu } from "../../gpu/device.ts";
 import type { ActDType } from "../../gpu/pipelines.ts";
 import type { Tensor } from "../../gpu/tensor.ts";
-import { ModelBuilder, type Value } from "../builder.ts";
+import { type GraphOptions, ModelBuilder, type Value } from "../builder.ts";
 import type { WeightDecl, WeightShapes } from "../declare.ts";
 import { type Plan, PlanCache } from "../plan.ts";
 import type { Weights } from "../weights.ts";
@@ -126,9 +126,9 @@ export function vaeDecoderGraph(
   act: ActDType,
   h: number,
   w: number,
-  probes = false,
+  options: GraphOptions = {},
 ) {
-  const b = ModelBuilder.create(weights, act, { probes });
+  const b = ModelBuilder.create(weights, act, options);
   const z = b.input("z", [1, h, w, c.latent_channels]);
   return { b, z, image: b.output(vaeDecoder(b, c, z)) };
 }
@@ -139,9 +139,9 @@ export function vaeEncoderGraph(
   act: ActDType,
   h: number,
   w: number,
-  probes = false,
+  options: GraphOptions = {},
 ) {
-  const b = ModelBuilder.create(weights, act, { probes });
+  const b = ModelBuilder.create(weights, act, options);
   const image = b.input("image", [1, h, w, c.in_channels]);
   return { b, image, moments: b.output(vaeEncoder(b, c, image)) };
 }
@@ -177,7 +177,7 @@ export class Vae {
 
   decodePlan(height: number, width: number, probes = false): VaeDecodePlan {
     return this.decodePlans.get(`${height}x${width}${probes ? "p" : ""}`, () => {
-      const g = vaeDecoderGraph(this.config, this.weights, this.act, height, width, probes);
+      const g = vaeDecoderGraph(this.config, this.weights, this.act, height, width, { probes });
       const compiled = g.b.compile(this.gpu, this.weights);
       return {
         plan: compiled.plan,
@@ -190,7 +190,7 @@ export class Vae {
 
   encodePlan(height: number, width: number, probes = false): VaeEncodePlan {
     return this.encodePlans.get(`${height}x${width}${probes ? "p" : ""}`, () => {
-      const g = vaeEncoderGraph(this.config, this.weights, this.act, height, width, probes);
+      const g = vaeEncoderGraph(this.config, this.weights, this.act, height, width, { probes });
       const compiled = g.b.compile(this.gpu, this.weights);
       const t = compiled.tensor;
       return { plan: compiled.plan, image: t(g.image), moments: t(g.moments), probes: compiled.probes };

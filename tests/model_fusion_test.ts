@@ -1,0 +1,109 @@
+// Fusions that change a plan's dispatch list but not a bit of its results (models/builder.ts): a norm that
+// writes the x operand of the GEMM right after it (ops/operand.ts), and linears over one input run as one
+// GEMM on weights packed side by side at load time. Each of the tiny fixtures' networks is recorded with
+// and without fusions, run on the same random inputs at f32 and f16, and must give identical outputs with
+// fewer dispatches.
+
+import type { Gpu } from "../src/gpu/device.ts";
+import type { ActDType } from "../src/gpu/pipelines.ts";
+import { readTensor, writeActivation } from "../src/gpu/tensor.ts";
+import type { ModelBuilder, Value } from "../src/models/builder.ts";
+import { loadModel } from "../src/models/harness.ts";
+import type { UNet } from "../src/models/unet/unet.ts";
+import { unetGraph } from "../src/models/unet/unet.ts";
+import type { Vae } from "../src/models/vae/vae.ts";
+import { vaeDecoderGraph, vaeEncoderGraph } from "../src/models/vae/vae.ts";
+import type { ClipTextModel } from "../src/models/clip/clip.ts";
+import { clipGraph } from "../src/models/clip/clip.ts";
+import type { Weights } from "../src/models/weights.ts";
+import { readJsonFile } from "../src/util/json.ts";
+import { SafetensorsFile } from "../src/weights/safetensors.ts";
+import { assert, randomArray, testGpu } from "./util.ts";
+
+const TINY = new URL("./fixtures/tiny_sd/", import.meta.url).pathname;
+
+async function load(
+  gpu: Gpu,
+  entry: "unet" | "vae-decode" | "clip",
+  dir: string,
+  file: string,
+  act: ActDType,
+) {
+  using source = await SafetensorsFile.open(`${TINY}${dir}/${file}`);
+  return await loadModel(gpu, entry, await readJsonFile(`${TINY}${dir}/config.json`), source, act);
+}
+
+interface Graph {
+  b: ModelBuilder;
+  /** Inputs with the values to write. */
+  inputs: [Value, Float32Array][];
+  outputs: Value[];
+}
+
+/** Compiles and runs the graph with and without fusions; the outputs must be equal bit for bit. */
+async function compare(gpu: Gpu, what: string, weights: Weights, record: (fuse: boolean) => Graph) {
+  const runs: { dispatches: number; outputs: Float32Array[] }[] = [];
+  for (const fuse of [false, true]) {
+    const g = record(fuse);
+    const { plan, tensor } = g.b.compile(gpu, weights);
+    for (const [v, data] of g.inputs) writeActivation(gpu, tensor(v), data);
+    plan.run(what);
+    const outputs = [];
+    for (const v of g.outputs) outputs.push(await readTensor(gpu, tensor(v)));
+    runs.push({ dispatches: plan.dispatches.length, outputs });
+    plan.destroy();
+  }
+  const [plain, fused] = runs;
+  console.log(`${what}: ${plain.dispatches} → ${fused.dispatches} dispatches`);
+  assert(fused.dispatches < plain.dispatches, `${what}: fusing saved no dispatch`);
+  plain.outputs.forEach((want, i) => {
+    const got = fused.outputs[i];
+    const at = want.findIndex((v, j) => !Object.is(v, got[j]));
+    assert(at < 0, `${what}: output ${i} differs at ${at}: ${got[at]} vs ${want[at]}`);
+  });
+}
+
+for (const act of ["f32", "f16"] as const) {
+  Deno.test(`fused and unfused plans agree bit for bit: tiny UNet, VAE and CLIP (${act} activations)`, async () => {
+    const gpu = await testGpu();
+    const unet = await load(gpu, "unet", "unet", "diffusion_pytorch_model.fp16.safetensors", act) as UNet;
+    const shape = { batch: 2, height: 16, width: 12, contextTokens: 7 };
+    const cross = unet.config.cross_attention_dim as number;
+    await compare(gpu, `unet ${act}`, unet.weights, (fuse) => {
+      const { b, inputs, out } = unetGraph(unet.config, unet.weights, act, shape, { fuse });
+      return {
+        b,
+        inputs: [
+          [inputs.sample, randomArray(2 * 16 * 12 * 4, 1)],
+          [inputs.timestep, new Float32Array([981, 21])],
+          [inputs.context, randomArray(2 * 7 * cross, 2)],
+        ],
+        outputs: [out],
+      };
+    });
+    unet.weights.destroy();
+
+    const vae = await load(gpu, "vae-decode", "vae", "diffusion_pytorch_model.fp16.safetensors", act) as Vae;
+    await compare(gpu, `vae decode ${act}`, vae.weights, (fuse) => {
+      const g = vaeDecoderGraph(vae.config, vae.weights, act, 8, 6, { fuse });
+      return { b: g.b, inputs: [[g.z, randomArray(8 * 6 * 4, 3)]], outputs: [g.image] };
+    });
+    await compare(gpu, `vae encode ${act}`, vae.weights, (fuse) => {
+      const g = vaeEncoderGraph(vae.config, vae.weights, act, 32, 24, { fuse });
+      return { b: g.b, inputs: [[g.image, randomArray(32 * 24 * 3, 4)]], outputs: [g.moments] };
+    });
+    vae.weights.destroy();
+
+    const clip = await load(gpu, "clip", "text_encoder", "model.fp16.safetensors", act) as ClipTextModel;
+    const ids = Float32Array.from({ length: 2 * 9 }, (_, i) => (i * 37) % clip.config.vocab_size);
+    await compare(gpu, `clip ${act}`, clip.weights, (fuse) => {
+      const g = clipGraph(clip.config, clip.weights, act, 2, 9, { fuse });
+      return {
+        b: g.b,
+        inputs: [[g.ids, ids]],
+        outputs: [g.out.lastHidden, g.out.penultimate, g.out.penultimateFinalLn],
+      };
+    });
+    clip.weights.destroy();
+  });
+}

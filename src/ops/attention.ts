@@ -6,10 +6,11 @@
 // Q, K, V are token-major with heads interleaved in channels ([B, N, H·D], as Linear outputs give them) or
 // slices of a fused buffer (e.g. [B, N, 3·H·D] with offsets 0, H·D, 2·H·D: pass `{tensor, offset, rowStride}`).
 //
-// Four dispatches: Q, K and V are first copied into rgba32f storage textures (cheap loads on lavapipe; see
-// shaders/attention.wgsl), then the attention kernel runs. The textures are scratch shared by every attention
-// built on the same Gpu with the same texture shape: safe because dispatches run in order and each
-// attention's four dispatches stay together (run the returned array as one unit).
+// Two dispatches: Q, K and V are first copied into rgba32f storage textures (cheap loads on lavapipe; see
+// shaders/attention.wgsl), all three by one dispatch, then the attention kernel runs. The textures are
+// scratch shared by every attention built on the same Gpu with the same texture shape: safe because
+// dispatches run in order and each attention's two dispatches stay together (run the returned array as one
+// unit).
 
 import type { Dispatch, Gpu } from "../gpu/device.ts";
 import type { ActDType, ShaderDefines } from "../gpu/pipelines.ts";
@@ -281,17 +282,17 @@ function scratchTexture(gpu: Gpu, role: string, width: number, height: number, l
   return tex;
 }
 
-/** Copies a token slice into a texture [b][token][h·dv + d/4] (one dispatch). */
+/** Copies the Q, K and V token slices into their textures [b][token][h·dv + d/4] (one dispatch). */
 function packTokens(
   gpu: Gpu,
-  src: View,
-  texture: GPUTexture,
+  sources: [View, View, View],
+  textures: [GPUTexture, GPUTexture, GPUTexture],
   headDim: number,
   width: number,
   act: ActDType,
-): { dispatch: Dispatch; view: GPUTextureView } {
-  const aligned = headDim % 4 === 0 && src.offset % 4 === 0 && src.rowStride % 4 === 0 &&
-    src.batchStride % 4 === 0;
+): { dispatch: Dispatch; views: GPUTextureView[] } {
+  const aligned = headDim % 4 === 0 &&
+    sources.every((src) => src.offset % 4 === 0 && src.rowStride % 4 === 0 && src.batchStride % 4 === 0);
   const defines: ShaderDefines = aligned
     ? {
       VEC: true,
@@ -301,25 +302,24 @@ function packTokens(
     : { VEC: false };
   const pipeline = gpu.kernel("attention", { ACT: act, PACK_KV: true, ...defines }, "pack_tokens");
   const dv = Math.ceil(headDim / 4);
+  const batch = sources[0].batch;
   const params = new Uint32Array([
-    src.tokens,
+    batch,
     dv,
     width,
     headDim,
-    src.offset,
-    src.rowStride,
-    src.batchStride,
-    0,
+    ...sources.flatMap((src) => [src.tokens, src.offset, src.rowStride, src.batchStride]),
   ]);
-  const view = texture.createView({ dimension: "2d-array" });
+  const views = textures.map((t) => t.createView({ dimension: "2d-array" }));
+  const tokens = Math.max(...sources.map((src) => src.tokens));
   const dispatch = textureDispatch(
     gpu,
     pipeline,
-    [src.tensor.buffer, view, gpu.uniform(params)],
-    [Math.ceil(width / 64), src.tokens, src.batch],
-    `attention pack ${src.tokens}×${width}`,
+    [...sources.map((src) => src.tensor.buffer), ...views, gpu.uniform(params)],
+    [Math.ceil(width / 64), tokens, 3 * batch],
+    `attention pack ${sources[0].tokens}/${sources[1].tokens}×${width}`,
   );
-  return { dispatch, view };
+  return { dispatch, views };
 }
 
 export function attention(gpu: Gpu, p: AttentionParams): Dispatch[] {
@@ -368,11 +368,21 @@ export function attention(gpu: Gpu, p: AttentionParams): Dispatch[] {
   // 1. Q, K, V → textures [batch][token][heads · dv texels].
   const dv = Math.ceil(headDim / 4);
   const width = heads * dv;
-  const textures = [
-    packTokens(gpu, q, scratchTexture(gpu, "q", width, nq, batch), headDim, width, p.act),
-    packTokens(gpu, k, scratchTexture(gpu, "k", width, nk, batch), headDim, width, p.act),
-    packTokens(gpu, v, scratchTexture(gpu, "v", width, nk, batch), headDim, width, p.act),
-  ];
+  if (3 * batch > gpu.device.limits.maxComputeWorkgroupsPerDimension) {
+    throw new Error(`attention: batch ${batch} exceeds the pack grid`);
+  }
+  const packed = packTokens(
+    gpu,
+    [q, k, v],
+    [
+      scratchTexture(gpu, "q", width, nq, batch),
+      scratchTexture(gpu, "k", width, nk, batch),
+      scratchTexture(gpu, "v", width, nk, batch),
+    ],
+    headDim,
+    width,
+    p.act,
+  );
 
   // 2. Attention.
   const aligned = (n: number) =>
@@ -404,7 +414,7 @@ export function attention(gpu: Gpu, p: AttentionParams): Dispatch[] {
   new Float32Array(params.buffer)[2] = (p.scale ?? 1 / Math.sqrt(headDim)) * Math.LOG2E;
   params.set([out.offset, out.rowStride, out.batchStride, 0], 4);
   const resources: (GPUBuffer | GPUTextureView)[] = [
-    ...textures.map((t) => t.view),
+    ...packed.views,
     out.tensor.buffer,
     gpu.uniform(params),
   ];
@@ -416,7 +426,7 @@ export function attention(gpu: Gpu, p: AttentionParams): Dispatch[] {
     [Math.ceil(nq / (tiling.wg * tiling.qpi)), heads, batch],
     `attention ${nq}×${nk}×${heads}h×${headDim}`,
   );
-  return [...textures.map((t) => t.dispatch), attend];
+  return [packed.dispatch, attend];
 }
 
 /** Floating-point operations of one attention call (QKᵀ and PV, a multiply-add counted as 2). */

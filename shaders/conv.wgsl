@@ -39,7 +39,11 @@ struct Params {
   oy0: u32,      // global output row of this dispatch's first row (row bands; else 0)
   xTex0: u32,    // global input texel at which the x operand starts (row bands; else 0)
   outShift: f32, // added after outScale
+  tbOff: u32,    // time bias: element of (batch 0, channel 0) and elements per batch item
+  tbStride: u32, //   (a slice of one GEMM's output over every resnet's time_emb_proj, models/builder.ts)
+  _pad0: u32,
   _pad1: u32,
+  _pad2: u32,
 }
 
 //#include gemm_io
@@ -51,7 +55,7 @@ fn finish(batch: u32, col: u32, a: f32) -> f32 {
   v += unpack2x16float(bias[col >> 1u])[col & 1u];
 //#endif
 //#if HAS_TIME_BIAS
-  v += f32(time_bias[batch * p.N + col]);
+  v += f32(time_bias[p.tbOff + batch * p.tbStride + col]);
 //#endif
   return v;
 }

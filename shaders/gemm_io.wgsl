@@ -25,7 +25,7 @@ fn load_w(t: u32) -> vec4<u32> { return ws[t]; }
 @group(0) @binding({{BIAS_BINDING}}) var<storage, read> bias: array<u32>;   // f16 pairs [N]
 //#endif
 //#if HAS_TIME_BIAS
-@group(0) @binding({{TIME_BIAS_BINDING}}) var<storage, read> time_bias: array<act>;   // [B, N] (conv)
+@group(0) @binding({{TIME_BIAS_BINDING}}) var<storage, read> time_bias: array<act>;   // [B, ≥ N] (conv)
 //#endif
 //#if HAS_RESIDUAL
 //#if VEC_OUT

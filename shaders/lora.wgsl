@@ -19,18 +19,22 @@ struct Params {
   rowTexels: u32,  // texels per row
   rank: u32,       // R, summed over the LoRAs merged into this weight
   groups: u32,     // ceil(N / 4)
+  baseOff: u32,    // texel of row 0 in base and in dst: 0, except for a member of a packed group
+  dstOff: u32,     //   (its rows within the group's operand; its backup holds only its own texels)
+  _pad0: u32,
+  _pad1: u32,
 }
 
 //#if TEX
 @group(0) @binding(0) var base: texture_2d<u32>;
 @group(0) @binding(1) var dst: texture_storage_2d<rgba32uint, write>;
-fn load_base(t: u32) -> vec4<u32> { return textureLoad(base, vec2<u32>(t & 8191u, t >> 13u), 0); }
-fn store_dst(t: u32, v: vec4<u32>) { textureStore(dst, vec2<u32>(t & 8191u, t >> 13u), v); }
+fn load_base(i: u32) -> vec4<u32> { let t = p.baseOff + i; return textureLoad(base, vec2<u32>(t & 8191u, t >> 13u), 0); }
+fn store_dst(i: u32, v: vec4<u32>) { let t = p.dstOff + i; textureStore(dst, vec2<u32>(t & 8191u, t >> 13u), v); }
 //#else
 @group(0) @binding(0) var<storage, read> base: array<vec4<u32>>;
 @group(0) @binding(1) var<storage, read_write> dst: array<vec4<u32>>;
-fn load_base(t: u32) -> vec4<u32> { return base[t]; }
-fn store_dst(t: u32, v: vec4<u32>) { dst[t] = v; }
+fn load_base(i: u32) -> vec4<u32> { return base[p.baseOff + i]; }
+fn store_dst(i: u32, v: vec4<u32>) { dst[p.dstOff + i] = v; }
 //#endif
 @group(0) @binding(2) var<storage, read> up_t: array<vec4<f32>>;   // [R, groups]: rows 4g..4g+3 of column r
 @group(0) @binding(3) var<storage, read> down: array<vec4<f32>>;   // [R, rowTexels, 2]: 8 values of K per texel

@@ -335,11 +335,12 @@ fn pack_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 
 //#if PACK_WEIGHT
 // f16 weight [rows, K] (raw halves) → texels [rows, K8], K zero-padded. Bit-exact (no float conversion).
+// dstOff: first texel written (a weight packed beside others into one operand, gemm_weights.ts).
 struct PackParams {
   K: u32,
   K8: u32,
   total: u32,   // rows · K8
-  _pad: u32,
+  dstOff: u32,
 }
 @group(0) @binding(0) var<storage, read> src: array<u32>;
 //#if TEX
@@ -363,10 +364,11 @@ fn pack_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
   let row = t / pp.K8;
   let k = (t % pp.K8) * 8u;
   let v = vec4<u32>(pair(row, k), pair(row, k + 2u), pair(row, k + 4u), pair(row, k + 6u));
+  let o = pp.dstOff + t;
 //#if TEX
-  textureStore(dst, vec2<u32>(t & 8191u, t >> 13u), v);
+  textureStore(dst, vec2<u32>(o & 8191u, o >> 13u), v);
 //#else
-  dst[t] = v;
+  dst[o] = v;
 //#endif
 }
 //#endif

@@ -15,7 +15,13 @@ import type { Vae } from "../src/models/vae/vae.ts";
 import { vaeDecoderGraph, vaeEncoderGraph } from "../src/models/vae/vae.ts";
 import type { ClipTextModel } from "../src/models/clip/clip.ts";
 import { clipGraph } from "../src/models/clip/clip.ts";
-import type { Weights } from "../src/models/weights.ts";
+import { Weights } from "../src/models/weights.ts";
+import {
+  type ComponentConfig,
+  type ComponentKind,
+  expectedTensors,
+  isIgnorableTensor,
+} from "../src/models/expected.ts";
 import { readJsonFile } from "../src/util/json.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
 import { assert, randomArray, testGpu } from "./util.ts";
@@ -33,6 +39,20 @@ async function load(
   return await loadModel(gpu, entry, await readJsonFile(`${TINY}${dir}/config.json`), source, act);
 }
 
+/** The same weights without the model's packed groups (an unfused graph reads every Linear on its own). */
+async function plainWeights(
+  gpu: Gpu,
+  component: ComponentKind,
+  dir: string,
+  file: string,
+  config: ComponentConfig,
+) {
+  using source = await SafetensorsFile.open(`${TINY}${dir}/${file}`);
+  return await Weights.load(gpu, component, source, expectedTensors(component, config), {
+    allowExtra: (n) => isIgnorableTensor(component, n),
+  });
+}
+
 interface Graph {
   b: ModelBuilder;
   /** Inputs with the values to write. */
@@ -40,12 +60,21 @@ interface Graph {
   outputs: Value[];
 }
 
-/** Compiles and runs the graph with and without fusions; the outputs must be equal bit for bit. */
-async function compare(gpu: Gpu, what: string, weights: Weights, record: (fuse: boolean) => Graph) {
+/**
+ * Compiles and runs the graph without fusions (on `plain` weights) and with them (the model's); the outputs
+ * must be equal bit for bit.
+ */
+async function compare(
+  gpu: Gpu,
+  what: string,
+  weights: { plain: Weights; fused: Weights },
+  record: (fuse: boolean, weights: Weights) => Graph,
+) {
   const runs: { dispatches: number; outputs: Float32Array[] }[] = [];
   for (const fuse of [false, true]) {
-    const g = record(fuse);
-    const { plan, tensor } = g.b.compile(gpu, weights);
+    const w = fuse ? weights.fused : weights.plain;
+    const g = record(fuse, w);
+    const { plan, tensor } = g.b.compile(gpu, w);
     for (const [v, data] of g.inputs) writeActivation(gpu, tensor(v), data);
     plan.run(what);
     const outputs = [];
@@ -66,11 +95,13 @@ async function compare(gpu: Gpu, what: string, weights: Weights, record: (fuse: 
 for (const act of ["f32", "f16"] as const) {
   Deno.test(`fused and unfused plans agree bit for bit: tiny UNet, VAE and CLIP (${act} activations)`, async () => {
     const gpu = await testGpu();
-    const unet = await load(gpu, "unet", "unet", "diffusion_pytorch_model.fp16.safetensors", act) as UNet;
+    const unetFile = "diffusion_pytorch_model.fp16.safetensors";
+    const unet = await load(gpu, "unet", "unet", unetFile, act) as UNet;
+    const plainUnet = await plainWeights(gpu, "unet", "unet", unetFile, unet.config);
     const shape = { batch: 2, height: 16, width: 12, contextTokens: 7 };
     const cross = unet.config.cross_attention_dim as number;
-    await compare(gpu, `unet ${act}`, unet.weights, (fuse) => {
-      const { b, inputs, out } = unetGraph(unet.config, unet.weights, act, shape, { fuse });
+    await compare(gpu, `unet ${act}`, { plain: plainUnet, fused: unet.weights }, (fuse, w) => {
+      const { b, inputs, out } = unetGraph(unet.config, w, act, shape, { fuse });
       return {
         b,
         inputs: [
@@ -82,22 +113,31 @@ for (const act of ["f32", "f16"] as const) {
       };
     });
     unet.weights.destroy();
+    plainUnet.destroy();
 
-    const vae = await load(gpu, "vae-decode", "vae", "diffusion_pytorch_model.fp16.safetensors", act) as Vae;
-    await compare(gpu, `vae decode ${act}`, vae.weights, (fuse) => {
-      const g = vaeDecoderGraph(vae.config, vae.weights, act, 8, 6, { fuse });
+    const vaeFile = "diffusion_pytorch_model.fp16.safetensors";
+    const vae = await load(gpu, "vae-decode", "vae", vaeFile, act) as Vae;
+    const vaeWeights = {
+      plain: await plainWeights(gpu, "vae", "vae", vaeFile, vae.config),
+      fused: vae.weights,
+    };
+    await compare(gpu, `vae decode ${act}`, vaeWeights, (fuse, w) => {
+      const g = vaeDecoderGraph(vae.config, w, act, 8, 6, { fuse });
       return { b: g.b, inputs: [[g.z, randomArray(8 * 6 * 4, 3)]], outputs: [g.image] };
     });
-    await compare(gpu, `vae encode ${act}`, vae.weights, (fuse) => {
-      const g = vaeEncoderGraph(vae.config, vae.weights, act, 32, 24, { fuse });
+    await compare(gpu, `vae encode ${act}`, vaeWeights, (fuse, w) => {
+      const g = vaeEncoderGraph(vae.config, w, act, 32, 24, { fuse });
       return { b: g.b, inputs: [[g.image, randomArray(32 * 24 * 3, 4)]], outputs: [g.moments] };
     });
     vae.weights.destroy();
+    vaeWeights.plain.destroy();
 
-    const clip = await load(gpu, "clip", "text_encoder", "model.fp16.safetensors", act) as ClipTextModel;
+    const clipFile = "model.fp16.safetensors";
+    const clip = await load(gpu, "clip", "text_encoder", clipFile, act) as ClipTextModel;
+    const plainClip = await plainWeights(gpu, "text_encoder", "text_encoder", clipFile, clip.config);
     const ids = Float32Array.from({ length: 2 * 9 }, (_, i) => (i * 37) % clip.config.vocab_size);
-    await compare(gpu, `clip ${act}`, clip.weights, (fuse) => {
-      const g = clipGraph(clip.config, clip.weights, act, 2, 9, { fuse });
+    await compare(gpu, `clip ${act}`, { plain: plainClip, fused: clip.weights }, (fuse, w) => {
+      const g = clipGraph(clip.config, w, act, 2, 9, { fuse });
       return {
         b: g.b,
         inputs: [[g.ids, ids]],
@@ -105,5 +145,6 @@ for (const act of ["f32", "f16"] as const) {
       };
     });
     clip.weights.destroy();
+    plainClip.destroy();
   });
 }

@@ -5,22 +5,25 @@
 // itself), N = 13 (a last group of 1 row), a 3×3 conv with Cin = 13 (padded channels at every tap), a 1×1 conv.
 // Two LoRAs of ranks 3 and 2 with their own scales are concatenated as the pipeline does. The GPU adds in f32,
 // so a value may differ from the f64 reference by one f16 rounding step (1 ulp); padding must stay exactly 0.
+// A member of a packed Linear group (rows 7..19 of [A; W; C], K = 8000) is merged and restored in its row
+// range only: its 13 000 texels start mid-row of the 8192-wide texture and span three rows, and the
+// neighbours' bytes must not change.
 
 import type { Gpu } from "../src/gpu/device.ts";
 import { f16ToF32, f32ToF16 } from "../src/gpu/device.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
 import type { GemmTiling } from "../src/ops/gemm.ts";
-import { prepareLinearWeight } from "../src/ops/gemm_weights.ts";
+import { prepareLinearGroup, prepareLinearWeight } from "../src/ops/gemm_weights.ts";
 import { prepareConvWeight } from "../src/ops/conv.ts";
 import {
   backupOf,
-  copyOperand,
   loraMerge,
   packDown,
   packedGeometry,
   type PackedWeight,
   readPacked,
-  storeOf,
+  restoreWeight,
+  saveWeight,
   transposeUp,
 } from "../src/ops/lora_merge.ts";
 import { randomArray, roundF16, testGpu } from "./util.ts";
@@ -53,6 +56,8 @@ interface Case {
   what: string;
   shape: number[];
   mode: GemmTiling["mode"];
+  /** Pack the weight between neighbours of these row counts (a group member). */
+  between?: [number, number];
 }
 
 async function checkCase(gpu: Gpu, c: Case, seed: number): Promise<void> {
@@ -60,9 +65,18 @@ async function checkCase(gpu: Gpu, c: Case, seed: number): Promise<void> {
   const k = rest.reduce((a, b) => a * b, 1);
   const w = roundF16(randomArray(n * k, seed, 1 / Math.sqrt(k)));
   const t = uploadTensor(gpu, w, c.shape, "f16", c.what);
-  const packed = c.shape.length === 4
-    ? prepareConvWeight(gpu, t, c.mode)
-    : prepareLinearWeight(gpu, t, c.mode);
+  let packed: PackedWeight;
+  let neighbours: PackedWeight[] = [];
+  if (c.between) {
+    const side = (rows: number, s: number) =>
+      uploadTensor(gpu, roundF16(randomArray(rows * k, s, 0.1)), [rows, k], "f16", "neighbour");
+    const [a, b] = [side(c.between[0], seed + 3), side(c.between[1], seed + 4)];
+    const { members } = prepareLinearGroup(gpu, [a, t, b], c.what, c.mode);
+    [packed, neighbours] = [members[1], [members[0], members[2]]];
+  } else {
+    packed = c.shape.length === 4 ? prepareConvWeight(gpu, t, c.mode) : prepareLinearWeight(gpu, t, c.mode);
+  }
+  const neighbourBytes = await Promise.all(neighbours.map((nb) => readPacked(gpu, nb)));
   const loras = [
     { rank: 3, scale: 0.8 * (2 / 3), seed: seed + 1 },
     { rank: 2, scale: -1.3, seed: seed + 2 },
@@ -73,7 +87,7 @@ async function checkCase(gpu: Gpu, c: Case, seed: number): Promise<void> {
   }));
   const base = backupOf(gpu, packed, "base");
   const encoder = gpu.device.createCommandEncoder();
-  copyOperand(encoder, storeOf(packed), base);
+  saveWeight(encoder, packed, base);
   gpu.device.queue.submit([encoder.finish()]);
   const before = await readPacked(gpu, packed);
 
@@ -116,10 +130,16 @@ async function checkCase(gpu: Gpu, c: Case, seed: number): Promise<void> {
     throw new Error(`${c.what}: merge compounds`);
   }
   const restore = gpu.device.createCommandEncoder();
-  copyOperand(restore, base, storeOf(packed));
+  restoreWeight(restore, base, packed);
   gpu.device.queue.submit([restore.finish()]);
   const after = await readPacked(gpu, packed);
   if (!after.every((b, i) => b === before[i])) throw new Error(`${c.what}: restore is not bit-exact`);
+  for (const [i, nb] of neighbours.entries()) {
+    const now = await readPacked(gpu, nb);
+    if (!now.every((b, j) => b === neighbourBytes[i][j])) {
+      throw new Error(`${c.what}: neighbour ${i} changed`);
+    }
+  }
   for (const b of buffers) b.destroy();
 }
 
@@ -137,5 +157,7 @@ Deno.test("lora merge: Linear and conv weights, texture and buffer operands, two
     ) {
       await checkCase(gpu, { what: `${what} (${mode})`, shape: [...shape], mode }, seed += 10);
     }
+    const what = `group member rows 7..19, K=8000 (${mode})`;
+    await checkCase(gpu, { what, shape: [13, 8000], mode, between: [7, 5] }, seed += 10);
   }
 });

@@ -4,6 +4,8 @@
 //     the free list right after the last op that reads it, so no forward frees anything by hand;
 //   - counts FLOPs without a GPU (`flops`), from the weight shapes of the declaration.
 // Weight names are relative to the builder's scope (`b.at("resnets", 0)`), so they equal checkpoint names.
+// Values, nodes and compilation, with the fusions that cut dispatches (a norm writing its GEMM's operand,
+// joint linears as one GEMM), are in graph.ts.
 
 import type { Dispatch, Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
@@ -18,90 +20,21 @@ import { timestepEmbedding } from "../ops/timestep.ts";
 import { embedding } from "../ops/embedding.ts";
 import { linearInputOperand, type PackedActivations } from "../ops/operand.ts";
 import type { WeightShapes } from "./declare.ts";
-import { Plan } from "./plan.ts";
+import {
+  type Compiled,
+  compileGraph,
+  type GemmKind,
+  Graph,
+  type GraphOptions,
+  JointGemm,
+  type Node,
+  type RecordContext,
+  Storage,
+  Value,
+} from "./graph.ts";
 import type { Weights } from "./weights.ts";
 
-/** The memory behind one or more values (a value and its reshaped views share one). */
-class Storage {
-  constructor(readonly bytes: number, readonly label: string) {}
-}
-
-/** A symbolic activation: a shape and an element type; its buffer exists only in a compiled plan. */
-export class Value {
-  constructor(
-    readonly storage: Storage,
-    readonly shape: readonly number[],
-    readonly dtype: DType,
-    readonly label: string,
-  ) {}
-
-  /** The same memory as another shape of the same element count. */
-  view(shape: readonly number[]): Value {
-    if (numel(shape) !== numel(this.shape)) {
-      throw new Error(`cannot view ${this.label} [${this.shape}] as [${shape}]`);
-    }
-    return new Value(this.storage, shape, this.dtype, this.label);
-  }
-
-  /** [..., C] as rows [M, C]. */
-  rows(): Value {
-    const c = this.shape[this.shape.length - 1];
-    return this.view([numel(this.shape) / c, c]);
-  }
-}
-
-interface RecordContext {
-  gpu: Gpu;
-  weights: Weights;
-  act: ActDType;
-  tensor(v: Value): Tensor;
-}
-
-interface Node {
-  reads: Value[];
-  out: Value;
-  flops: number;
-  record(ctx: RecordContext): Dispatch[];
-  /** A norm that can write its output straight into the x operand of the GEMM after it (ops/operand.ts). */
-  packInto?(ctx: RecordContext, out: PackedActivations): Dispatch[];
-  /** A GEMM that can read `x` already packed: where it wants it (null: no pack to save), and its dispatches. */
-  gemmInput?: {
-    x: Value;
-    operand(ctx: RecordContext): PackedActivations | null;
-    record(ctx: RecordContext, x: PackedActivations): Dispatch[];
-  };
-}
-
-/** The nodes of one forward, shared by every scope of a builder. */
-class Graph {
-  /** Whether ops may be fused across nodes (norm → GEMM operand; linears over one input as one GEMM). */
-  constructor(readonly fuse: boolean) {}
-  readonly nodes: Node[] = [];
-  readonly inputs: Value[] = [];
-  /** Storage that outlives the forward: inputs, outputs and probes. */
-  readonly pinned = new Set<Storage>();
-  readonly probes = new Map<string, Value>();
-  /** Every weight the forward reads (full names). */
-  readonly weightsRead = new Set<string>();
-  /** Weights read by a GEMM kernel, and which one: their packed layout (LoRA merges into it). */
-  readonly gemmWeights = new Map<string, GemmKind>();
-}
-
-/** How a model's graph is recorded: with probes (fixture hooks kept), and with fusions (default on). */
-export interface GraphOptions {
-  probes?: boolean;
-  fuse?: boolean;
-}
-
-/** Which GEMM packing a weight gets: conv ([Cout, taps, Cin/8] texels) or linear ([N, K/8] texels). */
-export type GemmKind = "conv" | "linear";
-
-/** A compiled forward: the plan and the tensor of every input, output and probe. */
-export interface Compiled {
-  plan: Plan;
-  tensor(v: Value): Tensor;
-  probes: Map<string, Tensor>;
-}
+export { type Compiled, type GemmKind, type GraphOptions, Value };
 
 export class ModelBuilder {
   private constructor(
@@ -226,7 +159,7 @@ export class ModelBuilder {
         x: input,
         weight: c.weights.conv(w),
         bias: bias ? c.weights.get(bias) : undefined,
-        timeBias: o.timeBias && c.tensor(o.timeBias),
+        timeBias: o.timeBias && c.columns(o.timeBias),
         residual: o.residual && c.tensor(o.residual),
         out: c.tensor(out),
         stride,
@@ -262,13 +195,24 @@ export class ModelBuilder {
   /**
    * Linear `name` over the last axis: [..., K] → [..., N], with `name.bias` when the module has one, an
    * optional fused activation and residual. A 1×1 conv weight [N, K, 1, 1] works as one (proj_in of SD 1.x).
+   * `joint`: every joint linear over the same input value is one GEMM over their weights packed side by side
+   * (q/k/v of a self-attention; k/v of every cross-attention over the context; every resnet's
+   * time_emb_proj), recorded where the first one is; each result is its column range of that GEMM's output,
+   * the same values as on its own. Plain linears only (no activation or residual), N % 4 == 0.
    */
-  linear(name: string, x: Value, o: { activation?: Activation; residual?: Value } = {}): Value {
+  linear(
+    name: string,
+    x: Value,
+    o: { activation?: Activation; residual?: Value; joint?: boolean } = {},
+  ): Value {
     const w = this.weight(`${name}.weight`, "linear");
     const [n, k] = this.weights.shape(w);
     const rows = numel(x.shape) / k;
-    const out = this.value(this.prefix + name, [...x.shape.slice(0, -1), n]);
     const bias = this.optionalBias(name);
+    if (o.joint && this.graph.fuse && n % 4 === 0 && !o.activation && !o.residual) {
+      return this.jointLinear(name, w, bias, x, [n, k]);
+    }
+    const out = this.value(this.prefix + name, [...x.shape.slice(0, -1), n]);
     const run = (c: RecordContext, input: Tensor | PackedActivations) =>
       linear(c.gpu, {
         x: input,
@@ -282,6 +226,56 @@ export class ModelBuilder {
     return this.node([x, o.residual], out, 2 * rows * k * n, (c) => run(c, c.tensor(x.rows())), {
       gemmInput: { x, operand: (c) => linearInputOperand(c.gpu, x.rows().shape, c.act), record: run },
     });
+  }
+
+  /** Weight names each joint GEMM of two or more linears reads: the model declares them to its Weights. */
+  linearGroups(): string[][] {
+    return [...this.graph.joint.values()].flat().filter((g) => g.names.length > 1).map((g) => [...g.names]);
+  }
+
+  private jointLinear(
+    name: string,
+    w: string,
+    bias: string | undefined,
+    x: Value,
+    [n, k]: readonly number[],
+  ): Value {
+    const rows = numel(x.shape) / k;
+    const same = this.graph.joint.get(x.storage) ?? [];
+    this.graph.joint.set(x.storage, same);
+    let g = same.find((j) => j.x.shape.join() === x.shape.join());
+    if (!g) {
+      const gemm = g = new JointGemm(x, new Storage(0, `${this.prefix}${name} (joint)`));
+      same.push(gemm);
+      const run = (c: RecordContext, input: Tensor | PackedActivations) => {
+        const one = gemm.names.length === 1;
+        const bias = gemm.biases[0];
+        return linear(c.gpu, {
+          x: input,
+          weight: one ? c.weights.linear(gemm.names[0]) : c.weights.linearGroup(gemm.names),
+          bias: one ? (bias ? c.weights.get(bias) : undefined) : c.weights.groupBias(gemm.names),
+          out: new Tensor(c.buffer(gemm.out), [rows, gemm.width], c.act, gemm.out.label),
+          act: c.act,
+        });
+      };
+      this.node(
+        [x],
+        new Value(gemm.out, [rows, n], this.act, gemm.out.label),
+        0,
+        (c) => run(c, c.tensor(x.rows())),
+        {
+          gemmInput: { x, operand: (c) => linearInputOperand(c.gpu, x.rows().shape, c.act), record: run },
+        },
+      );
+      gemm.node = this.graph.nodes[this.graph.nodes.length - 1];
+    }
+    const offset = g.width;
+    g.names.push(w);
+    g.biases.push(bias);
+    g.width += n;
+    g.out.bytes = rows * g.width * bytesPerElement(this.act);
+    g.node!.flops += 2 * rows * k * n;
+    return new Value(g.out, [...x.shape.slice(0, -1), n], this.act, this.prefix + name, { offset, of: g });
   }
 
   /** GEGLU projection `name` ([2D, K] weight: value and gate halves) in one kernel: [..., K] → [..., D]. */
@@ -346,9 +340,9 @@ export class ModelBuilder {
     const flops = attentionFlops(B, o.heads, nq, nk, o.headDim) / (o.causal ? 2 : 1);
     return this.node([q, k, v], out, flops, (c) =>
       attention(c.gpu, {
-        q: c.tensor(q),
-        k: c.tensor(k),
-        v: c.tensor(v),
+        q: c.columns(q),
+        k: c.columns(k),
+        v: c.columns(v),
         out: c.tensor(out),
         heads: o.heads,
         headDim: o.headDim,
@@ -444,61 +438,9 @@ export class ModelBuilder {
 
   // ---- compilation ----
 
-  /**
-   * Records every dispatch once. A buffer is released right after the last node that reads any view of
-   * it, unless it is pinned (inputs, outputs, probes); the next node of that size then reuses it.
-   * A norm whose output only the GEMM right after it reads writes that GEMM's x operand instead of a buffer
-   * (ops/operand.ts): one dispatch fewer, the same bytes.
-   */
+  /** The plan: every dispatch recorded once, buffers reused after their last read (models/graph.ts). */
   compile(gpu: Gpu, weights: Weights): Compiled {
-    const { nodes, inputs, pinned } = this.graph;
-    const plan = new Plan(gpu, this.act);
-    const buffers = new Map<Storage, GPUBuffer>();
-    const lastRead = new Map<Storage, number>();
-    const readers = new Map<Storage, Set<number>>();
-    nodes.forEach((n, i) =>
-      n.reads.forEach((v) => {
-        lastRead.set(v.storage, i);
-        readers.set(v.storage, (readers.get(v.storage) ?? new Set()).add(i));
-      })
-    );
-    const tensor = (v: Value): Tensor => {
-      const buffer = buffers.get(v.storage);
-      if (!buffer) throw new Error(`model builder: ${v.label} is used before it is computed`);
-      return new Tensor(buffer, v.shape, v.dtype, v.label);
-    };
-    const allocate = (v: Value) => buffers.set(v.storage, plan.allocate(v.storage.bytes, v.storage.label));
-    const releaseAfter = (n: Node, i: number) => {
-      for (const s of new Set([...n.reads.map((v) => v.storage), n.out.storage])) {
-        const buffer = buffers.get(s);
-        if (buffer && !pinned.has(s) && (lastRead.get(s) ?? -1) <= i) plan.release(buffer);
-      }
-    };
-    for (const v of inputs) allocate(v);
-    const ctx: RecordContext = { gpu, weights, act: this.act, tensor };
-    for (let i = 0; i < nodes.length; i++) {
-      const n = nodes[i];
-      const next = nodes[i + 1];
-      const packed = this.graph.fuse && n.packInto && next?.gemmInput &&
-          next.gemmInput.x.storage === n.out.storage && !pinned.has(n.out.storage) &&
-          readers.get(n.out.storage)?.size === 1
-        ? next.gemmInput.operand(ctx)
-        : null;
-      if (packed) {
-        // n's output never gets a buffer: it exists only as next's x operand.
-        plan.add(n.packInto!(ctx, packed));
-        releaseAfter(n, i);
-        allocate(next.out);
-        plan.add(next.gemmInput!.record(ctx, packed));
-        releaseAfter(next, ++i);
-        continue;
-      }
-      allocate(n.out);
-      plan.add(n.record(ctx));
-      releaseAfter(n, i);
-    }
-    const probes = new Map([...this.graph.probes].map(([name, v]) => [name, tensor(v)]));
-    return { plan, tensor, probes };
+    return compileGraph(this.graph, gpu, weights, this.act);
   }
 
   private value(label: string, shape: readonly number[], dtype: DType = this.act): Value {

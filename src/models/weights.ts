@@ -2,9 +2,9 @@
 // model's declaration, and repacked once for the GEMM kernels on first use.
 
 import type { Gpu } from "../gpu/device.ts";
-import type { Tensor } from "../gpu/tensor.ts";
+import { Tensor } from "../gpu/tensor.ts";
 import { type ConvWeight, prepareConvWeight } from "../ops/conv.ts";
-import { type LinearWeight, prepareLinearWeight } from "../ops/gemm_weights.ts";
+import { type LinearWeight, prepareLinearGroup, prepareLinearWeight } from "../ops/gemm_weights.ts";
 import type { WeightShapes } from "./declare.ts";
 
 /** Where weights come from: a safetensors file or a model folder component, by diffusers name. */
@@ -21,12 +21,24 @@ export class WeightError extends Error {
   }
 }
 
+/** Linear weights packed side by side into one operand (one GEMM over their common input). */
+interface LinearGroup {
+  /** Weight names, in the order of their output columns. */
+  readonly names: readonly string[];
+  packed?: { whole: LinearWeight; members: Map<string, LinearWeight> };
+  /** The members' biases side by side (zeros for a member without one), or null when none has a bias. */
+  bias?: Tensor | null;
+}
+
 /**
  * f16 weights on the GPU by diffusers name. `load` uploads exactly the expected tensors after checking
  * that none is missing, extra or misshapen. Conv and Linear weights are repacked once for the GEMM kernels
  * on first use (`conv(name)`, `linear(name)`), and the f16 original is then released unless the kernel reads
  * it as it is (buffer mode, Linear with K % 8 == 0), so a repacked weight occupies GPU memory once. Norm
  * weights, biases and embeddings stay as uploaded and are read through `get(name)`.
+ * Linear weights that one GEMM reads together (models/builder.ts `linear(…, { joint: true })`) form a group
+ * (`defineLinearGroups`, done by the model before anything is packed): they are packed side by side into one
+ * operand (`linearGroup`), and `linear(name)` of a member is its row range there, which LoRA merges write.
  */
 export class Weights implements WeightShapes {
   private readonly tensors = new Map<string, Tensor>();
@@ -34,6 +46,8 @@ export class Weights implements WeightShapes {
   private readonly linears = new Map<string, LinearWeight>();
   /** Names whose f16 original was destroyed after repacking, and what it was repacked for. */
   private readonly released = new Map<string, "conv" | "linear">();
+  /** Member name → its packed group. */
+  private readonly groups = new Map<string, LinearGroup>();
 
   constructor(readonly gpu: Gpu, readonly component: string) {}
 
@@ -106,6 +120,8 @@ export class Weights implements WeightShapes {
    * (cached). The f16 original is released unless it is the operand itself (buffer mode with K % 8 == 0).
    */
   linear(name: string): LinearWeight {
+    const group = this.groups.get(name);
+    if (group) return this.packGroup(group).members.get(name)!;
     let l = this.linears.get(name);
     if (!l) {
       const t = this.get(name);
@@ -118,6 +134,85 @@ export class Weights implements WeightShapes {
       if (l.operand !== t.buffer) this.release(name, t, "linear");
     }
     return l;
+  }
+
+  /**
+   * Declares groups of Linear weights (same K) to be packed side by side, each in output-column order. A
+   * group is declared once; a weight already packed on its own, or in another group, cannot join one.
+   */
+  defineLinearGroups(groups: readonly (readonly string[])[]): void {
+    for (const names of groups) {
+      if (names.length < 2) continue;
+      const existing = this.groups.get(names[0]);
+      if (existing && sameNames(existing.names, names)) continue;
+      for (const name of names) {
+        this.tensor(name);
+        if (this.groups.has(name) || this.linears.has(name)) {
+          throw new WeightError(
+            `${this.component}: weight "${name}" is already packed; it cannot join the group [${names}]`,
+          );
+        }
+      }
+      const group: LinearGroup = { names: [...names] };
+      for (const name of names) this.groups.set(name, group);
+    }
+  }
+
+  /** The packed operand of a group of Linear weights (declared now if none of them is packed yet). */
+  linearGroup(names: readonly string[]): LinearWeight {
+    return this.packGroup(this.groupNamed(names)).whole;
+  }
+
+  /** The biases of a group side by side, f16 [ΣN] (zeros for members without one); undefined when none has. */
+  groupBias(names: readonly string[]): Tensor | undefined {
+    const group = this.groupNamed(names);
+    if (group.bias === undefined) {
+      const biases = group.names.map((n) => biasName(n)).map((b) => (b && this.has(b) ? this.get(b) : null));
+      group.bias = null;
+      if (biases.some((b) => b)) {
+        const rows = group.names.map((n) => this.shape(n)[0]);
+        if (rows.some((r) => r % 2 !== 0)) {
+          throw new WeightError(`${this.component}: group [${group.names}] needs even widths to join biases`);
+        }
+        const total = rows.reduce((a, r) => a + r, 0);
+        const buffer = this.gpu.storage(Math.ceil((total * 2) / 4) * 4, `${group.names[0]} group bias`);
+        const encoder = this.gpu.device.createCommandEncoder({ label: "group bias" });
+        let at = 0;
+        biases.forEach((b, i) => {
+          if (b) encoder.copyBufferToBuffer(b.buffer, 0, buffer, at * 2, rows[i] * 2);
+          at += rows[i];
+        });
+        this.gpu.device.queue.submit([encoder.finish()]);
+        group.bias = new Tensor(buffer, [total], "f16", `${group.names[0]} group bias`);
+      }
+    }
+    return group.bias ?? undefined;
+  }
+
+  private groupNamed(names: readonly string[]): LinearGroup {
+    if (!this.groups.has(names[0])) this.defineLinearGroups([names]);
+    const group = this.groups.get(names[0]);
+    if (!group || !sameNames(group.names, names)) {
+      throw new WeightError(`${this.component}: [${names}] is not a declared group of Linear weights`);
+    }
+    return group;
+  }
+
+  private packGroup(group: LinearGroup): NonNullable<LinearGroup["packed"]> {
+    if (!group.packed) {
+      const tensors = group.names.map((name) => {
+        const t = this.get(name);
+        const [n, k, ...rest] = t.shape;
+        if (t.shape.length < 2 || rest.some((d) => d !== 1)) {
+          throw new WeightError(`${this.component}: weight "${name}" [${t.shape}] is not a Linear weight`);
+        }
+        return t.shape.length === 2 ? t : t.view([n, k]);
+      });
+      const { whole, members } = prepareLinearGroup(this.gpu, tensors, group.names[0]);
+      group.packed = { whole, members: new Map(group.names.map((n, i) => [n, members[i]])) };
+      group.names.forEach((name, i) => this.release(name, tensors[i], "linear"));
+    }
+    return group.packed;
   }
 
   private release(name: string, t: Tensor, kind: "conv" | "linear"): void {
@@ -134,15 +229,22 @@ export class Weights implements WeightShapes {
       originals.add(t.buffer);
       if (!this.released.has(name)) total += t.buffer.size;
     }
-    for (const w of [...this.convs.values(), ...this.linears.values()]) {
+    for (const w of [...this.convs.values(), ...this.linears.values(), ...this.packedGroups()]) {
       if (w.texture) total += w.texture.width * w.texture.height * 16;
       else if (!originals.has(w.operand)) total += (w.operand as GPUBuffer).size;
     }
+    for (const g of new Set(this.groups.values())) if (g.bias) total += g.bias.buffer.size;
     return total;
   }
 
+  /** The whole operand of every packed group, once each. */
+  private packedGroups(): LinearWeight[] {
+    return [...new Set(this.groups.values())].flatMap((g) => (g.packed ? [g.packed.whole] : []));
+  }
+
   destroy(): void {
-    for (const w of [...this.convs.values(), ...this.linears.values()]) {
+    for (const g of new Set(this.groups.values())) g.bias?.destroy();
+    for (const w of [...this.convs.values(), ...this.linears.values(), ...this.packedGroups()]) {
       if (w.texture) w.texture.destroy();
       else if (w.operand instanceof GPUBuffer) w.operand.destroy(); // packed copy or the original itself
     }
@@ -151,7 +253,17 @@ export class Weights implements WeightShapes {
     this.convs.clear();
     this.linears.clear();
     this.released.clear();
+    this.groups.clear();
   }
+}
+
+function sameNames(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((n, i) => n === b[i]);
+}
+
+/** `x.to_q.weight` → `x.to_q.bias`. */
+function biasName(weight: string): string | null {
+  return weight.endsWith(".weight") ? `${weight.slice(0, -".weight".length)}.bias` : null;
 }
 
 /** Throws one error listing every missing, extra and misshapen tensor by name. */

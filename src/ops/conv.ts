@@ -106,8 +106,11 @@ export interface Conv2dParams {
    * "vae_down": diffusers VAE-encoder Downsample2D, F.pad(x, (0, 1, 0, 1)) then an unpadded conv.
    */
   padding: "same" | "vae_down";
-  /** [B, Cout] act, added to every pixel of batch item b (ResnetBlock2D time embedding). */
-  timeBias?: Tensor;
+  /**
+   * [B, Cout] act, added to every pixel of batch item b (ResnetBlock2D time embedding); or Cout columns from
+   * `offset` of a wider [B, rowStride] tensor (one GEMM computes every resnet's time_emb_proj).
+   */
+  timeBias?: Tensor | { tensor: Tensor; offset: number; rowStride: number };
   /** [B, Ho, Wo, Cout] act, added before the output scale. */
   residual?: Tensor;
   /** Divides the result (diffusers output_scale_factor; default 1). */
@@ -216,12 +219,22 @@ export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
     checkDType(p.bias, "f16", "bias", op);
     if (p.bias.numel !== w.cout) throw new Error(`${op}: bias [${p.bias.shape}] must have ${w.cout} values`);
   }
-  if (p.timeBias) {
-    checkDType(p.timeBias, p.act, "timeBias", op);
-    if (p.timeBias.numel !== B * w.cout) {
-      throw new Error(`${op}: timeBias [${p.timeBias.shape}] must be [${B}, ${w.cout}]`);
+  const timeBias = p.timeBias &&
+    ("offset" in p.timeBias
+      ? p.timeBias
+      : { tensor: p.timeBias, offset: 0, rowStride: p.timeBias.shape[p.timeBias.shape.length - 1] });
+  if (timeBias) {
+    const t = timeBias.tensor;
+    checkDType(t, p.act, "timeBias", op);
+    const fits = timeBias.offset >= 0 && timeBias.offset + w.cout <= timeBias.rowStride &&
+      t.numel === B * timeBias.rowStride;
+    if (!fits) {
+      const where = "offset" in p.timeBias!
+        ? ` (columns from ${timeBias.offset}, ${timeBias.rowStride} per row)`
+        : "";
+      throw new Error(`${op}: timeBias [${t.shape}]${where} must be [${B}, ${w.cout}]`);
     }
-    checkBinding(gpu, p.timeBias, "timeBias", op);
+    checkBinding(gpu, t, "timeBias", op);
   }
   if (p.residual) {
     checkDType(p.residual, p.act, "residual", op);
@@ -235,7 +248,7 @@ export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
   }
   const shift = p.outputShift ?? 0;
   if (!Number.isFinite(shift)) throw new Error(`${op}: outputShift must be a finite number, got ${shift}`);
-  checkDistinct(op, p.out, { x: xTensor, residual: p.residual, timeBias: p.timeBias });
+  checkDistinct(op, p.out, { x: xTensor, residual: p.residual, timeBias: timeBias?.tensor });
 
   const { tm, tn, wg, mode } = fitShared(gpu, tiling, 1);
   const shared = mode === "shared";
@@ -252,7 +265,7 @@ export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
     TEX: mode === "texture",
     VEC_OUT: vecOut,
     HAS_BIAS: !!p.bias,
-    HAS_TIME_BIAS: !!p.timeBias,
+    HAS_TIME_BIAS: !!timeBias,
     HAS_RESIDUAL: !!p.residual,
     RELU: !!p.relu,
     TM: tm,
@@ -263,7 +276,7 @@ export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
   // Bindings after x, weight, out and params, in this order.
   const extras: ["BIAS_BINDING" | "TIME_BIAS_BINDING" | "RESIDUAL_BINDING", Tensor | undefined][] = [
     ["BIAS_BINDING", p.bias],
-    ["TIME_BIAS_BINDING", p.timeBias],
+    ["TIME_BIAS_BINDING", timeBias?.tensor],
     ["RESIDUAL_BINDING", p.residual],
   ];
   let binding = 4;
@@ -282,15 +295,16 @@ export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
   ): Dispatch => {
     const m = B * rows * wo;
     const tiles = tilesN * Math.ceil(m / tm);
-    const words = new Uint32Array(20);
+    const words = new Uint32Array(24);
     words.set([m, n, w.c8, tilesN, tiles, xPix, w.kh * w.kw, w.kw]);
     words.set([H, W, wo, ho * wo, p.stride, pad.top, pad.left], 8);
     new Float32Array(words.buffer)[15] = 1 / scaleFactor;
     words.set([oy0, xTex0], 16);
     new Float32Array(words.buffer)[18] = shift;
+    words.set([timeBias?.offset ?? 0, timeBias?.rowStride ?? n], 19);
     const resources: Resource[] = [x, w.operand, out, gpu.uniform(words, `${op} params`)];
     if (p.bias) resources.push(p.bias.buffer);
-    if (p.timeBias) resources.push(p.timeBias.buffer);
+    if (timeBias) resources.push(timeBias.tensor.buffer);
     if (residual) resources.push(residual);
     const grid: number | [number, number] = shared
       ? [Math.ceil(n / 64), Math.ceil(m / (16 * tm))]

@@ -1,6 +1,8 @@
 // Linear weights as GEMM operands: a checkpoint Linear weight [N, K] f16 is repacked once into texels of 8
 // values of K (K zero-padded to a multiple of 8; see the header of shaders/matmul.wgsl), cached per weight
-// buffer and operand storage.
+// buffer and operand storage. Several weights with the same K can be packed one after the other into one
+// operand (`prepareLinearGroup`): one GEMM then computes all their outputs side by side (q/k/v projections of
+// the same tokens, every cross-attention k/v of the same context), and each member is a row range of it.
 
 import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
@@ -17,6 +19,11 @@ export interface LinearWeight {
   readonly operand: GPUBuffer | GPUTextureView;
   /** The texture behind `operand` in texture mode (for memory accounting and destroy). */
   readonly texture?: GPUTexture;
+  /**
+   * A member of a packed group: its first row within the group's operand (texel row0 · k8). GEMMs read
+   * the whole group (linear() refuses a member); LoRA merges write the member's rows.
+   */
+  readonly row0?: number;
 }
 
 const preparedLinear = new WeakMap<GPUBuffer, Map<string, LinearWeight>>();
@@ -43,12 +50,7 @@ export function prepareLinearWeight(gpu: Gpu, weight: Tensor, mode?: GemmTiling[
   } else {
     const total = n * k8;
     const dst = createOperand(gpu, storage, total, `${weight.label || "linear weight"} packed`);
-    const pipeline = gpu.kernel("matmul", { PACK_WEIGHT: true, TEX: storage === "texture" }, "pack_weight");
-    const params = gpu.uniform(new Uint32Array([k, k8, total, 0]), "pack weight params");
-    gpu.run(
-      [makeDispatch(gpu, pipeline, [weight.buffer, dst.resource, params], Math.ceil(total / 64), op)],
-      op,
-    );
+    gpu.run([packWeightDispatch(gpu, weight.buffer, dst, n, k, 0, op)], op);
     operand = dst.resource;
     texture = dst.texture;
   }
@@ -56,6 +58,76 @@ export function prepareLinearWeight(gpu: Gpu, weight: Tensor, mode?: GemmTiling[
   if (!byStorage) preparedLinear.set(weight.buffer, byStorage = new Map());
   byStorage.set(storage, w);
   return w;
+}
+
+/** The dispatch packing an f16 weight [n, k] into `dst` from texel `dstOff` on. */
+function packWeightDispatch(
+  gpu: Gpu,
+  src: GPUBuffer,
+  dst: { storage: "texture" | "buffer"; resource: GPUBuffer | GPUTextureView },
+  n: number,
+  k: number,
+  dstOff: number,
+  label: string,
+) {
+  const k8 = Math.ceil(k / 8);
+  const total = n * k8;
+  const pipeline = gpu.kernel("matmul", { PACK_WEIGHT: true, TEX: dst.storage === "texture" }, "pack_weight");
+  const params = gpu.uniform(new Uint32Array([k, k8, total, dstOff]), "pack weight params");
+  return makeDispatch(gpu, pipeline, [src, dst.resource, params], Math.ceil(total / 64), label);
+}
+
+/**
+ * Packs Linear weights [N_i, K] f16 (same K) one after the other into one operand [ΣN_i, K8]: the group's
+ * weight (`whole`) and each member as its row range (`members`, with row0). Unlike a single weight, a group
+ * always gets its own operand, so the originals may be destroyed afterwards in either mode.
+ */
+export function prepareLinearGroup(
+  gpu: Gpu,
+  weights: readonly Tensor[],
+  label: string,
+  mode?: GemmTiling["mode"],
+): { whole: LinearWeight; members: LinearWeight[] } {
+  const op = "prepareLinearGroup";
+  if (!weights.length) throw new Error(`${op}: no weights`);
+  const k = weights[0].shape[1];
+  for (const w of weights) {
+    if (w.shape.length !== 2 || w.shape[1] !== k) {
+      throw new Error(`${op}: weights must be [N, ${k}], got [${w.shape}] (${w.label})`);
+    }
+    checkDType(w, "f16", "weight", op);
+  }
+  const storage = storageOf(mode ?? gemmTiling(gpu).tiling.mode);
+  const k8 = Math.ceil(k / 8);
+  const n = weights.reduce((a, w) => a + w.shape[0], 0);
+  const dst = createOperand(gpu, storage, n * k8, `${label} packed`);
+  const members: LinearWeight[] = [];
+  const dispatches = [];
+  let row0 = 0;
+  for (const w of weights) {
+    dispatches.push(packWeightDispatch(gpu, w.buffer, dst, w.shape[0], k, row0 * k8, op));
+    const base = {
+      kind: "linear-weight",
+      k,
+      k8,
+      storage,
+      operand: dst.resource,
+      texture: dst.texture,
+    } as const;
+    members.push({ ...base, n: w.shape[0], row0 });
+    row0 += w.shape[0];
+  }
+  gpu.run(dispatches, op);
+  const whole: LinearWeight = {
+    kind: "linear-weight",
+    n,
+    k,
+    k8,
+    storage,
+    operand: dst.resource,
+    texture: dst.texture,
+  };
+  return { whole, members };
 }
 
 /** The weight as prepared for `mode`'s operand storage: a prepared one is checked, a tensor is prepared. */
@@ -66,6 +138,9 @@ export function asLinearWeight(
   op: string,
 ): LinearWeight {
   if ("kind" in weight && weight.kind === "linear-weight") {
+    if (weight.row0 !== undefined) {
+      throw new Error(`${op}: the weight is one member of a packed group; run the group's GEMM`);
+    }
     if (weight.storage !== storageOf(mode)) {
       throw new Error(
         `${op}: weight was prepared for ${weight.storage} operands, tiling "${mode}" reads ${

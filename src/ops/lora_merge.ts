@@ -7,12 +7,15 @@
 // (ops/gemm_weights.ts, ops/conv.ts). `packDown` puts a LoRA down matrix [r, K] (checkpoint K order) into that
 // order on the host; the kernel then adds Σ_r scale·up[n, r]·down[r, k] to an untouched copy of the weight
 // and writes the f16 result into the live operand that the recorded plans bind. Copies (`backupOf`,
-// `copyOperand`) are plain GPU copies, so restoring the original is bit-exact.
+// `saveWeight`, `restoreWeight`) are plain GPU copies, so restoring the original is bit-exact.
+// A member of a packed Linear group (q/k/v side by side, gemm_weights.ts `prepareLinearGroup`) is the row
+// range from row0 of its group's operand: its backup holds just those texels (a texture backup keeps the
+// texels' columns, so a range is up to three rectangle copies), and the merge writes just those rows.
 
 import type { Dispatch, Gpu } from "../gpu/device.ts";
 import type { ConvWeight } from "./conv.ts";
 import type { LinearWeight } from "./gemm_weights.ts";
-import { makeDispatch } from "./gemm.ts";
+import { makeDispatch, TEXTURE_WIDTH } from "./gemm.ts";
 
 export type PackedWeight = ConvWeight | LinearWeight;
 
@@ -23,6 +26,18 @@ export type OperandStore = { texture: GPUTexture; view: GPUTextureView } | { buf
 export function packedGeometry(w: PackedWeight): { rows: number; rowTexels: number; k: number } {
   if (w.kind === "linear-weight") return { rows: w.n, rowTexels: w.k8, k: w.k };
   return { rows: w.cout, rowTexels: w.kh * w.kw * w.c8, k: w.cin * w.kh * w.kw };
+}
+
+/** The weight's texels in its operand: [start, start + count) (a group member starts at row0 · rowTexels). */
+export function texelRange(w: PackedWeight): { start: number; count: number } {
+  const { rows, rowTexels } = packedGeometry(w);
+  const row0 = w.kind === "linear-weight" ? w.row0 ?? 0 : 0;
+  return { start: row0 * rowTexels, count: rows * rowTexels };
+}
+
+/** Whether the weight is a row range of a larger operand (a packed group's member). */
+function isSlice(w: PackedWeight): boolean {
+  return w.kind === "linear-weight" && w.row0 !== undefined;
 }
 
 /** The live operand of a packed weight, as a store. */
@@ -36,17 +51,83 @@ export function storeBytes(s: OperandStore): number {
   return "texture" in s ? s.texture.width * s.texture.height * 16 : s.buffer.size;
 }
 
-/** A new store of the same kind and size as the weight's live operand (contents undefined until copied). */
+/**
+ * A new store for the weight's texels (contents undefined until copied): the live operand's kind and size,
+ * or for a group member, its range (a texture: the rows the range touches).
+ */
 export function backupOf(gpu: Gpu, w: PackedWeight, label: string): OperandStore {
   const live = storeOf(w);
-  if ("buffer" in live) return { buffer: gpu.storage(live.buffer.size, label) };
+  const { start, count } = texelRange(w);
+  const slice = isSlice(w);
+  if ("buffer" in live) return { buffer: gpu.storage(slice ? count * 16 : live.buffer.size, label) };
+  const rows = Math.floor((start + count - 1) / TEXTURE_WIDTH) - Math.floor(start / TEXTURE_WIDTH) + 1;
   const texture = gpu.device.createTexture({
     label,
-    size: [live.texture.width, live.texture.height],
+    size: [live.texture.width, slice ? rows : live.texture.height],
     format: live.texture.format,
     usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_SRC | GPUTextureUsage.COPY_DST,
   });
   return { texture, view: texture.createView({ label }) };
+}
+
+/** Where the weight's first texel sits in its backup (backupOf): 0, or its column for a member's texture. */
+function backupStart(w: PackedWeight, backup: OperandStore): number {
+  return isSlice(w) && "texture" in backup ? texelRange(w).start % TEXTURE_WIDTH : 0;
+}
+
+/** Encodes copying the weight's live texels into its backup. */
+export function saveWeight(encoder: GPUCommandEncoder, w: PackedWeight, backup: OperandStore): void {
+  copyWeight(encoder, w, storeOf(w), backup, "save");
+}
+
+/** Encodes copying a backup (backupOf, saveWeight) back into the weight's live texels. */
+export function restoreWeight(encoder: GPUCommandEncoder, backup: OperandStore, w: PackedWeight): void {
+  copyWeight(encoder, w, backup, storeOf(w), "restore");
+}
+
+function copyWeight(
+  encoder: GPUCommandEncoder,
+  w: PackedWeight,
+  from: OperandStore,
+  to: OperandStore,
+  direction: "save" | "restore",
+): void {
+  if (!isSlice(w)) return copyOperand(encoder, from, to);
+  const { start, count } = texelRange(w);
+  if ("buffer" in from && "buffer" in to) {
+    const [a, b] = direction === "save" ? [start * 16, 0] : [0, start * 16];
+    encoder.copyBufferToBuffer(from.buffer, a, to.buffer, b, count * 16);
+    return;
+  }
+  if (!("texture" in from && "texture" in to)) throw new Error("copyWeight: mixed stores");
+  // The live range [start, start + count) as rectangles of texture rows; the backup keeps the columns and
+  // shifts the rows by the first one.
+  const W = TEXTURE_WIDTH;
+  const r0 = Math.floor(start / W);
+  const end = start + count;
+  const rects: { x: number; y: number; w: number; h: number }[] = [];
+  for (let t = start; t < end;) {
+    const y = Math.floor(t / W);
+    const x = t % W;
+    if (x === 0 && end - t >= W) {
+      const h = Math.floor((end - t) / W);
+      rects.push({ x: 0, y, w: W, h });
+      t += h * W;
+    } else {
+      const w = Math.min(W - x, end - t);
+      rects.push({ x, y, w, h: 1 });
+      t += w;
+    }
+  }
+  for (const r of rects) {
+    const live = { x: r.x, y: r.y };
+    const saved = { x: r.x, y: r.y - r0 };
+    const [a, b] = direction === "save" ? [live, saved] : [saved, live];
+    encoder.copyTextureToTexture({ texture: from.texture, origin: a }, { texture: to.texture, origin: b }, [
+      r.w,
+      r.h,
+    ]);
+  }
 }
 
 /** Encodes a whole-store copy (same kind and size). */
@@ -151,7 +232,19 @@ export function loraMerge(gpu: Gpu, p: LoraMergeParams): { dispatch: Dispatch; b
     return b;
   };
   const buffers = [upload(p.upT, "up"), upload(p.down, "down"), upload(p.scales, "scales")];
-  const params = gpu.uniform(new Uint32Array([rows, rowTexels, R, groups]), `${op} params`);
+  const params = gpu.uniform(
+    new Uint32Array([
+      rows,
+      rowTexels,
+      R,
+      groups,
+      backupStart(p.weight, p.base),
+      texelRange(p.weight).start,
+      0,
+      0,
+    ]),
+    `${op} params`,
+  );
   buffers.push(params);
   const tex = "texture" in live;
   const pipeline = gpu.kernel("lora", { TEX: tex }, "lora_merge");
@@ -166,11 +259,11 @@ export function loraMerge(gpu: Gpu, p: LoraMergeParams): { dispatch: Dispatch; b
 
 /** The packed texels of a weight's live operand (rows·rowTexels·16 bytes), read back: tests compare them. */
 export async function readPacked(gpu: Gpu, w: PackedWeight): Promise<Uint8Array> {
-  const { rows, rowTexels } = packedGeometry(w);
-  const bytes = rows * rowTexels * 16;
+  const { start, count } = texelRange(w);
+  const bytes = count * 16;
   const live = storeOf(w);
   if ("buffer" in live) {
-    return new Uint8Array(await gpu.readBytes(live.buffer, bytes, 0, "read packed weight"));
+    return new Uint8Array(await gpu.readBytes(live.buffer, bytes, start * 16, "read packed weight"));
   }
   const { width, height } = live.texture;
   const staging = gpu.device.createBuffer({
@@ -184,7 +277,7 @@ export async function readPacked(gpu: Gpu, w: PackedWeight): Promise<Uint8Array>
   ]);
   gpu.device.queue.submit([encoder.finish()]);
   await staging.mapAsync(GPUMapMode.READ);
-  const out = new Uint8Array(staging.getMappedRange().slice(0, bytes));
+  const out = new Uint8Array(staging.getMappedRange().slice(start * 16, start * 16 + bytes));
   staging.unmap();
   staging.destroy();
   gpu.assertHealthy("read packed weight");

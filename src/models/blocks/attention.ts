@@ -59,9 +59,11 @@ export function attention(
 ): Value {
   const n = o.layout.names;
   const kv = o.context ?? x;
-  const q = b.linear(n.q, x);
-  const k = b.linear(n.k, kv);
-  const v = b.linear(n.v, kv);
+  // Joint: projections of the same tokens are one GEMM (q, k and v of a self-attention; k and v over the
+  // context, together with every other cross-attention's, which all read the same context).
+  const q = b.linear(n.q, x, { joint: true });
+  const k = b.linear(n.k, kv, { joint: true });
+  const v = b.linear(n.v, kv, { joint: true });
   const a = b.attention(q, k, v, { heads: o.heads, headDim: o.headDim, causal: o.causal });
   return b.linear(n.out, a, { residual: o.residual });
 }

@@ -27,7 +27,8 @@ export function resnet(b: ModelBuilder, x: Value, o: ResnetOptions, tembAct?: Va
   const norm = { groups: o.groups, eps: o.eps, silu: true };
   // Each norm is recorded right before the conv that reads it, so that it writes that conv's input operand
   // (models/builder.ts compile; ops/operand.ts).
-  const timeBias = tembAct ? b.linear("time_emb_proj", tembAct) : undefined;
+  // Every resnet projects the same SiLU(time embedding): one joint GEMM for all of them.
+  const timeBias = tembAct ? b.linear("time_emb_proj", tembAct, { joint: true }) : undefined;
   let h = b.conv("conv1", b.groupNorm("norm1", x, norm), { timeBias });
   const shortcut = b.has("conv_shortcut.weight") ? b.conv("conv_shortcut", x) : x;
   h = b.groupNorm("norm2", h, norm);

@@ -102,7 +102,10 @@ export class ClipTextModel {
     readonly config: ClipTextConfig,
     readonly weights: Weights,
     readonly act: ActDType = "f32",
-  ) {}
+  ) {
+    // q/k/v of each layer are packed side by side, before a plan or a LoRA packs any of them.
+    weights.defineLinearGroups(clipGraph(config, weights, "f32", 1, 1).b.linearGroups());
+  }
 
   plan(batch: number, tokens: number): ClipPlan {
     return this.plans.get(`${batch}x${tokens}`, () => {

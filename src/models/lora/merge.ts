@@ -18,15 +18,15 @@ import type { GemmKind } from "../builder.ts";
 import type { Weights } from "../weights.ts";
 import {
   backupOf,
-  copyOperand,
   destroyStore,
   loraMerge,
   type OperandStore,
   packDown,
   packedGeometry,
   type PackedWeight,
+  restoreWeight,
+  saveWeight,
   storeBytes,
-  storeOf,
   transposeUp,
 } from "../../ops/lora_merge.ts";
 
@@ -76,7 +76,7 @@ export class WeightMerger {
     const dropped: OperandStore[] = [];
     for (const [name, b] of this.backups) {
       if (updates.has(name)) continue;
-      copyOperand(encoder, b.base, storeOf(b.packed));
+      restoreWeight(encoder, b.base, b.packed);
       dropped.push(b.base);
       this.backups.delete(name);
     }
@@ -87,7 +87,7 @@ export class WeightMerger {
         // Packing on first use (a plan may not have been built yet) submits its own dispatch first.
         const packed = u.kind === "conv" ? this.weights.conv(name) : this.weights.linear(name);
         b = { packed, base: backupOf(gpu, packed, `${name} base`) };
-        copyOperand(encoder, storeOf(packed), b.base);
+        saveWeight(encoder, packed, b.base);
         this.backups.set(name, b);
       }
       jobs.push({ name, ...b, u });

@@ -151,6 +151,13 @@ export function unetGraph(
   return { b, inputs, out: b.output(unetForward(b, c, inputs)) };
 }
 
+/** The joint GEMMs' weight groups (models/builder.ts `linearGroups`), the same at every latent size. */
+export function unetLinearGroups(c: UNetConfig, weights: WeightShapes): string[][] {
+  const m = 2 ** (c.block_out_channels.length - 1);
+  const shape = { batch: 1, height: m, width: m, contextTokens: 1 };
+  return unetGraph(c, weights, "f32", shape).b.linearGroups();
+}
+
 /** Inputs and outputs of one recorded UNet call. Write the inputs, run, read `out`. */
 export interface UNetPlan {
   plan: Plan;
@@ -170,7 +177,10 @@ export class UNet {
     readonly config: UNetConfig,
     readonly weights: Weights,
     readonly act: ActDType = "f32",
-  ) {}
+  ) {
+    // Weights one GEMM reads together are packed side by side, before a plan or a LoRA packs any of them.
+    weights.defineLinearGroups(unetLinearGroups(config, weights));
+  }
 
   /** The recorded call for this shape (built on first use, then reused). */
   plan(batch: number, height: number, width: number, contextTokens: number, probes = false): UNetPlan {

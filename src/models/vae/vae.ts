@@ -173,7 +173,14 @@ export class Vae {
     readonly config: VaeConfig,
     readonly weights: Weights,
     readonly act: ActDType = "f32",
-  ) {}
+  ) {
+    // The mid-block attentions' q/k/v are packed side by side before any plan packs them.
+    const m = 2 ** (config.block_out_channels.length - 1);
+    weights.defineLinearGroups([
+      ...vaeDecoderGraph(config, weights, "f32", 1, 1).b.linearGroups(),
+      ...vaeEncoderGraph(config, weights, "f32", m, m).b.linearGroups(),
+    ]);
+  }
 
   decodePlan(height: number, width: number, probes = false): VaeDecodePlan {
     return this.decodePlans.get(`${height}x${width}${probes ? "p" : ""}`, () => {

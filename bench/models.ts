@@ -6,6 +6,7 @@
 // 256² UNet eval — in seconds and effective GFLOP/s next to numpy's float32 matmul GFLOP/s measured in the same
 // run.
 //
+// Each UNet size prints its dispatches per call (one command buffer), the first also by kernel.
 // --profile adds a per-kernel-family breakdown of the 32×32 UNet eval from GPU timestamps, which separates
 // GEMM time from norms/elementwise/attention time and per-dispatch overhead.
 
@@ -74,6 +75,13 @@ interface Row {
 }
 const rows: Row[] = [];
 
+/** Dispatch counts by pipeline (`shader:entry`), most first. */
+function dispatchFamilies(dispatches: readonly { pipeline: GPUComputePipeline }[]): string {
+  const count = new Map<string, number>();
+  for (const d of dispatches) count.set(d.pipeline.label, (count.get(d.pipeline.label) ?? 0) + 1);
+  return [...count].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`).join(", ");
+}
+
 async function time(run: () => void): Promise<number> {
   const t0 = performance.now();
   run();
@@ -111,10 +119,11 @@ for (const s of unetSizes) {
     gflop: unetFlops(unet.config, 2, s, s) / 1e9,
   });
   console.log(
-    `  UNet ${s}×${s}: ${p.plan.dispatches.length} dispatches, ${
+    `  UNet ${s}×${s}: ${p.plan.dispatches.length} dispatches per call, ${
       (p.plan.bytes / 2 ** 20).toFixed(0)
     } MiB activations`,
   );
+  if (s === unetSizes[0]) console.log(`    by kernel: ${dispatchFamilies(p.plan.dispatches)}`);
   unet.dropPlans();
 }
 

@@ -167,6 +167,30 @@ fn copy_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 }
 //#endif
 
+//#if CONCAT
+// out[r, c] = c < ca ? a[r, c] : b[r, c − ca], every row r (units of UT): torch.cat along channels in one
+// dispatch (the UNet's 12 skip concatenations were two copy_channels dispatches each).
+struct ConcatParams { n: u32, ca: u32, cb: u32, _p0: u32 }
+@group(0) @binding(0) var<storage, read> asrc: array<{{ELEM}}>;
+@group(0) @binding(1) var<storage, read> bsrc: array<{{ELEM}}>;
+@group(0) @binding(2) var<storage, read_write> outp: array<{{ELEM}}>;
+@group(0) @binding(3) var<uniform> params: ConcatParams;
+
+@compute @workgroup_size(256)
+fn concat(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat_index(gid, nwg);
+  if (i >= params.n) { return; }
+  let c = params.ca + params.cb;
+  let row = i / c;
+  let col = i % c;
+  if (col < params.ca) {
+    outp[i] = asrc[row * params.ca + col];
+  } else {
+    outp[i] = bsrc[row * params.cb + col - params.ca];
+  }
+}
+//#endif
+
 //#if UPSAMPLE2X
 // Nearest ×2 upsampling of NHWC [B, H, W, C] → [B, 2H, 2W, C] (one invocation per output unit).
 struct UpParams { n: u32, units: u32, w: u32, h: u32 }

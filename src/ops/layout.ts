@@ -76,6 +76,26 @@ export function concatChannels(
   const c2 = p.b.shape[p.b.shape.length - 1];
   const c = p.out.shape[p.out.shape.length - 1];
   if (c !== c1 + c2) throw new Error(`concatChannels: ${c1} + ${c2} != ${c}`);
+  const fits = [p.a, p.b, p.out].every((t) => t.byteLength <= bindingLimit(gpu, p.maxBindingBytes));
+  if (fits) {
+    checkDType(p.a, p.act, "concat a");
+    checkDType(p.b, p.act, "concat b");
+    checkDType(p.out, p.act, "concat out");
+    const rows = p.out.numel / c;
+    if (p.a.numel !== rows * c1 || p.b.numel !== rows * c2) {
+      throw new Error(`concatChannels: [${p.a.shape}] ++ [${p.b.shape}] does not give [${p.out.shape}]`);
+    }
+    if (p.out.buffer === p.a.buffer || p.out.buffer === p.b.buffer) {
+      throw new Error("concatChannels: out must not share a buffer with a or b");
+    }
+    const vec = [c1, c2].every((v) => v % 4 === 0);
+    const k = vec ? 4 : 1;
+    const pipeline = gpu.kernel("elementwise", { ...unitDefines(p.act, vec), CONCAT: true }, "concat");
+    const n = (rows * c) / k;
+    const params = uniformOf(gpu, [u(n), u(c1 / k), u(c2 / k)]);
+    return [gpu.dispatch(pipeline, [p.a.buffer, p.b.buffer, p.out.buffer, params], grid(n), "concat")];
+  }
+  // Larger than one binding: two banded channel copies.
   const common = { out: p.out, srcStart: 0, act: p.act, maxBindingBytes: p.maxBindingBytes };
   return [
     ...copyChannels(gpu, { ...common, x: p.a, dstStart: 0, count: c1 }),

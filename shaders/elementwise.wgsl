@@ -151,7 +151,7 @@ fn geglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
 
 //#if COPY_CHANNELS
 // out[r, dst_start + c] = x[r, src_start + c] for c < count, every row r (units of UT).
-// Concatenation along channels is two of these; slicing is one.
+// Slicing is one of these; a concatenation too large for one binding is two (else CONCAT below).
 struct CopyParams { n: u32, count: u32, src_stride: u32, src_start: u32, dst_stride: u32, dst_start: u32, _p0: u32, _p1: u32 }
 @group(0) @binding(0) var<storage, read> xsrc: array<{{ELEM}}>;
 @group(0) @binding(1) var<storage, read_write> outp: array<{{ELEM}}>;

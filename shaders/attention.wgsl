@@ -112,7 +112,21 @@ struct Params {
 @group(0) @binding(0) var qtex: texture_storage_2d_array<rgba32float, read>;
 @group(0) @binding(1) var ktex: texture_storage_2d_array<rgba32float, read>;
 @group(0) @binding(2) var vtex: texture_storage_2d_array<rgba32float, read>;
+//#if OPERAND
+// The output is the x operand of the projection after it (to_out; src/ops/operand.ts): with out = [B, Nq, C],
+// C % 8 == 0, an f16 vec4<u32> unit or an f32 vec4 unit at element e is texel e / 8 or e / 4 of the
+// operand, the bytes that projection's pack pass would copy: stored as texels, there is no pack dispatch.
+//#if TEX
+@group(0) @binding(3) var otex: texture_storage_2d<rgba32uint, write>;
+fn store_out(t: u32, v: {{ELEM}}) { textureStore(otex, vec2<u32>(t & 8191u, t >> 13u), bitcast<vec4<u32>>(v)); }
+//#else
+@group(0) @binding(3) var<storage, read_write> otex: array<vec4<u32>>;
+fn store_out(t: u32, v: {{ELEM}}) { otex[t] = bitcast<vec4<u32>>(v); }
+//#endif
+//#else
 @group(0) @binding(3) var<storage, read_write> obuf: array<{{ELEM}}>;
+fn store_out(i: u32, v: {{ELEM}}) { obuf[i] = v; }
+//#endif
 @group(0) @binding(4) var<uniform> params: Params;
 //#if RESIDUAL
 @group(0) @binding(5) var<storage, read> rbuf: array<{{ELEM}}>;

@@ -13,7 +13,7 @@ import { bytesPerElement, type DType, numel, Tensor } from "../gpu/tensor.ts";
 import { conv2d, type Conv2dParams, convInputOperand, convOutSize, convPadding } from "../ops/conv.ts";
 import { type Activation, geglu, linear } from "../ops/linear.ts";
 import { groupNorm, layerNorm } from "../ops/norm.ts";
-import { attention, attentionFlops } from "../ops/attention.ts";
+import { attention, attentionFlops, attentionWritesOperand } from "../ops/attention.ts";
 import { concatChannels, resizeNearest, upsampleNearest2x } from "../ops/layout.ts";
 import { type Activation as MapActivation, map, silu } from "../ops/elementwise.ts";
 import { timestepEmbedding } from "../ops/timestep.ts";
@@ -338,17 +338,20 @@ export class ModelBuilder {
     const nk = k.shape[1];
     const out = this.value(`${this.prefix}attn`, q.shape);
     const flops = attentionFlops(B, o.heads, nq, nk, o.headDim) / (o.causal ? 2 : 1);
-    return this.node([q, k, v], out, flops, (c) =>
+    const run = (c: RecordContext, to: Tensor | PackedActivations) =>
       attention(c.gpu, {
         q: c.columns(q),
         k: c.columns(k),
         v: c.columns(v),
-        out: c.tensor(out),
+        out: to,
         heads: o.heads,
         headDim: o.headDim,
         causal: o.causal,
         act: c.act,
-      }));
+      });
+    return this.node([q, k, v], out, flops, (c) => run(c, c.tensor(out)), {
+      packInto: (c, to) => (attentionWritesOperand(o.heads, o.headDim, c.act) ? run(c, to) : null),
+    });
   }
 
   /** Elementwise activation(x · scale + bias) · outScale, one kernel (ops/elementwise.ts `map`). */

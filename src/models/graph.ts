@@ -4,8 +4,8 @@
 // Compilation allocates buffers in recording order and returns each one to the free list right after the
 // last node that reads it, unless it is pinned (inputs, outputs, probes). Two fusions change the dispatch
 // list without changing a bit of the results (tests/model_fusion_test.ts):
-//   - a norm whose output only the GEMM right after it reads writes that GEMM's x operand instead of a
-//     buffer (ops/operand.ts): the GEMM's pack dispatch is gone;
+//   - a norm or an attention whose output only the GEMM right after it reads writes that GEMM's x operand
+//     instead of a buffer (ops/operand.ts): the GEMM's pack dispatch is gone;
 //   - joint linears over one input are one GEMM (JointGemm, recorded by the builder), their values column
 //     ranges of its output.
 
@@ -91,8 +91,11 @@ export interface Node {
   out: Value;
   flops: number;
   record(ctx: RecordContext): Dispatch[];
-  /** A norm that can write its output straight into the x operand of the GEMM after it (ops/operand.ts). */
-  packInto?(ctx: RecordContext, out: PackedActivations): Dispatch[];
+  /**
+   * A producer (norm, attention) that can write its output straight into the x operand of the GEMM after
+   * it (ops/operand.ts); null where it cannot for this shape.
+   */
+  packInto?(ctx: RecordContext, out: PackedActivations): Dispatch[] | null;
   /** A GEMM that can read `x` already packed: where it wants it (null: no pack to save), and its dispatches. */
   gemmInput?: {
     x: Value;
@@ -186,9 +189,10 @@ export function compileGraph(graph: Graph, gpu: Gpu, weights: Weights, act: ActD
         readers.get(n.out.storage)?.size === 1
       ? next.gemmInput.operand(ctx)
       : null;
-    if (packed) {
+    const producer = packed && n.packInto!(ctx, packed);
+    if (packed && producer) {
       // n's output never gets a buffer: it exists only as next's x operand.
-      plan.add(n.packInto!(ctx, packed));
+      plan.add(producer);
       releaseAfter(n, i);
       allocate(next.out);
       plan.add(next.gemmInput!.record(ctx, packed));

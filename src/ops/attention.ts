@@ -15,6 +15,7 @@
 import type { Dispatch, Gpu } from "../gpu/device.ts";
 import type { ActDType, ShaderDefines } from "../gpu/pipelines.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+import type { PackedActivations } from "./operand.ts";
 
 /** A [B, N, ·] token tensor or a channel slice of one (offset and strides in elements). */
 export interface TokenSlice {
@@ -34,8 +35,12 @@ export interface AttentionParams {
   k: Tensor | TokenSlice;
   /** [B, Nk, H·D] (or a slice) */
   v: Tensor | TokenSlice;
-  /** [B, Nq, H·D] (or a slice). May share q/k/v's buffer (they are copied to textures first), not residual's. */
-  out: Tensor | TokenSlice;
+  /**
+   * [B, Nq, H·D] (or a slice). May share q/k/v's buffer (they are copied to textures first), not residual's.
+   * Or the x operand of the projection after it (ops/operand.ts; H·D % 8 == 0 and f16 D % 8 == 0, see
+   * `attentionWritesOperand`): stored as its texels, without a residual.
+   */
+  out: Tensor | TokenSlice | PackedActivations;
   heads: number;
   /** Head dim D; default: out's last dim / heads (pass it when out is a slice of a wider tensor). */
   headDim?: number;
@@ -49,7 +54,12 @@ export interface AttentionParams {
 }
 
 interface View {
-  tensor: Tensor;
+  shape: readonly number[];
+  numel: number;
+  dtype: string;
+  label: string;
+  /** The tensor's buffer (an output written as GEMM texels: the operand). */
+  resource: GPUBuffer | GPUTextureView;
   batch: number;
   tokens: number;
   offset: number;
@@ -64,13 +74,45 @@ function view(x: Tensor | TokenSlice, what: string): View {
   const [batch, tokens, channels] = shape;
   const rowStride = s.rowStride ?? channels;
   return {
-    tensor: s.tensor,
+    shape,
+    numel: s.tensor.numel,
+    dtype: s.tensor.dtype,
+    label: s.tensor.label,
+    resource: s.tensor.buffer,
     batch,
     tokens,
     offset: s.offset ?? 0,
     rowStride,
     batchStride: s.batchStride ?? tokens * rowStride,
   };
+}
+
+/** An output of `batch` × `tokens` rows written as GEMM x texels [rows, C]: a contiguous token view. */
+function operandView(x: PackedActivations, batch: number, tokens: number): View {
+  const channels = x.shape[x.shape.length - 1];
+  if (x.shape.reduce((a, b) => a * b, 1) !== batch * tokens * channels) {
+    throw new Error(`attention: out [${x.shape}] does not hold ${batch}×${tokens} tokens`);
+  }
+  return {
+    shape: [batch, tokens, channels],
+    numel: batch * tokens * channels,
+    dtype: x.act,
+    label: "attention operand",
+    resource: x.operand.resource,
+    batch,
+    tokens,
+    offset: 0,
+    rowStride: channels,
+    batchStride: tokens * channels,
+  };
+}
+
+/**
+ * Whether attention can store [B, N, heads·D] as GEMM x texels: whole 16-byte units per head row (f16:
+ * D % 8 == 0; f32: D % 4 == 0) and rows without padding (heads·D % 8 == 0).
+ */
+export function attentionWritesOperand(heads: number, headDim: number, act: ActDType): boolean {
+  return (heads * headDim) % 8 === 0 && headDim % (act === "f16" ? 8 : 4) === 0;
 }
 
 /** How out/residual rows are read and written: the views must be aligned to the mode's unit. */
@@ -138,12 +180,12 @@ function emitStore(mode: Mode, base: string, headDim: number, value: (v: number)
   if (mode === "v4f32" || mode === "p4f16") {
     lines.push(`let out_u = (${base}) >> 2u;`);
     for (const v of range(dv)) {
-      lines.push(`obuf[out_u + ${v}u] = ${mode === "v4f32" ? value(v) : `pk4(${value(v)})`};`);
+      lines.push(`store_out(out_u + ${v}u, ${mode === "v4f32" ? value(v) : `pk4(${value(v)})`});`);
     }
   } else if (mode === "p8f16") {
     lines.push(`let out_u = (${base}) >> 3u;`);
     for (const u of range(dv / 2)) {
-      lines.push(`obuf[out_u + ${u}u] = vec4<u32>(pk4(${value(2 * u)}), pk4(${value(2 * u + 1)}));`);
+      lines.push(`store_out(out_u + ${u}u, vec4<u32>(pk4(${value(2 * u)}), pk4(${value(2 * u + 1)})));`);
     }
   } else {
     lines.push(`let out_e = ${base};`);
@@ -315,7 +357,7 @@ function packTokens(
   const dispatch = textureDispatch(
     gpu,
     pipeline,
-    [...sources.map((src) => src.tensor.buffer), ...views, gpu.uniform(params)],
+    [...sources.map((src) => src.resource), ...views, gpu.uniform(params)],
     [Math.ceil(width / 64), tokens, 3 * batch],
     `attention pack ${sources[0].tokens}/${sources[1].tokens}×${width}`,
   );
@@ -326,10 +368,13 @@ export function attention(gpu: Gpu, p: AttentionParams): Dispatch[] {
   const q = view(p.q, "q");
   const k = view(p.k, "k");
   const v = view(p.v, "v");
-  const out = view(p.out, "out");
+  const packedOut = "operand" in p.out ? p.out : null;
+  const out = packedOut
+    ? operandView(packedOut, q.batch, q.tokens)
+    : view(p.out as Tensor | TokenSlice, "out");
   const residual = p.residual ? view(p.residual, "residual") : null;
   const heads = p.heads;
-  const headDim = p.headDim ?? out.tensor.shape[2] / heads;
+  const headDim = p.headDim ?? out.shape[2] / heads;
   if (!Number.isInteger(headDim) || headDim <= 0) throw new Error(`attention: bad head dim ${headDim}`);
   const batch = q.batch;
   const nq = q.tokens;
@@ -341,11 +386,22 @@ export function attention(gpu: Gpu, p: AttentionParams): Dispatch[] {
     throw new Error(`attention: token mismatch q ${nq}, k ${nk}, v ${v.tokens}, out ${out.tokens}`);
   }
   for (const t of [q, k, v, out, ...(residual ? [residual] : [])]) {
-    if (t.tensor.dtype !== p.act) {
-      throw new Error(`attention: tensor ${t.tensor.label} is ${t.tensor.dtype}, act is ${p.act}`);
-    }
+    if (t.dtype !== p.act) throw new Error(`attention: tensor ${t.label} is ${t.dtype}, act is ${p.act}`);
   }
-  if (residual?.tensor.buffer === out.tensor.buffer) {
+  if (
+    packedOut &&
+    (residual || !attentionWritesOperand(heads, headDim, p.act) || out.shape[2] !== heads * headDim)
+  ) {
+    throw new Error(
+      `attention: ${heads}×${headDim} (${p.act}${
+        residual ? ", residual" : ""
+      }) cannot be written as GEMM texels`,
+    );
+  }
+  if (packedOut && packedOut.operand.texels * (p.act === "f16" ? 8 : 4) < out.numel) {
+    throw new Error(`attention: operand of ${packedOut.operand.texels} texels cannot hold [${out.shape}]`);
+  }
+  if (residual?.resource === out.resource) {
     throw new Error("attention: out must not share a buffer with residual");
   }
   if (
@@ -357,10 +413,10 @@ export function attention(gpu: Gpu, p: AttentionParams): Dispatch[] {
 
   for (const [t, what] of [[q, "q"], [k, "k"], [v, "v"], [out, "out"]] as const) {
     const last = t.offset + (t.batch - 1) * t.batchStride + (t.tokens - 1) * t.rowStride + heads * headDim;
-    if (last > t.tensor.numel || t.offset < 0) {
+    if (last > t.numel || t.offset < 0) {
       throw new Error(
         `attention: ${what} slice (offset ${t.offset}, strides ${t.rowStride}/${t.batchStride}) ` +
-          `exceeds its tensor [${t.tensor.shape}]`,
+          `exceeds its tensor [${t.shape}]`,
       );
     }
   }
@@ -406,6 +462,8 @@ export function attention(gpu: Gpu, p: AttentionParams): Dispatch[] {
     KB: tiling.kb,
     CAUSAL: causal,
     RESIDUAL: residual !== null,
+    OPERAND: !!packedOut,
+    TEX: packedOut?.operand.storage === "texture",
     ...generateBodies(mode, headDim, tiling, causal, residual !== null),
   });
   const params = new Uint32Array(8);
@@ -415,10 +473,10 @@ export function attention(gpu: Gpu, p: AttentionParams): Dispatch[] {
   params.set([out.offset, out.rowStride, out.batchStride, 0], 4);
   const resources: (GPUBuffer | GPUTextureView)[] = [
     ...packed.views,
-    out.tensor.buffer,
+    out.resource,
     gpu.uniform(params),
   ];
-  if (residual) resources.push(residual.tensor.buffer);
+  if (residual) resources.push(residual.resource);
   const attend = textureDispatch(
     gpu,
     pipeline,

@@ -42,7 +42,11 @@ struct Params {
   tiles: u32,    // tilesN · ceil(M / TM)
   xRow: u32,     // texels per x row (K8 for f16 x, 2·K8 for f32 x)
   gate: u32,     // GEGLU: texel offset of the gate half of the weight (D · K8)
-  _pad: u32,
+  wOff: u32,     // texel of the weight's row 0: a member of a packed group (gemm_weights.ts), else 0
+  bOff: u32,     // element of the bias's column 0 (the member's place in its group's bias), else 0
+  _pad0: u32,
+  _pad1: u32,
+  _pad2: u32,
 }
 
 //#include gemm_io
@@ -66,7 +70,8 @@ fn x_sigmoid(x: f32, s: f32) -> f32 { return x / (1.0 + exp(-s * x)); }
 
 fn bias_at(n: u32) -> f32 {
 //#if HAS_BIAS
-  return unpack2x16float(bias[n >> 1u])[n & 1u];
+  let i = p.bOff + n;
+  return unpack2x16float(bias[i >> 1u])[i & 1u];
 //#else
   return 0.0;
 //#endif
@@ -144,7 +149,7 @@ fn stage_w(dst_gate: bool, li: u32, col0: u32, kt: u32) {
   var v = vec4<u32>();
   if (k8 < p.K8) {
     let row = min(col0 + n, p.N - 1u);
-    v = load_w(select(0u, p.gate, dst_gate) + row * p.K8 + k8);
+    v = load_w(p.wOff + select(0u, p.gate, dst_gate) + row * p.K8 + k8);
   }
   let a = lo8(v);
   let b = hi8(v);

@@ -1,13 +1,15 @@
-// Fusions that change a plan's dispatch list but not a bit of its results (models/builder.ts): a norm that
-// writes the x operand of the GEMM right after it (ops/operand.ts), and linears over one input run as one
-// GEMM on weights packed side by side at load time. Each of the tiny fixtures' networks is recorded with
-// and without fusions, run on the same random inputs at f32 and f16, and must give identical outputs with
-// fewer dispatches.
+// Fusions that change a plan's dispatch list but not a bit of its results (models/graph.ts): a norm or an
+// attention that writes the x operand of the GEMM right after it (ops/operand.ts), and linears over one
+// input run as one GEMM on weights packed side by side at load time. Each of the tiny fixtures' networks is
+// recorded without fusions (on weights loaded without groups), with them, and with them under a binding
+// limit small enough to split the joint GEMMs into runs of consecutive members (GEMMs over part of a packed
+// group: weight rows and bias values from an offset). All three run on the same random inputs at f32 and
+// f16 and must give identical outputs, the fused plans with fewer dispatches.
 
 import type { Gpu } from "../src/gpu/device.ts";
 import type { ActDType } from "../src/gpu/pipelines.ts";
 import { readTensor, writeActivation } from "../src/gpu/tensor.ts";
-import type { ModelBuilder, Value } from "../src/models/builder.ts";
+import type { GraphOptions, ModelBuilder, Value } from "../src/models/builder.ts";
 import { loadModel } from "../src/models/harness.ts";
 import type { UNet } from "../src/models/unet/unet.ts";
 import { unetGraph } from "../src/models/unet/unet.ts";
@@ -68,12 +70,17 @@ async function compare(
   gpu: Gpu,
   what: string,
   weights: { plain: Weights; fused: Weights },
-  record: (fuse: boolean, weights: Weights) => Graph,
+  splitBytes: number,
+  record: (options: GraphOptions, weights: Weights) => Graph,
 ) {
   const runs: { dispatches: number; outputs: Float32Array[] }[] = [];
-  for (const fuse of [false, true]) {
-    const w = fuse ? weights.fused : weights.plain;
-    const g = record(fuse, w);
+  const variants: [GraphOptions, Weights][] = [
+    [{ fuse: false }, weights.plain],
+    [{}, weights.fused],
+    [{ maxBindingBytes: splitBytes }, weights.fused],
+  ];
+  for (const [options, w] of variants) {
+    const g = record(options, w);
     const { plan, tensor } = g.b.compile(gpu, w);
     for (const [v, data] of g.inputs) writeActivation(gpu, tensor(v), data);
     plan.run(what);
@@ -82,14 +89,16 @@ async function compare(
     runs.push({ dispatches: plan.dispatches.length, outputs });
     plan.destroy();
   }
-  const [plain, fused] = runs;
-  console.log(`${what}: ${plain.dispatches} → ${fused.dispatches} dispatches`);
+  const [plain, fused, split] = runs;
+  console.log(`${what}: ${plain.dispatches} → ${fused.dispatches} dispatches (${split.dispatches} split)`);
   assert(fused.dispatches < plain.dispatches, `${what}: fusing saved no dispatch`);
-  plain.outputs.forEach((want, i) => {
-    const got = fused.outputs[i];
-    const at = want.findIndex((v, j) => !Object.is(v, got[j]));
-    assert(at < 0, `${what}: output ${i} differs at ${at}: ${got[at]} vs ${want[at]}`);
-  });
+  for (const [name, run] of [["fused", fused], ["split", split]] as const) {
+    plain.outputs.forEach((want, i) => {
+      const got = run.outputs[i];
+      const at = want.findIndex((v, j) => !Object.is(v, got[j]));
+      assert(at < 0, `${what} ${name}: output ${i} differs at ${at}: ${got[at]} vs ${want[at]}`);
+    });
+  }
 }
 
 for (const act of ["f32", "f16"] as const) {
@@ -100,8 +109,8 @@ for (const act of ["f32", "f16"] as const) {
     const plainUnet = await plainWeights(gpu, "unet", "unet", unetFile, unet.config);
     const shape = { batch: 2, height: 16, width: 12, contextTokens: 7 };
     const cross = unet.config.cross_attention_dim as number;
-    await compare(gpu, `unet ${act}`, { plain: plainUnet, fused: unet.weights }, (fuse, w) => {
-      const { b, inputs, out } = unetGraph(unet.config, w, act, shape, { fuse });
+    await compare(gpu, `unet ${act}`, { plain: plainUnet, fused: unet.weights }, 65536, (options, w) => {
+      const { b, inputs, out } = unetGraph(unet.config, w, act, shape, options);
       return {
         b,
         inputs: [
@@ -121,12 +130,12 @@ for (const act of ["f32", "f16"] as const) {
       plain: await plainWeights(gpu, "vae", "vae", vaeFile, vae.config),
       fused: vae.weights,
     };
-    await compare(gpu, `vae decode ${act}`, vaeWeights, (fuse, w) => {
-      const g = vaeDecoderGraph(vae.config, w, act, 8, 6, { fuse });
+    await compare(gpu, `vae decode ${act}`, vaeWeights, 16384, (options, w) => {
+      const g = vaeDecoderGraph(vae.config, w, act, 8, 6, options);
       return { b: g.b, inputs: [[g.z, randomArray(8 * 6 * 4, 3)]], outputs: [g.image] };
     });
-    await compare(gpu, `vae encode ${act}`, vaeWeights, (fuse, w) => {
-      const g = vaeEncoderGraph(vae.config, w, act, 32, 24, { fuse });
+    await compare(gpu, `vae encode ${act}`, vaeWeights, 4096, (options, w) => {
+      const g = vaeEncoderGraph(vae.config, w, act, 32, 24, options);
       return { b: g.b, inputs: [[g.image, randomArray(32 * 24 * 3, 4)]], outputs: [g.moments] };
     });
     vae.weights.destroy();
@@ -136,8 +145,8 @@ for (const act of ["f32", "f16"] as const) {
     const clip = await load(gpu, "clip", "text_encoder", clipFile, act) as ClipTextModel;
     const plainClip = await plainWeights(gpu, "text_encoder", "text_encoder", clipFile, clip.config);
     const ids = Float32Array.from({ length: 2 * 9 }, (_, i) => (i * 37) % clip.config.vocab_size);
-    await compare(gpu, `clip ${act}`, { plain: plainClip, fused: clip.weights }, (fuse, w) => {
-      const g = clipGraph(clip.config, w, act, 2, 9, { fuse });
+    await compare(gpu, `clip ${act}`, { plain: plainClip, fused: clip.weights }, 4096, (options, w) => {
+      const g = clipGraph(clip.config, w, act, 2, 9, options);
       return {
         b: g.b,
         inputs: [[g.ids, ids]],

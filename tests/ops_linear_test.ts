@@ -11,7 +11,7 @@ import type { Gpu } from "../src/gpu/device.ts";
 import type { ActDType } from "../src/gpu/pipelines.ts";
 import { emptyTensor, readTensor, type Tensor, uploadTensor } from "../src/gpu/tensor.ts";
 import { GEMM_TILINGS, type GemmTiling, gemmTiling } from "../src/ops/gemm.ts";
-import { prepareLinearWeight } from "../src/ops/gemm_weights.ts";
+import { prepareLinearGroup, prepareLinearWeight } from "../src/ops/gemm_weights.ts";
 import { type Activation, bmm, geglu, linear } from "../src/ops/linear.ts";
 import { activationRef, bmmRef, erf64, gegluRef, linearRef } from "./ref/gemm.ts";
 import { assertClose, expectThrow, randomArray, roundF16, testGpu } from "./util.ts";
@@ -228,6 +228,42 @@ Deno.test("linear: a prepared weight and the raw tensor give the same result; pr
     /prepared for texture operands/,
     "mode mismatch",
   );
+});
+
+Deno.test("linear: part of a packed group (weight rows and bias values from an offset) equals the weight alone", async () => {
+  const gpu = await testGpu();
+  const acts: ActDType[] = gpu.f16 ? ["f32", "f16"] : ["f32"];
+  let seed = 850;
+  for (const act of acts) {
+    for (const mode of MODES) {
+      for (const k of [37, 40]) {
+        const what = `group member ${act} ${mode} K=${k}`;
+        const m = 21;
+        const rows = [6, 12, 8]; // the member is rows 6..17 of the group, its bias values 6..17
+        const x = activations(gpu, m * k, seed++, [m, k], act);
+        const ws = rows.map((n) => weights(gpu, n * k, seed++, [n, k], 0.3));
+        const bs = rows.map((n) => weights(gpu, n, seed++, [n], 0.5));
+        const groupBias = uploadTensor(gpu, Float32Array.from(bs.flatMap((b) => [...b.host])), [26], "f16");
+        const { members } = prepareLinearGroup(gpu, ws.map((w) => w.tensor), what, mode);
+        const tiling = { ...SMALL, mode };
+        const [a, b] = [emptyTensor(gpu, [m, 12], act), emptyTensor(gpu, [m, 12], act)];
+        gpu.run([
+          ...linear(gpu, { x: x.tensor, weight: ws[1].tensor, bias: bs[1].tensor, out: a, act, tiling }),
+          ...linear(gpu, {
+            x: x.tensor,
+            weight: members[1],
+            bias: { tensor: groupBias, offset: 6 },
+            out: b,
+            act,
+            tiling,
+          }),
+        ]);
+        const [ga, gb] = [await readTensor(gpu, a), await readTensor(gpu, b)];
+        assert(ga.every((v, i) => Object.is(v, gb[i])), `${what}: differs from the weight alone`);
+        assertClose(gb, linearRef(x.host, ws[1].host, m, k, 12, { bias: bs[1].host }), TOL[act], what);
+      }
+    }
+  }
 });
 
 Deno.test("geglu: one kernel, f32/f16 × texture/buffer/shared × unaligned/aligned, both table rows", async () => {

@@ -45,13 +45,14 @@ export class ModelBuilder {
     private readonly withProbes: boolean,
   ) {}
 
-  /** `weights`: the loaded weights (to compile) or a declaration's shapes (to count FLOPs). */
   /**
-   * `fuse: false` records every op on its own, without the fusions that change the dispatch list but not a
-   * bit of the results (tests compare the two).
+   * `weights`: the loaded weights (to compile) or a declaration's shapes (to count FLOPs). `fuse: false`
+   * records every op on its own, without the fusions that change the dispatch list but not a bit of the
+   * results (tests compare the two; such a plan needs Weights without packed groups).
    */
   static create(weights: WeightShapes, act: ActDType, options: GraphOptions = {}): ModelBuilder {
-    return new ModelBuilder(new Graph(options.fuse ?? true), weights, act, "", options.probes ?? false);
+    const graph = new Graph(options.fuse ?? true, options.maxBindingBytes ?? Infinity);
+    return new ModelBuilder(graph, weights, act, "", options.probes ?? false);
   }
 
   /** The child module scope (`b.at("down_blocks", 0)` → weights under `down_blocks.0.`). */
@@ -210,7 +211,7 @@ export class ModelBuilder {
     const rows = numel(x.shape) / k;
     const bias = this.optionalBias(name);
     if (o.joint && this.graph.fuse && n % 4 === 0 && !o.activation && !o.residual) {
-      return this.jointLinear(name, w, bias, x, [n, k]);
+      return this.jointLinear(name, w, x, [n, k]);
     }
     const out = this.value(this.prefix + name, [...x.shape.slice(0, -1), n]);
     const run = (c: RecordContext, input: Tensor | PackedActivations) =>
@@ -236,28 +237,28 @@ export class ModelBuilder {
   private jointLinear(
     name: string,
     w: string,
-    bias: string | undefined,
     x: Value,
     [n, k]: readonly number[],
   ): Value {
     const rows = numel(x.shape) / k;
+    const bpe = bytesPerElement(this.act);
     const same = this.graph.joint.get(x.storage) ?? [];
     this.graph.joint.set(x.storage, same);
-    let g = same.find((j) => j.x.shape.join() === x.shape.join());
+    // Only the latest joint GEMM over x takes more columns, while its output fits one storage binding; then a
+    // new one starts. Each keeps consecutive members of the weight group (Weights.linearGroup).
+    let g: JointGemm | undefined = same.findLast((j) => j.x.shape.join() === x.shape.join());
+    if (g && rows * (g.width + n) * bpe > this.graph.maxBindingBytes) g = undefined;
     if (!g) {
       const gemm = g = new JointGemm(x, new Storage(0, `${this.prefix}${name} (joint)`));
       same.push(gemm);
-      const run = (c: RecordContext, input: Tensor | PackedActivations) => {
-        const one = gemm.names.length === 1;
-        const bias = gemm.biases[0];
-        return linear(c.gpu, {
+      const run = (c: RecordContext, input: Tensor | PackedActivations) =>
+        linear(c.gpu, {
           x: input,
-          weight: one ? c.weights.linear(gemm.names[0]) : c.weights.linearGroup(gemm.names),
-          bias: one ? (bias ? c.weights.get(bias) : undefined) : c.weights.groupBias(gemm.names),
+          weight: c.weights.linearGroup(gemm.names),
+          bias: c.weights.groupBias(gemm.names),
           out: new Tensor(c.buffer(gemm.out), [rows, gemm.width], c.act, gemm.out.label),
           act: c.act,
         });
-      };
       this.node(
         [x],
         new Value(gemm.out, [rows, n], this.act, gemm.out.label),
@@ -271,7 +272,6 @@ export class ModelBuilder {
     }
     const offset = g.width;
     g.names.push(w);
-    g.biases.push(bias);
     g.width += n;
     g.out.bytes = rows * g.width * bytesPerElement(this.act);
     g.node!.flops += 2 * rows * k * n;

@@ -29,7 +29,6 @@ export class Storage {
  */
 export class JointGemm {
   readonly names: string[] = [];
-  readonly biases: (string | undefined)[] = [];
   width = 0;
   node?: Node;
   constructor(readonly x: Value, readonly out: Storage) {}
@@ -106,8 +105,11 @@ export interface Node {
 
 /** The nodes of one forward, shared by every scope of a builder. */
 export class Graph {
-  /** Whether ops may be fused across nodes (norm → GEMM operand; linears over one input as one GEMM). */
-  constructor(readonly fuse: boolean) {}
+  /**
+   * `fuse`: whether ops may be fused across nodes (norm → GEMM operand; linears over one input as one GEMM).
+   * `maxBindingBytes`: the largest joint GEMM output (one storage binding).
+   */
+  constructor(readonly fuse: boolean, readonly maxBindingBytes: number) {}
   readonly nodes: Node[] = [];
   readonly inputs: Value[] = [];
   /** Storage that outlives the forward: inputs, outputs and probes. */
@@ -125,6 +127,11 @@ export class Graph {
 export interface GraphOptions {
   probes?: boolean;
   fuse?: boolean;
+  /**
+   * The device's storage binding limit (gpu.maxBinding): a joint GEMM stops taking linears before its output
+   * outgrows it, so a large batch or image splits a group rather than failing. Unlimited when counting.
+   */
+  maxBindingBytes?: number;
 }
 
 /** Which GEMM packing a weight gets: conv ([Cout, taps, Cin/8] texels) or linear ([N, K/8] texels). */

@@ -45,7 +45,7 @@ export class Weights implements WeightShapes {
   private readonly convs = new Map<string, ConvWeight>();
   private readonly linears = new Map<string, LinearWeight>();
   /** Names whose f16 original was destroyed after repacking, and what it was repacked for. */
-  private readonly released = new Map<string, "conv" | "linear">();
+  private readonly released = new Map<string, "conv" | "linear" | "groupBias">();
   /** Member name → its packed group. */
   private readonly groups = new Map<string, LinearGroup>();
 
@@ -89,6 +89,12 @@ export class Weights implements WeightShapes {
   get(name: string): Tensor {
     const t = this.tensor(name);
     const kind = this.released.get(name);
+    if (kind === "groupBias") {
+      throw new WeightError(
+        `${this.component}: bias "${name}" was joined into its packed group's bias and released; use ` +
+          `weights.groupBias(…)`,
+      );
+    }
     if (kind) {
       throw new WeightError(
         `${this.component}: weight "${name}" was repacked for the ${kind} kernel and its f16 original ` +
@@ -158,14 +164,30 @@ export class Weights implements WeightShapes {
     }
   }
 
-  /** The packed operand of a group of Linear weights (declared now if none of them is packed yet). */
+  /**
+   * The operand of Linear weights one GEMM reads together: a declared group, consecutive members of one (a
+   * joint GEMM keeps only what fits one binding; models/graph.ts), or one weight of no group. Names never
+   * declared are declared now, if none of them is packed yet.
+   */
   linearGroup(names: readonly string[]): LinearWeight {
-    return this.packGroup(this.groupNamed(names)).whole;
+    if (names.length === 1 && !this.groups.has(names[0])) return this.linear(names[0]);
+    const group = this.groupOf(names);
+    const packed = this.packGroup(group);
+    if (names.length === group.names.length) return packed.whole;
+    const first = packed.members.get(names[0])!;
+    return { ...first, n: names.reduce((a, name) => a + packed.members.get(name)!.n, 0) };
   }
 
-  /** The biases of a group side by side, f16 [ΣN] (zeros for members without one); undefined when none has. */
-  groupBias(names: readonly string[]): Tensor | undefined {
-    const group = this.groupNamed(names);
+  /**
+   * The biases of `linearGroup(names)`, side by side: the group's biases joined into one tensor (zeros for a
+   * member without one) and where `names` start in it; undefined when no member has a bias.
+   */
+  groupBias(names: readonly string[]): { tensor: Tensor; offset: number } | undefined {
+    if (names.length === 1 && !this.groups.has(names[0])) {
+      const b = biasName(names[0]);
+      return b && this.has(b) ? { tensor: this.get(b), offset: 0 } : undefined;
+    }
+    const group = this.groupOf(names);
     if (group.bias === undefined) {
       const biases = group.names.map((n) => biasName(n)).map((b) => (b && this.has(b) ? this.get(b) : null));
       group.bias = null;
@@ -184,16 +206,22 @@ export class Weights implements WeightShapes {
         });
         this.gpu.device.queue.submit([encoder.finish()]);
         group.bias = new Tensor(buffer, [total], "f16", `${group.names[0]} group bias`);
+        // Only GEMMs over the group read them now: one copy of each bias on the GPU.
+        biases.forEach((b, i) => b && this.release(biasName(group.names[i])!, b, "groupBias"));
       }
     }
-    return group.bias ?? undefined;
+    if (!group.bias) return undefined;
+    const before = group.names.slice(0, group.names.indexOf(names[0]));
+    return { tensor: group.bias, offset: before.reduce((a, name) => a + this.shape(name)[0], 0) };
   }
 
-  private groupNamed(names: readonly string[]): LinearGroup {
+  /** The declared group `names` are consecutive members of (declared now as a group if none is packed). */
+  private groupOf(names: readonly string[]): LinearGroup {
     if (!this.groups.has(names[0])) this.defineLinearGroups([names]);
     const group = this.groups.get(names[0]);
-    if (!group || !sameNames(group.names, names)) {
-      throw new WeightError(`${this.component}: [${names}] is not a declared group of Linear weights`);
+    const first = group ? group.names.indexOf(names[0]) : -1;
+    if (!group || !sameNames(group.names.slice(first, first + names.length), names)) {
+      throw new WeightError(`${this.component}: [${names}] are not consecutive members of a declared group`);
     }
     return group;
   }
@@ -215,7 +243,7 @@ export class Weights implements WeightShapes {
     return group.packed;
   }
 
-  private release(name: string, t: Tensor, kind: "conv" | "linear"): void {
+  private release(name: string, t: Tensor, kind: "conv" | "linear" | "groupBias"): void {
     // The repack dispatch is already submitted; WebGPU frees the buffer once the queue is done with it.
     t.buffer.destroy();
     this.released.set(name, kind);

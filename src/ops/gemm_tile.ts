@@ -51,7 +51,7 @@ export function tileCode(o: TileCodeOptions): ShaderDefines {
     for (const j of cols) setup.push(`  let wr${j} = min(col0 + ${j}u, p.N - 1u) * p.taps * p.C8;`);
   } else {
     for (const i of rows) setup.push(`  let xr${i} = min(row0 + ${i}u, p.M - 1u) * p.xRow;`);
-    for (const j of cols) setup.push(`  let wr${j} = min(col0 + ${j}u, p.N - 1u) * p.K8;`);
+    for (const j of cols) setup.push(`  let wr${j} = p.wOff + min(col0 + ${j}u, p.N - 1u) * p.K8;`);
   }
   for (const i of rows) {
     for (const j of cols) setup.push(`  var a${i}_${j} = 0.0;${o.geglu ? ` var g${i}_${j} = 0.0;` : ""}`);

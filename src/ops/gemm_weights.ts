@@ -20,8 +20,8 @@ export interface LinearWeight {
   /** The texture behind `operand` in texture mode (for memory accounting and destroy). */
   readonly texture?: GPUTexture;
   /**
-   * A member of a packed group: its first row within the group's operand (texel row0 · k8). GEMMs read
-   * the whole group (linear() refuses a member); LoRA merges write the member's rows.
+   * A member of a packed group: its first row within the group's operand (texel row0 · k8). A GEMM over the
+   * member alone reads its rows from there; LoRA merges write them.
    */
   readonly row0?: number;
 }
@@ -138,9 +138,6 @@ export function asLinearWeight(
   op: string,
 ): LinearWeight {
   if ("kind" in weight && weight.kind === "linear-weight") {
-    if (weight.row0 !== undefined) {
-      throw new Error(`${op}: the weight is one member of a packed group; run the group's GEMM`);
-    }
     if (weight.storage !== storageOf(mode)) {
       throw new Error(
         `${op}: weight was prepared for ${weight.storage} operands, tiling "${mode}" reads ${

@@ -29,6 +29,12 @@ import { checkPackedInput, type PackedActivations } from "./operand.ts";
 
 export type Activation = "none" | "gelu" | "gelu_tanh" | "quick_gelu" | "silu";
 
+/** Values [offset, offset + N) of a longer f16 bias. */
+export interface BiasSlice {
+  tensor: Tensor;
+  offset: number;
+}
+
 // ---------------------------------------------------------------- linear / geglu
 
 export interface LinearParams {
@@ -36,8 +42,8 @@ export interface LinearParams {
   x: Tensor | PackedActivations;
   /** [N, K] f16 checkpoint weight, or one prepared by prepareLinearWeight. */
   weight: Tensor | LinearWeight;
-  /** [N] f16. */
-  bias?: Tensor;
+  /** [N] f16, or N values of a longer bias from `offset` (a member of a packed group's bias). */
+  bias?: Tensor | BiasSlice;
   /** [..., N] activations, M rows. */
   out: Tensor;
   /** [..., N] added after the activation: out = act(x·Wᵀ + b) + residual. */
@@ -66,7 +72,7 @@ interface GemmSpec {
   /** Output columns (GEGLU: D). */
   n: number;
   geglu: boolean;
-  bias?: Tensor;
+  bias?: BiasSlice;
   residual?: Tensor;
   out: Tensor;
   activation: Activation;
@@ -106,13 +112,26 @@ function gemm(gpu: Gpu, s: GemmSpec): Dispatch[] {
   const tilesN = Math.ceil(s.n / tn);
   const tiles = tilesN * Math.ceil(s.m / tm);
   const params = gpu.uniform(
-    new Uint32Array([s.m, s.n, s.weight.k8, tilesN, tiles, xRowTexels(k, s.act), s.n * s.weight.k8, 0]),
+    new Uint32Array([
+      s.m,
+      s.n,
+      s.weight.k8,
+      tilesN,
+      tiles,
+      xRowTexels(k, s.act),
+      s.n * s.weight.k8,
+      (s.weight.row0 ?? 0) * s.weight.k8,
+      s.bias?.offset ?? 0,
+      0,
+      0,
+      0,
+    ]),
     `${s.label} params`,
   );
   resources.push(params);
   if (s.bias) {
     defines.BIAS_BINDING = resources.length;
-    resources.push(s.bias.buffer);
+    resources.push(s.bias.tensor.buffer);
   }
   if (s.residual) {
     defines.RESIDUAL_BINDING = resources.length;
@@ -123,6 +142,20 @@ function gemm(gpu: Gpu, s: GemmSpec): Dispatch[] {
     ? [Math.ceil(s.n / 64), Math.ceil(s.m / (16 * tm))]
     : Math.ceil(tiles / wg);
   return [...xPack.dispatches, makeDispatch(gpu, pipeline, resources, grid, s.label)];
+}
+
+/** The bias as values [offset, offset + n) of an f16 tensor (a whole [n] bias: offset 0). */
+function biasSlice(op: string, b: Tensor | BiasSlice | undefined, n: number): BiasSlice | undefined {
+  if (!b) return undefined;
+  const s = "offset" in b ? b : { tensor: b, offset: 0 };
+  checkDType(s.tensor, "f16", "bias", op);
+  const whole = !("offset" in b);
+  if (whole ? s.tensor.numel !== n : s.offset < 0 || s.offset + n > s.tensor.numel) {
+    throw new Error(
+      `${op}: bias [${s.tensor.shape}]${whole ? "" : ` from ${s.offset}`} must have ${n} values`,
+    );
+  }
+  return s;
 }
 
 function lastDim(t: Tensor): number {
@@ -162,10 +195,7 @@ export function linear(gpu: Gpu, p: LinearParams): Dispatch[] {
   if (checkRows(op, "out", p.out, n) !== m) {
     throw new Error(`${op}: out [${p.out.shape}] must hold ${m}×${n} values for x [${p.x.shape}]`);
   }
-  if (p.bias) {
-    checkDType(p.bias, "f16", "bias", op);
-    if (p.bias.numel !== n) throw new Error(`${op}: bias [${p.bias.shape}] must have ${n} values`);
-  }
+  const bias = biasSlice(op, p.bias, n);
   if (p.residual) {
     checkDType(p.residual, p.act, "residual", op);
     if (p.residual.numel !== m * n) throw new Error(`${op}: residual [${p.residual.shape}] must match out`);
@@ -174,7 +204,7 @@ export function linear(gpu: Gpu, p: LinearParams): Dispatch[] {
   for (const [what, t] of [["x", xTensor], ["out", p.out], ["residual", p.residual]] as const) {
     if (t) checkBinding(gpu, t, what, op);
   }
-  checkDistinct(op, p.out, { x: xTensor, residual: p.residual, bias: p.bias });
+  checkDistinct(op, p.out, { x: xTensor, residual: p.residual, bias: bias?.tensor });
   return gemm(gpu, {
     op,
     label: op,
@@ -183,7 +213,7 @@ export function linear(gpu: Gpu, p: LinearParams): Dispatch[] {
     m,
     n,
     geglu: false,
-    bias: p.bias,
+    bias,
     residual: p.residual,
     out: p.out,
     activation: p.activation ?? "none",
@@ -224,10 +254,7 @@ export function geglu(gpu: Gpu, p: GegluParams): Dispatch[] {
   if (checkRows(op, "out", p.out, d) !== m) {
     throw new Error(`${op}: out [${p.out.shape}] must hold ${m}×${d} values for x [${p.x.shape}]`);
   }
-  if (p.bias) {
-    checkDType(p.bias, "f16", "bias", op);
-    if (p.bias.numel !== n2) throw new Error(`${op}: bias [${p.bias.shape}] must have ${n2} values`);
-  }
+  const bias = biasSlice(op, p.bias, n2);
   const xTensor = "operand" in p.x ? undefined : p.x;
   if (xTensor) checkBinding(gpu, xTensor, "x", op);
   checkBinding(gpu, p.out, "out", op);
@@ -240,7 +267,7 @@ export function geglu(gpu: Gpu, p: GegluParams): Dispatch[] {
     m,
     n: d,
     geglu: true,
-    bias: p.bias,
+    bias,
     out: p.out,
     activation: "none",
     act: p.act,

@@ -109,7 +109,9 @@ export class ClipTextModel {
 
   plan(batch: number, tokens: number): ClipPlan {
     return this.plans.get(`${batch}x${tokens}`, () => {
-      const { b, ids, out } = clipGraph(this.config, this.weights, this.act, batch, tokens);
+      const { b, ids, out } = clipGraph(this.config, this.weights, this.act, batch, tokens, {
+        maxBindingBytes: this.gpu.maxBinding,
+      });
       const { plan, tensor: t } = b.compile(this.gpu, this.weights);
       return {
         plan,

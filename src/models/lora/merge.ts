@@ -2,7 +2,8 @@
 //
 // How the base weights come back exactly: the first time a set touches a weight, its packed operand (the
 // only GPU copy: models/weights.ts frees the f16 original after packing) is copied once into a backup of
-// the same kind and size. Every merge then writes live = f16(backup + Σ deltas) (ops/lora_merge.ts), so
+// the same kind and size (for a member of a packed group, such as attn1.to_q in its q/k/v operand, just the
+// member's rows: its neighbours keep their own backups and merges). Every merge then writes live = f16(backup + Σ deltas) (ops/lora_merge.ts), so
 // sets never compound, and a weight the next set leaves alone gets the backup copied back and the backup
 // freed. Both directions are GPU copies of the same bytes, so the restored weight is bit-identical to a
 // fresh load, and nothing is read from the checkpoint again.

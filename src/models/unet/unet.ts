@@ -186,7 +186,10 @@ export class UNet {
   plan(batch: number, height: number, width: number, contextTokens: number, probes = false): UNetPlan {
     return this.plans.get(`${batch}x${height}x${width}x${contextTokens}${probes ? "p" : ""}`, () => {
       const shape = { batch, height, width, contextTokens };
-      const { b, inputs, out } = unetGraph(this.config, this.weights, this.act, shape, { probes });
+      const { b, inputs, out } = unetGraph(this.config, this.weights, this.act, shape, {
+        probes,
+        maxBindingBytes: this.gpu.maxBinding,
+      });
       const compiled = b.compile(this.gpu, this.weights);
       const t = compiled.tensor;
       return {

@@ -184,7 +184,10 @@ export class Vae {
 
   decodePlan(height: number, width: number, probes = false): VaeDecodePlan {
     return this.decodePlans.get(`${height}x${width}${probes ? "p" : ""}`, () => {
-      const g = vaeDecoderGraph(this.config, this.weights, this.act, height, width, { probes });
+      const g = vaeDecoderGraph(this.config, this.weights, this.act, height, width, {
+        probes,
+        maxBindingBytes: this.gpu.maxBinding,
+      });
       const compiled = g.b.compile(this.gpu, this.weights);
       return {
         plan: compiled.plan,
@@ -197,7 +200,10 @@ export class Vae {
 
   encodePlan(height: number, width: number, probes = false): VaeEncodePlan {
     return this.encodePlans.get(`${height}x${width}${probes ? "p" : ""}`, () => {
-      const g = vaeEncoderGraph(this.config, this.weights, this.act, height, width, { probes });
+      const g = vaeEncoderGraph(this.config, this.weights, this.act, height, width, {
+        probes,
+        maxBindingBytes: this.gpu.maxBinding,
+      });
       const compiled = g.b.compile(this.gpu, this.weights);
       const t = compiled.tensor;
       return { plan: compiled.plan, image: t(g.image), moments: t(g.moments), probes: compiled.probes };

@@ -1,0 +1,85 @@
+// `deno run -A bench/unet_ab.ts --base DIR [--weights DIR] [--sizes 32,64] [--rounds 3] [--precision f16]`:
+// one batch-2 UNet eval (SD 1.5 synthetic weights, as bench:models) of this tree against another checkout of
+// the project in DIR (e.g. `git archive main | tar -x -C DIR`), both loaded in this process on their own
+// device. The two run alternately, A B A B …, so that whatever else loads the machine (lavapipe shares its
+// CPU cores) hits both alike; prints each side's dispatches per call, its median seconds and B / A.
+// A single bench:models run cannot separate a change from the load of the moment on a shared machine.
+
+import { parseArgs } from "node:util";
+import { Gpu } from "../src/gpu/device.ts";
+import { loadPipeline } from "../src/pipeline/load.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    base: { type: "string" },
+    weights: { type: "string", default: "weights/synth-sd15" },
+    sizes: { type: "string", default: "32" },
+    rounds: { type: "string", default: "3" },
+    precision: { type: "string", default: "f16" },
+  },
+});
+if (!values.base) throw new Error("--base DIR: the other checkout to compare with");
+const baseDir = new URL(`${values.base.replace(/\/$/, "")}/`, `file://${Deno.cwd()}/`);
+const precision = values.precision as "f32" | "f16";
+
+interface Side {
+  name: string;
+  gpu: { sync(): Promise<void> };
+  unet: {
+    plan(b: number, h: number, w: number, t: number): {
+      plan: { dispatches: unknown[]; run(label: string): void };
+      timestep: { buffer: GPUBuffer };
+    };
+    dropPlans(): void;
+  };
+  device: GPUDevice;
+}
+
+async function side(name: string, gpuModule: string, loadModule: string): Promise<Side> {
+  const { Gpu: G } = await import(gpuModule);
+  const { loadPipeline: load } = await import(loadModule);
+  const gpu = await G.create();
+  const pipe = await load(gpu, values.weights, { precision });
+  return { name, gpu, unet: pipe.parts.unet, device: gpu.device };
+}
+
+const a = await side(
+  "A (base)",
+  new URL("src/gpu/device.ts", baseDir).href,
+  new URL("src/pipeline/load.ts", baseDir).href,
+);
+const b: Side = await (async () => {
+  const gpu = await Gpu.create();
+  const pipe = await loadPipeline(gpu, values.weights!, { precision });
+  return { name: "B (this tree)", gpu, unet: pipe.parts.unet, device: gpu.device };
+})();
+
+const median = (xs: number[]) => [...xs].sort((p, q) => p - q)[Math.floor(xs.length / 2)];
+for (const s of values.sizes!.split(",").map(Number)) {
+  const plans = [a, b].map((x) => {
+    const p = x.unet.plan(2, s, s, 77);
+    x.device.queue.writeBuffer(p.timestep.buffer, 0, new Float32Array([500, 500]));
+    return p;
+  });
+  const seconds: number[][] = [[], []];
+  for (let r = -1; r < Number(values.rounds); r++) {
+    for (const [i, x] of [a, b].entries()) {
+      const t0 = performance.now();
+      plans[i].plan.run("unet");
+      await x.gpu.sync();
+      if (r >= 0) seconds[i].push((performance.now() - t0) / 1000); // round -1: warm-up (shader compiles)
+    }
+  }
+  const [ma, mb] = seconds.map(median);
+  console.log(`UNet batch 2, ${s}×${s} latent, ${precision}, ${values.rounds} alternating rounds:`);
+  for (const [i, x] of [a, b].entries()) {
+    console.log(
+      `  ${x.name}: ${plans[i].plan.dispatches.length} dispatches per call, median ${
+        [ma, mb][i].toFixed(2)
+      } s (${seconds[i].map((v) => v.toFixed(2)).join(", ")})`,
+    );
+  }
+  console.log(`  B / A: ${(mb / ma).toFixed(3)}`);
+  for (const x of [a, b]) x.unet.dropPlans();
+}

@@ -1,12 +1,12 @@
 // Activations that exist only as a GEMM's x operand. With texture operands (llvmpipe) every linear and conv
 // packs its input into a scratch texture first (ops/gemm.ts `activationOperand`): one extra dispatch per GEMM.
-// When the input is produced by a norm (GroupNorm apply, LayerNorm) and read by nothing but that GEMM, the
-// norm can write the texels itself: the same bytes (8 f16 or 4 f32 values of K per texel, C % 8 == 0, so no
-// padding), hence bit-identical results, one dispatch fewer, and no [rows, C] buffer at all. The model
-// builder (models/builder.ts) pairs such a norm with the GEMM right after it.
+// When the input is produced by a norm (GroupNorm apply, LayerNorm) or an attention and read by nothing but
+// that GEMM, the producer can write the texels itself: the same bytes (8 f16 or 4 f32 values of K per texel,
+// C % 8 == 0, so no padding), hence bit-identical results, one dispatch fewer, and no [rows, C] buffer at
+// all. The model graph (models/graph.ts) pairs such a producer with the GEMM right after it.
 //
-// Measured on SD 1.5's UNet at batch 2 (lavapipe): 61 GroupNorms feed a conv or proj_in, 48 LayerNorms a
-// q/k/v, q or GEGLU GEMM — 109 pack dispatches of ~950 per call.
+// Counted on SD 1.5's UNet at batch 2 (lavapipe): 61 GroupNorms feed a conv or proj_in, 48 LayerNorms a
+// q/k/v, q or GEGLU GEMM and 32 attentions their to_out — 141 pack dispatches of the 952 per call.
 // Buffer operands (other GPUs) bind a [rows, C] tensor with C % 8 == 0 as it is, so there is no pack to save
 // and the norm writes its ordinary output.
 

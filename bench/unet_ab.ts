@@ -2,7 +2,8 @@
 // one batch-2 UNet eval (SD 1.5 synthetic weights, as bench:models) of this tree against another checkout of
 // the project in DIR (e.g. `git archive main | tar -x -C DIR`), both loaded in this process on their own
 // device. The two run alternately (A B, B A, A B, …) so that whatever else loads the machine (lavapipe shares
-// its CPU cores) hits both alike; prints each side's dispatches per call, its median seconds and B / A.
+// its CPU cores) hits both alike; prints each side's dispatches per call, its median wall and CPU seconds
+// (CPU: what the process's threads used, which other load changes far less than wall time) and B / A.
 // A single bench:models run cannot separate a change from the load of the moment on a shared machine.
 
 import { parseArgs } from "node:util";
@@ -56,6 +57,20 @@ const b: Side = await (async () => {
 })();
 
 const median = (xs: number[]) => [...xs].sort((p, q) => p - q)[Math.floor(xs.length / 2)];
+
+/**
+ * CPU seconds this process has used (all threads, lavapipe's workers included; Linux /proc, 100 Hz ticks), or
+ * NaN elsewhere. Less sensitive than wall time to other processes sharing the cores.
+ */
+function cpuSeconds(): number {
+  try {
+    const stat = Deno.readTextFileSync("/proc/self/stat");
+    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(rest[11]) + Number(rest[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
 for (const s of values.sizes!.split(",").map(Number)) {
   const plans = [a, b].map((x) => {
     const p = x.unet.plan(2, s, s, 77);
@@ -63,25 +78,31 @@ for (const s of values.sizes!.split(",").map(Number)) {
     return p;
   });
   const seconds: number[][] = [[], []];
+  const cpu: number[][] = [[], []];
   for (let r = -1; r < Number(values.rounds); r++) {
     // A B, B A, A B, …: neither side always runs right after the other.
     for (const i of r % 2 === 0 ? [1, 0] : [0, 1]) {
       const x = [a, b][i];
-      const t0 = performance.now();
+      const [t0, c0] = [performance.now(), cpuSeconds()];
       plans[i].plan.run("unet");
       await x.gpu.sync();
-      if (r >= 0) seconds[i].push((performance.now() - t0) / 1000); // round -1: warm-up (shader compiles)
+      if (r < 0) continue; // round -1: warm-up (shader compiles)
+      seconds[i].push((performance.now() - t0) / 1000);
+      cpu[i].push(cpuSeconds() - c0);
     }
   }
   const [ma, mb] = seconds.map(median);
+  const [ca, cb] = cpu.map(median);
   console.log(`UNet batch 2, ${s}×${s} latent, ${precision}, ${values.rounds} alternating rounds:`);
   for (const [i, x] of [a, b].entries()) {
     console.log(
       `  ${x.name}: ${plans[i].plan.dispatches.length} dispatches per call, median ${
         [ma, mb][i].toFixed(2)
-      } s (${seconds[i].map((v) => v.toFixed(2)).join(", ")})`,
+      } s (${seconds[i].map((v) => v.toFixed(2)).join(", ")}); CPU median ${[ca, cb][i].toFixed(1)} s (${
+        cpu[i].map((v) => v.toFixed(1)).join(", ")
+      })`,
     );
   }
-  console.log(`  B / A: ${(mb / ma).toFixed(3)}`);
+  console.log(`  B / A: ${(mb / ma).toFixed(3)} wall, ${(cb / ca).toFixed(3)} CPU`);
   for (const x of [a, b]) x.unet.dropPlans();
 }

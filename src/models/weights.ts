@@ -39,6 +39,8 @@ interface LinearGroup {
  * Linear weights that one GEMM reads together (models/builder.ts `linear(…, { joint: true })`) form a group
  * (`defineLinearGroups`, done by the model before anything is packed): they are packed side by side into one
  * operand (`linearGroup`), and `linear(name)` of a member is its row range there, which LoRA merges write.
+ * Their biases are joined into one tensor too (`groupBias`); a GEMM over part of a group reads its weight
+ * rows and bias values from an offset.
  */
 export class Weights implements WeightShapes {
   private readonly tensors = new Map<string, Tensor>();

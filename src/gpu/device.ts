@@ -6,12 +6,19 @@
 import { BufferPool } from "./pool.ts";
 import { PipelineCache, type ShaderDefines } from "./pipelines.ts";
 import { GpuError } from "./errors.ts";
+import { formatGpuChoices, type GpuChoices, gpuChoicesFromEnv } from "./choices.ts";
+import { subgroupSelfTest } from "./subgroups.ts";
 
 export { GpuError };
 
 export interface GpuOptions {
   /** Refuse shader-f16 even where offered: exercises the f32 + unpack2x16float path. */
   disableF16?: boolean;
+  /**
+   * Forced choices (tiling, tiles, f16, subgroups, tuning; see choices.ts). Default: the SD_GPU_FORCE
+   * environment variable, so every Gpu of a process (tests, the engine worker) takes the forced paths.
+   */
+  choices?: GpuChoices;
   powerPreference?: GPUPowerPreference;
   /**
    * Caps `gpu.maxBinding` below the device's storage binding limit, as if the device allowed only this many
@@ -28,6 +35,16 @@ export interface GpuReport {
   f16SelfTest: "pass" | "fail" | "not-offered" | "disabled";
   /** f16 is used in shaders (weights read as f16, optional f16 activations). */
   f16: boolean;
+  /**
+   * The subgroups feature: "pass" when granted and its self-test passed (Deno's adapter.features does not
+   * list it even where requestDevice grants it, so it is requested and the refusal caught), "fail" when the
+   * self-test failed, "not-offered" when the device refused it, "disabled" by `subgroups=off`.
+   */
+  subgroups: "pass" | "fail" | "not-offered" | "disabled";
+  /** The fixed subgroup size kernels may rely on (adapter min = max size), else null. */
+  subgroupSize: number | null;
+  /** The forced choices in effect (canonical spec; "" when nothing is forced). */
+  forced: string;
   limits: { maxStorageBufferBindingSize: number; maxBufferSize: number };
 }
 
@@ -48,12 +65,16 @@ export class Gpu {
   /** Unmapped MAP_READ buffers by size, for readBytes. */
   private readonly stagingFree = new Map<number, GPUBuffer[]>();
   private uncaptured: string | null = null;
+  /** Host readbacks so far (readBytes calls): reports count them per denoising step. */
+  readbacks = 0;
 
   private constructor(
     readonly adapter: GPUAdapter,
     readonly device: GPUDevice,
     readonly f16: boolean,
     readonly report: GpuReport,
+    /** Forced choices (from the options or SD_GPU_FORCE): the ops read tiling, tile and attention here. */
+    readonly choices: GpuChoices,
     private readonly bindingCap: number | null = null,
   ) {
     this.pipelines = new PipelineCache(device, f16);
@@ -83,8 +104,13 @@ export class Gpu {
     if (cap !== undefined && !(Number.isInteger(cap) && cap >= 16)) {
       throw new GpuError("device creation", `maxBindingBytes must be an integer ≥ 16, got ${cap}`);
     }
+    const choices = options.choices ?? gpuChoicesFromEnv();
+    const disableF16 = options.disableF16 || choices.f16 === false;
     const f16Offered = adapter.features.has("shader-f16");
-    const wantF16 = f16Offered && !options.disableF16;
+    if (choices.f16 === true && !disableF16 && !f16Offered) {
+      throw new GpuError("device creation", "f16=on was forced, but the adapter does not offer shader-f16");
+    }
+    const wantF16 = f16Offered && !disableF16;
     const limits = {
       maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
       maxBufferSize: adapter.limits.maxBufferSize,
@@ -100,18 +126,44 @@ export class Gpu {
     const features: GPUFeatureName[] = wantF16 ? ["shader-f16"] : [];
     // Timestamps let benchmarks time every dispatch (gpu.profile); only requested where offered.
     if (adapter.features.has("timestamp-query")) features.push("timestamp-query");
-    const device = await adapter.requestDevice({
-      requiredFeatures: features,
-      requiredLimits: limits,
-    });
-    const info = adapter.info;
-    let selfTest: GpuReport["f16SelfTest"] = !f16Offered
-      ? "not-offered"
-      : options.disableF16
-      ? "disabled"
-      : "fail";
+    // Subgroups: Deno's adapter.features omits the feature even where the device grants it (lavapipe grants
+    // it, subgroupAdd then works), so it is requested whenever not disabled, and a refusal means not offered.
+    let device: GPUDevice | null = null;
+    let subgroups: GpuReport["subgroups"] = choices.subgroups === false ? "disabled" : "not-offered";
+    if (choices.subgroups !== false) {
+      try {
+        device = await adapter.requestDevice({
+          requiredFeatures: [...features, "subgroups" as GPUFeatureName],
+          requiredLimits: limits,
+        });
+        subgroups = device.features.has("subgroups") ? "fail" : "not-offered";
+      } catch {
+        device = null;
+      }
+    }
+    device ??= await adapter.requestDevice({ requiredFeatures: features, requiredLimits: limits });
+    const info = adapter.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
+    // A fixed subgroup size lets a workgroup of exactly that many invocations be one subgroup (split-K).
+    const fixedSize = info.subgroupMinSize !== undefined && info.subgroupMinSize === info.subgroupMaxSize
+      ? info.subgroupMinSize
+      : null;
+    let subgroupSize: number | null = null;
+    if (subgroups === "fail") {
+      const size = await subgroupSelfTest(device, fixedSize);
+      subgroups = size === false ? "fail" : "pass";
+      subgroupSize = size === false ? null : size;
+    }
+    if (choices.subgroups === true && subgroups !== "pass") {
+      device.destroy();
+      throw new GpuError("device creation", `subgroups=on was forced, but subgroups are ${subgroups}`);
+    }
+    let selfTest: GpuReport["f16SelfTest"] = !f16Offered ? "not-offered" : disableF16 ? "disabled" : "fail";
     if (wantF16) selfTest = (await f16SelfTest(device)) ? "pass" : "fail";
     const f16 = selfTest === "pass";
+    if (choices.f16 === true && !disableF16 && !f16) {
+      device.destroy();
+      throw new GpuError("device creation", "f16=on was forced, but the shader-f16 self-test failed");
+    }
     const report: GpuReport = {
       adapter: {
         vendor: info.vendor,
@@ -123,12 +175,15 @@ export class Gpu {
       f16Offered,
       f16SelfTest: selfTest,
       f16,
+      subgroups,
+      subgroupSize,
+      forced: formatGpuChoices(choices),
       limits: {
         maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
         maxBufferSize: limits.maxBufferSize,
       },
     };
-    return new Gpu(adapter, device, f16, report, cap ?? null);
+    return new Gpu(adapter, device, f16, report, choices, cap ?? null);
   }
 
   /** Storage binding limit ops plan for: the device's, or the smaller `maxBindingBytes` the Gpu was made with. */
@@ -318,6 +373,7 @@ export class Gpu {
     offset = 0,
     label = "readback",
   ): Promise<ArrayBuffer> {
+    this.readbacks++;
     const size = Math.ceil(byteLength / 4) * 4;
     // Staging buffers are kept per size and reused: the sampling loop reads the UNet output every step.
     const staging = this.stagingFree.get(size)?.pop() ??

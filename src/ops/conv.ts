@@ -46,6 +46,7 @@ import {
   xRowTexels,
 } from "./gemm.ts";
 import { tileCode } from "./gemm_tile.ts";
+import { convKey } from "./tuning.ts";
 
 /** A conv weight repacked to [Cout, kh·kw, CinP/8] texels (see the header). */
 export interface ConvWeight {
@@ -152,9 +153,14 @@ export function convPadding(padding: Conv2dParams["padding"], kh: number, kw: nu
 export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
   const op = `conv2d${p.label ? ` ${p.label}` : ""}`;
   checkAct(gpu, p.act, op);
-  const tiling = resolveTiling(gpu, p.tiling);
   const w = p.weight;
   if (w?.kind !== "conv-weight") throw new Error(`${op}: weight must come from prepareConvWeight`);
+  // Without an override, the autotuner's pick for this shape; split-K is a linear-only kernel, so a forced
+  // split-K tile runs convs as the plain register tile.
+  const key = p.x.shape.length === 4
+    ? convKey(p.x.shape[0], p.x.shape[1], p.x.shape[2], w.cin, w.cout, w.kh, p.stride, p.padding, p.act)
+    : undefined;
+  const tiling = { ...resolveTiling(gpu, p.tiling, p.tiling ? undefined : key), splitK: false };
   if (w.storage !== storageOf(tiling.mode)) {
     throw new Error(
       `${op}: weight was prepared for ${w.storage} operands, tiling "${tiling.mode}" reads ${

@@ -16,6 +16,7 @@ import { concatChannels, upsampleNearest2x } from "../ops/layout.ts";
 import { type Activation as MapActivation, map, silu } from "../ops/elementwise.ts";
 import { timestepEmbedding } from "../ops/timestep.ts";
 import { embedding } from "../ops/embedding.ts";
+import type { OpShape } from "../ops/tuning.ts";
 import type { WeightShapes } from "./declare.ts";
 import { Plan } from "./plan.ts";
 import type { Weights } from "./weights.ts";
@@ -60,6 +61,8 @@ interface Node {
   reads: Value[];
   out: Value;
   flops: number;
+  /** The GEMM, conv or attention shape, for the autotuner (ops/tuning.ts). */
+  op?: OpShape;
   record(ctx: RecordContext): Dispatch[];
 }
 
@@ -155,6 +158,11 @@ export class ModelBuilder {
     this.graph.pinned.add(v.storage);
   }
 
+  /** The GEMM, conv and attention shapes recorded so far, in order (the autotuner tunes these). */
+  opShapes(): OpShape[] {
+    return this.graph.nodes.flatMap((n) => (n.op ? [n.op] : []));
+  }
+
   /** Sum of the GEMM-like work recorded so far (convs, linears, attention; a multiply-add = 2 FLOPs). */
   flops(): number {
     return this.graph.nodes.reduce((a, n) => a + n.flops, 0);
@@ -189,6 +197,23 @@ export class ModelBuilder {
     const wo = convOutSize(W, kw, stride, pad.left, pad.right);
     const out = this.value(this.prefix + name, [B, ho, wo, cout]);
     const bias = this.optionalBias(name);
+    const op: OpShape = {
+      kind: "conv",
+      b: B,
+      h: H,
+      w: W,
+      cin,
+      cout,
+      kh,
+      kw,
+      stride,
+      padding,
+      act: this.act,
+      bias: !!bias,
+      timeBias: !!o.timeBias,
+      residual: !!o.residual,
+      relu: !!o.relu,
+    };
     return this.node(
       [x, o.timeBias, o.residual],
       out,
@@ -208,6 +233,7 @@ export class ModelBuilder {
           relu: o.relu,
           act: c.act,
         }),
+      op,
     );
   }
 
@@ -221,6 +247,17 @@ export class ModelBuilder {
     const rows = numel(x.shape) / k;
     const out = this.value(this.prefix + name, [...x.shape.slice(0, -1), n]);
     const bias = this.optionalBias(name);
+    const op: OpShape = {
+      kind: "linear",
+      m: rows,
+      k,
+      n,
+      act: this.act,
+      geglu: false,
+      bias: !!bias,
+      residual: !!o.residual,
+      activation: o.activation ?? "none",
+    };
     return this.node([x, o.residual], out, 2 * rows * k * n, (c) =>
       linear(c.gpu, {
         x: c.tensor(x.rows()),
@@ -230,7 +267,7 @@ export class ModelBuilder {
         activation: o.activation,
         out: c.tensor(out.rows()),
         act: c.act,
-      }));
+      }), op);
   }
 
   /** GEGLU projection `name` ([2D, K] weight: value and gate halves) in one kernel: [..., K] → [..., D]. */
@@ -240,6 +277,17 @@ export class ModelBuilder {
     const [n2, k] = this.weights.shape(w);
     const rows = numel(x.shape) / k;
     const out = this.value(this.prefix + name, [...x.shape.slice(0, -1), n2 / 2]);
+    const op: OpShape = {
+      kind: "linear",
+      m: rows,
+      k,
+      n: n2 / 2,
+      act: this.act,
+      geglu: true,
+      bias: true,
+      residual: false,
+      activation: "none",
+    };
     return this.node([x], out, 2 * rows * k * n2, (c) =>
       geglu(c.gpu, {
         x: c.tensor(x.rows()),
@@ -247,7 +295,7 @@ export class ModelBuilder {
         bias: c.weights.get(bias),
         out: c.tensor(out.rows()),
         act: c.act,
-      }));
+      }), op);
   }
 
   /** GroupNorm `name` over NHWC channels, optionally followed by SiLU in the same kernel. */
@@ -288,6 +336,16 @@ export class ModelBuilder {
     const nk = k.shape[1];
     const out = this.value(`${this.prefix}attn`, q.shape);
     const flops = attentionFlops(B, o.heads, nq, nk, o.headDim) / (o.causal ? 2 : 1);
+    const op: OpShape = {
+      kind: "attention",
+      batch: B,
+      nq,
+      nk,
+      heads: o.heads,
+      headDim: o.headDim,
+      act: this.act,
+      causal: o.causal ?? false,
+    };
     return this.node([q, k, v], out, flops, (c) =>
       attention(c.gpu, {
         q: c.tensor(q),
@@ -298,7 +356,7 @@ export class ModelBuilder {
         headDim: o.headDim,
         causal: o.causal,
         act: c.act,
-      }));
+      }), op);
   }
 
   /** Elementwise activation(x · scale + bias) · outScale, one kernel (ops/elementwise.ts `map`). */
@@ -414,8 +472,15 @@ export class ModelBuilder {
     out: Value,
     flops: number,
     record: (ctx: RecordContext) => Dispatch[],
+    op?: OpShape,
   ): Value {
-    this.graph.nodes.push({ reads: reads.filter((v): v is Value => v !== undefined), out, flops, record });
+    this.graph.nodes.push({
+      reads: reads.filter((v): v is Value => v !== undefined),
+      out,
+      flops,
+      record,
+      op,
+    });
     return out;
   }
 }

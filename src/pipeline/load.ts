@@ -18,6 +18,8 @@ import { loadTaesd } from "../models/taesd/load.ts";
 import { ClipTokenizer } from "../text/tokenizer.ts";
 import { bundledClipTokenizer } from "../text/default_tokenizer.ts";
 import { StableDiffusionPipeline } from "./pipeline.ts";
+import { tuneGeneration, type TuneRequest } from "../models/op_shapes.ts";
+import type { TuneSummary } from "../ops/autotune.ts";
 import type { DecoderName, SamplerName } from "./types.ts";
 import type { SchedulerConfig } from "../schedulers/common.ts";
 
@@ -33,6 +35,14 @@ export interface LoadOptions extends OpenModelOptions {
   decoder?: DecoderName;
   /** Called as weights upload: fraction in [0, 1]. */
   onProgress?: (fraction: number, what: string) => void;
+  /**
+   * Autotune kernel tiles for this model's shapes once its weights are on the GPU (results cached per
+   * adapter; "retune" measures again). Default "off": commands ask for it, tests do not.
+   */
+  tune?: "auto" | "retune" | "off";
+  /** Sizes, budget and cache of the tuning pass; its summary goes to `onTuned`. */
+  tuneOptions?: TuneRequest;
+  onTuned?: (summary: TuneSummary) => void;
 }
 
 /** diffusers scheduler class → our sampler name (the folder's default sampler). */
@@ -109,6 +119,19 @@ export async function loadPipeline(
     const unetWeights = await loadWeights(gpu, model.unet!, progress("unet"));
     before += counts[1];
     const vaeWeights = await loadWeights(gpu, model.vae!, progress("vae"));
+    if (options.tune && options.tune !== "off") {
+      options.onProgress?.(1, "autotune");
+      const configs = {
+        unet: model.unet!.config,
+        vae: model.vae!.config,
+        textEncoder: model.textEncoder!.config,
+      };
+      const summary = await tuneGeneration(gpu, configs, act, {
+        ...options.tuneOptions,
+        retune: options.tune === "retune" || options.tuneOptions?.retune,
+      });
+      options.onTuned?.(summary);
+    }
     const taesd = options.taesd ? await loadTaesd(gpu, options.taesd, act) : undefined;
     const latentChannels = model.vae!.config.latent_channels;
     if (taesd && taesd.config.latent_channels !== latentChannels) {

@@ -1,0 +1,267 @@
+// Autotuning at load: for the GEMM, conv and attention shapes of the loaded model, time a few candidate
+// tilings (tune_candidates.ts) on the adapter in use and keep the fastest per shape (tuning.ts), within a
+// time budget. Results are cached per adapter and driver (gpu/tune_cache.ts) and reused at the next start;
+// `retune` measures again.
+//
+// Bounded time: shapes are tuned heaviest first (FLOPs × occurrences) until the budget is spent; the rest
+// keep the adapter's default and are tuned at a later start (the cache grows). Each candidate runs once
+// on a software adapter (one llvmpipe run of a big shape is 50-300 ms) and best-of-3 after a warm-up on
+// others, on the real shape with its rows capped (1024 rows on software adapters: the ranking of tiles on a
+// 2-core llvmpipe does not change past a few hundred rows; 32768 elsewhere). Timing is the sum of the
+// op's dispatches from timestamp queries where the adapter has them, else the wall time of
+// submit + onSubmittedWorkDone.
+//
+// Correctness first: a candidate that fails to compile or run is skipped, and one whose output differs
+// from the default candidate's (beyond summation-order rounding) is rejected; every listed candidate also
+// passes tests/ops_tuning_test.ts against the CPU reference.
+
+import type { Dispatch, Gpu } from "../gpu/device.ts";
+import { readTensor } from "../gpu/tensor.ts";
+import { SHADERS } from "../gpu/shaders.ts";
+import {
+  readTuneCache,
+  sha256Hex,
+  tuneCacheDir,
+  type TuneCacheKey,
+  tuneCachePath,
+  writeTuneCache,
+} from "../gpu/tune_cache.ts";
+import gemmTileSource from "./gemm_tile.ts" with { type: "text" };
+import attentionSource from "./attention.ts" with { type: "text" };
+import candidatesSource from "./tune_candidates.ts" with { type: "text" };
+import { gemmTiling, storageOf } from "./gemm.ts";
+import { type Candidate, candidatesFor, opInputs } from "./tune_candidates.ts";
+import { opFlops, opKey, type OpShape, setTunedChoice } from "./tuning.ts";
+
+export interface TuneOptions {
+  /** Wall-clock budget for measuring (default: 3 s on software adapters, 30 s elsewhere). */
+  budgetMs?: number;
+  /** Ignore cached results and measure again. */
+  retune?: boolean;
+  /** Cache folder (default: tuneCacheDir(); null: no cache). */
+  cacheDir?: string | null;
+  /** Rows a timed shape is capped at (default: 1024 on software adapters, 32768 elsewhere). */
+  maxRows?: number;
+  log?: (line: string) => void;
+}
+
+/** One shape's result, as cached. */
+export interface TuneEntry {
+  /** The chosen candidate's label and tiling. */
+  pick: string;
+  choice: unknown;
+  /** Milliseconds per candidate label; a string says why it was skipped or rejected. */
+  ms: Record<string, number | string>;
+}
+
+export interface TuneSummary {
+  /** Why nothing was tuned (forced choices, tune=off), if so. */
+  disabled?: string;
+  cacheFile: string | null;
+  /** Shapes whose choice came from the cache. */
+  fromCache: number;
+  /** Shapes measured now. */
+  measured: number;
+  /** Shapes left at the default (the budget ran out). */
+  untuned: number;
+  /** Shapes whose pick is not the default. */
+  changed: number;
+  /** Candidates skipped (did not compile or run) or rejected (wrong output). */
+  skipped: number;
+  ms: number;
+  entries: Record<string, TuneEntry>;
+  warning?: string;
+}
+
+/** Key of the tuning cache: adapter, Deno (its wgpu), kernel sources and generators, f16, subgroups. */
+export async function tuneCacheKey(gpu: Gpu): Promise<TuneCacheKey> {
+  const sources = Object.keys(SHADERS).sort().map((k) => SHADERS[k]).join("\n") + gemmTileSource +
+    attentionSource + candidatesSource;
+  return {
+    adapter: gpu.report.adapter,
+    deno: Deno.version.deno,
+    sources: await sha256Hex(sources),
+    f16: gpu.f16,
+    subgroupSize: gpu.report.subgroupSize,
+  };
+}
+
+/** The distinct shapes, heaviest first (FLOPs of one call × how often the model runs it). */
+export function rankShapes(shapes: readonly OpShape[]): OpShape[] {
+  const by = new Map<string, { shape: OpShape; weight: number }>();
+  for (const s of shapes) {
+    const key = opKey(s);
+    const e = by.get(key) ?? { shape: s, weight: 0 };
+    e.weight += opFlops(s);
+    by.set(key, e);
+  }
+  return [...by.values()].sort((a, b) => b.weight - a.weight).map((e) => e.shape);
+}
+
+/** The same op with its rows capped at `maxRows` (timing proxy; the key stays the real shape's). */
+function capped(s: OpShape, maxRows: number): OpShape {
+  if (s.kind === "linear") return s.m <= maxRows ? s : { ...s, m: maxRows };
+  if (s.kind === "attention") {
+    return s.batch * s.nq <= maxRows ? s : { ...s, batch: 1, nq: Math.min(s.nq, maxRows) };
+  }
+  if (s.b * s.h * s.w <= maxRows) return s;
+  return { ...s, b: 1, h: Math.min(s.h, Math.max(s.kh, Math.ceil(maxRows / s.w) * s.stride)) };
+}
+
+/** Milliseconds of one run of the dispatches (timestamps, else wall time), or the error text. */
+async function timeRun(gpu: Gpu, dispatches: Dispatch[], rounds: number): Promise<number> {
+  let best = Infinity;
+  for (let r = 0; r < rounds; r++) {
+    const profile = await gpu.profile(dispatches);
+    if (profile) {
+      best = Math.min(best, profile.reduce((a, p) => a + p.ms, 0));
+    } else {
+      const t0 = performance.now();
+      gpu.run(dispatches, "autotune");
+      await gpu.sync("autotune");
+      best = Math.min(best, performance.now() - t0);
+    }
+  }
+  return best;
+}
+
+/** Max |a − b| / max |b|. */
+function relDiff(a: Float32Array, b: Float32Array): number {
+  let d = 0;
+  let m = 0;
+  for (let i = 0; i < b.length; i++) {
+    const e = Math.abs(a[i] - b[i]);
+    d = e > d || Number.isNaN(e) ? (Number.isNaN(e) ? Infinity : e) : d;
+    m = Math.max(m, Math.abs(b[i]));
+  }
+  return d / Math.max(m, 1e-30);
+}
+
+/** Measures every candidate of one shape; null when the budget ran out before all were measured. */
+async function tuneShape(
+  gpu: Gpu,
+  real: OpShape,
+  o: { maxRows: number; rounds: number; deadline: number; storage: "texture" | "buffer" },
+): Promise<{ entry: TuneEntry; skipped: number } | null> {
+  const shape = capped(real, o.maxRows);
+  const candidates = candidatesFor(gpu, real);
+  const inputs = opInputs(gpu, shape, o.storage);
+  const ms: Record<string, number | string> = {};
+  let reference: Float32Array | null = null;
+  let best: Candidate | null = null;
+  let bestMs = Infinity;
+  let skipped = 0;
+  // Summation order only: f32 outputs agree to ~1e-6, f16 outputs to an f16 rounding step or two.
+  const tol = shape.act === "f32" ? 1e-4 : 4e-3;
+  try {
+    for (const c of candidates) {
+      if (performance.now() > o.deadline) return null;
+      let dispatches: Dispatch[];
+      try {
+        dispatches = await gpu.scoped(`autotune ${c.label}`, () => inputs.build(c));
+        for (const d of dispatches) {
+          if (await gpu.pipelines.failedToCompile(d.pipeline)) throw new Error("did not compile");
+        }
+        if (o.rounds > 1) {
+          await gpu.scoped(`autotune ${c.label}`, () => gpu.run(dispatches, "autotune warm-up"));
+        }
+        await gpu.sync("autotune");
+        const t = await timeRun(gpu, dispatches, o.rounds);
+        const got = await readTensor(gpu, inputs.out);
+        if (reference === null) reference = got;
+        else {
+          const diff = relDiff(got, reference);
+          if (!(diff <= tol)) {
+            ms[c.label] = `rejected: output differs from the default's by ${diff.toExponential(2)}`;
+            skipped++;
+            continue;
+          }
+        }
+        ms[c.label] = +t.toFixed(3);
+        if (t < bestMs) [best, bestMs] = [c, t];
+      } catch (e) {
+        ms[c.label] = `skipped: ${(e instanceof Error ? e.message : String(e)).split("\n")[0].slice(0, 160)}`;
+        skipped++;
+        if (reference === null) return { entry: { pick: "default", choice: null, ms }, skipped };
+      }
+    }
+  } finally {
+    inputs.destroy();
+  }
+  if (!best) return { entry: { pick: "default", choice: null, ms }, skipped };
+  return { entry: { pick: best.label, choice: best.tiling, ms }, skipped };
+}
+
+/**
+ * Tunes `shapes` (a model's recorded ops) on `gpu` and installs the picks (tuning.ts), from the cache where
+ * it has them. GEMM/conv shapes are not tuned when the tiling is forced, attention shapes when the attention
+ * tiling is forced; nothing is when `tune=off` is forced.
+ */
+export async function autotune(
+  gpu: Gpu,
+  shapes: readonly OpShape[],
+  o: TuneOptions = {},
+): Promise<TuneSummary> {
+  const t0 = performance.now();
+  const summary: TuneSummary = {
+    cacheFile: null,
+    fromCache: 0,
+    measured: 0,
+    untuned: 0,
+    changed: 0,
+    skipped: 0,
+    ms: 0,
+    entries: {},
+  };
+  if (gpu.choices.tune === "off") return { ...summary, disabled: "tune=off" };
+  const gemmForced = gemmTiling(gpu).source === "forced";
+  const attentionForced = !!gpu.choices.attention;
+  const todo = rankShapes(shapes).filter((s) => (s.kind === "attention" ? !attentionForced : !gemmForced));
+  if (todo.length === 0) {
+    return { ...summary, disabled: shapes.length ? "every tuned choice is forced" : "no shapes" };
+  }
+  const software = gpu.report.adapter.fallback;
+  const budgetMs = o.budgetMs ?? (software ? 3000 : 30000);
+  const maxRows = o.maxRows ?? (software ? 1024 : 32768);
+  const retune = o.retune || gpu.choices.tune === "retune";
+  const key = await tuneCacheKey(gpu);
+  const path = await tuneCachePath(key, o.cacheDir === undefined ? tuneCacheDir() : o.cacheDir);
+  summary.cacheFile = path;
+  const stored = await readTuneCache<TuneEntry>(path, key);
+  const cached = retune ? {} : stored;
+  // Entries of shapes not in this model stay in the file (another size, another model on this adapter).
+  const entries: Record<string, TuneEntry> = { ...stored };
+  const storage = storageOf(gemmTiling(gpu).tiling.mode);
+  const deadline = t0 + budgetMs;
+  let fresh = 0;
+  for (const s of todo) {
+    const k = opKey(s);
+    let entry: TuneEntry | undefined = cached[k];
+    if (entry) summary.fromCache++;
+    else {
+      const r = await tuneShape(gpu, s, { maxRows, rounds: software ? 1 : 3, deadline, storage });
+      if (!r) {
+        summary.untuned++;
+        continue;
+      }
+      entry = r.entry;
+      summary.skipped += r.skipped;
+      summary.measured++;
+      entries[k] = entry;
+      fresh++;
+      o.log?.(`autotune ${k}: ${entry.pick} (${JSON.stringify(entry.ms)})`);
+    }
+    summary.entries[k] = entry;
+    const first = candidatesFor(gpu, s)[0];
+    if (entry.choice !== null && entry.pick !== first.label) {
+      setTunedChoice(gpu, k, entry.choice);
+      summary.changed++;
+    }
+  }
+  if (fresh > 0) {
+    const warning = await writeTuneCache(path, key, entries);
+    if (warning) summary.warning = warning;
+  }
+  summary.ms = performance.now() - t0;
+  return summary;
+}

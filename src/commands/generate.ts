@@ -21,6 +21,7 @@ import {
   type SamplerName,
 } from "../pipeline/types.ts";
 import { findTaesdBeside } from "../models/taesd/load.ts";
+import { choicesLine, GPU_FLAGS, GPU_FLAGS_USAGE, gpuFlags, tuneLine } from "./gpu_flags.ts";
 
 // --image without --width/--height: the image's size, rounded down to what the UNet takes (64 for SD).
 // --mask (white repaints, any PNG or JPEG of the image's aspect ratio, stretched to it) makes it inpainting;
@@ -30,10 +31,11 @@ const USAGE = `usage: generate --model DIR --prompt P [--negative N] [--seed S] 
   [--image init.png [--mask mask.png] [--strength S]]
   [--long-prompt chunk|truncate] [--precision f32|f16] [--previews DIR --preview-every K]
   [--preview cheap|vae|taesd] [--taesd DIR] [--decoder vae|taesd] [--prompt-weighting none|a1111]
-  [--tokenizer DIR] --out out.png
+  [--tokenizer DIR] [--gpu-choices SPEC] [--retune] --out out.png
   --taesd DIR (env TAESD): TAESD weights; default: a taesd/ folder with a config.json in the model folder, else
   next to it. With them the default preview is taesd. --decoder taesd decodes the final image with TAESD:
-  faster, lower quality (drafts, CPU-only hosts).`;
+  faster, lower quality (drafts, CPU-only hosts).
+${GPU_FLAGS_USAGE}`;
 
 function num(value: string | undefined, name: string, fallback: number): number {
   if (value === undefined) return fallback;
@@ -71,6 +73,7 @@ export async function generateCommand(args: string[]): Promise<number> {
       out: { type: "string" },
       "no-f16": { type: "boolean" },
       quiet: { type: "boolean" },
+      ...GPU_FLAGS,
     },
   });
   if (!values.model || values.prompt === undefined || !values.out) {
@@ -108,12 +111,21 @@ export async function generateCommand(args: string[]): Promise<number> {
     throw new Error("--seed must be a non-negative integer");
   }
 
-  const gpu = await Gpu.create({ disableF16: values["no-f16"] });
+  const flags = gpuFlags(values);
+  const gpu = await Gpu.create({ disableF16: values["no-f16"], choices: flags.choices });
+  const forced = choicesLine(flags.choices);
+  if (forced) console.error(forced);
   const pipeline = await loadPipeline(gpu, values.model, {
     precision,
     tokenizerDir: values.tokenizer,
     taesd,
     decoder,
+    tune: flags.tune,
+    // The requested size's shapes (the model's native size when the size comes from --image).
+    tuneOptions: values.width || values.height
+      ? { sizes: [{ width: num(values.width, "width", 512), height: num(values.height, "height", 512) }] }
+      : undefined,
+    onTuned: (s) => console.error(tuneLine(s)),
   });
   const initImage = values.image ? await Deno.readFile(values.image) : undefined;
   const mask = values.mask ? await Deno.readFile(values.mask) : undefined;

@@ -21,6 +21,8 @@ export async function serveCommand(args: string[]): Promise<number> {
     taesd: config.taesd,
     decoder: config.decoder,
     disableF16: config.disableF16,
+    gpuChoices: config.gpuChoices,
+    retune: config.retune,
     warmup: config.warmup,
     warmupGuidance: config.options.defaultGuidance,
     testHooks: config.testHooks,

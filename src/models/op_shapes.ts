@@ -4,7 +4,7 @@
 
 import type { Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
-import { autotune, type TuneOptions, type TuneSummary } from "../ops/autotune.ts";
+import { autotune, type TunedOp, type TuneOptions, type TuneSummary } from "../ops/autotune.ts";
 import type { OpShape } from "../ops/tuning.ts";
 import { declaredShapes } from "./declare.ts";
 import { clipTensorSpecs, unetTensorSpecs, vaeTensorSpecs } from "./expected.ts";
@@ -21,28 +21,30 @@ export interface ImageSize {
 }
 
 /**
- * Every op shape of one generation per size: CLIP over a prompt and a negative prompt (2 × 77 tokens), the
- * UNet at batch `batch` (2: classifier-free guidance) and the VAE decode, with activations `act`.
+ * Every op shape of one generation per size, with how often it runs: CLIP over a prompt and a negative
+ * prompt (2 × 77 tokens) once, the UNet at batch `batch` (2: classifier-free guidance) once per step, the
+ * VAE decode once; activations `act`.
  */
 export function generationOpShapes(
   configs: { unet: UNetConfig; vae: VaeConfig; textEncoder: ClipTextConfig },
   act: ActDType,
   sizes: readonly ImageSize[],
-  batch = 2,
-): OpShape[] {
-  const shapes = [
-    ...clipGraph(configs.textEncoder, declaredShapes(clipTensorSpecs(configs.textEncoder)), act, 2, 77)
-      .b.opShapes(),
-  ];
+  o: { batch?: number; steps?: number } = {},
+): TunedOp[] {
+  const once = (shape: OpShape) => ({ shape, calls: 1 });
+  const clipWeights = declaredShapes(clipTensorSpecs(configs.textEncoder));
+  const ops = clipGraph(configs.textEncoder, clipWeights, act, 2, 77).b.opShapes().map(once);
   const unetWeights = declaredShapes(unetTensorSpecs(configs.unet));
   const vaeWeights = declaredShapes(vaeTensorSpecs(configs.vae));
   for (const { width, height } of sizes) {
     const [h, w] = [height / 8, width / 8];
-    const shape = { batch, height: h, width: w, contextTokens: 77 };
-    shapes.push(...unetGraph(configs.unet, unetWeights, act, shape).b.opShapes());
-    shapes.push(...vaeDecoderGraph(configs.vae, vaeWeights, act, h, w).b.opShapes());
+    const shape = { batch: o.batch ?? 2, height: h, width: w, contextTokens: 77 };
+    for (const s of unetGraph(configs.unet, unetWeights, act, shape).b.opShapes()) {
+      ops.push({ shape: s, calls: o.steps ?? 20 });
+    }
+    ops.push(...vaeDecoderGraph(configs.vae, vaeWeights, act, h, w).b.opShapes().map(once));
   }
-  return shapes;
+  return ops;
 }
 
 /** The size a model is trained at (the UNet's sample_size × 8; 512 when the config has none). */

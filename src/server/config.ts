@@ -5,6 +5,7 @@ import { DEFAULT_SERVER_OPTIONS, type ServerOptions } from "./options.ts";
 import type { WarmupSize } from "./worker/protocol.ts";
 import { type DecoderName, DECODERS } from "../pipeline/types.ts";
 import { findTaesdBeside } from "../models/taesd/load.ts";
+import { gpuChoicesFromEnv, parseGpuChoices } from "../gpu/choices.ts";
 
 export interface ServeConfig {
   hostname: string;
@@ -19,6 +20,10 @@ export interface ServeConfig {
   /** What decodes the final image: vae (default) or taesd (needs TAESD weights). */
   decoder: DecoderName;
   disableF16: boolean;
+  /** --gpu-choices: forced GPU choices (checked here; the engine worker merges them over SD_GPU_FORCE). */
+  gpuChoices?: string;
+  /** --retune: measure the kernel-tile autotuning again rather than reuse the cache. */
+  retune: boolean;
   /** Sizes built and run once while loading, so that "ready" means warm: the default size, then those of
    * --warmup (none with `--warmup none`). */
   warmup: WarmupSize[];
@@ -54,7 +59,9 @@ export const SERVE_USAGE =
   --warmup LIST       WARMUP          more sizes to warm while loading, e.g. 512x512,768x768 (the default
                                       size is always warmed); "none" warms nothing
   --shutdown-grace S  SHUTDOWN_GRACE  seconds a running job may finish after SIGINT/SIGTERM (default 30)
-  --no-f16                            force the f32 shader path`;
+  --no-f16                            force the f32 shader path
+  --gpu-choices SPEC  SD_GPU_FORCE    force GPU choices, e.g. tiling=workgroup,f16=off (see README)
+  --retune                            measure the kernel-tile autotuning again (cached per adapter)`;
 
 type Env = Record<string, string | undefined>;
 
@@ -80,8 +87,13 @@ export function parseServeConfig(args: string[], env: Env): ServeConfig {
       "shutdown-grace": { type: "string" },
       warmup: { type: "string" },
       "no-f16": { type: "boolean" },
+      "gpu-choices": { type: "string" },
+      retune: { type: "boolean" },
     },
   });
+  const gpuChoices = values["gpu-choices"];
+  if (gpuChoices !== undefined) parseGpuChoices(gpuChoices, "--gpu-choices"); // errors before anything starts
+  gpuChoicesFromEnv(); // a malformed SD_GPU_FORCE too
   const pick = (flag: keyof typeof values, name: string) => {
     const v = values[flag];
     return typeof v === "string"
@@ -117,6 +129,8 @@ export function parseServeConfig(args: string[], env: Env): ServeConfig {
     taesd,
     decoder,
     disableF16: values["no-f16"] ?? false,
+    gpuChoices,
+    retune: values.retune ?? false,
     warmup,
     testHooks: env.SD_WEBGPU_TEST_HOOKS === "1",
     shutdownGraceMs: int("shutdown-grace", "SHUTDOWN_GRACE", 30, 0, 3600) * 1000,

@@ -8,6 +8,8 @@
 // (buffers, bind groups) are built on first use. After it, "ready" means warm.
 
 import { Gpu } from "../../gpu/device.ts";
+import { resolveGpuChoices } from "../../gpu/choices.ts";
+import { tuneLine } from "../../ops/autotune.ts";
 import type { StableDiffusionPipeline } from "../../pipeline/pipeline.ts";
 import { greyPng } from "../../pipeline/inpaint.ts";
 import { type GenerateRequest, RequestError } from "../../pipeline/types.ts";
@@ -61,7 +63,7 @@ scope.onmessage = ({ data: msg }) => {
 
 async function start(init: InitMessage): Promise<void> {
   try {
-    gpu = await Gpu.create({ disableF16: init.disableF16 });
+    gpu = await Gpu.create({ disableF16: init.disableF16, choices: resolveGpuChoices(init.gpuChoices) });
   } catch (e) {
     post({ type: "failed", reason: `GPU: ${errorText(e)}` });
     return;
@@ -89,6 +91,10 @@ async function start(init: InitMessage): Promise<void> {
       taesd: init.taesd,
       decoder: init.decoder,
       onProgress: (fraction, what) => post({ type: "loading", fraction: fraction * share, stage: what }),
+      // Kernel tiles tuned for the warmed sizes (the cache makes later starts cost nothing).
+      tune: init.retune ? "retune" : gpu.choices.tune ?? "auto",
+      tuneOptions: { sizes: init.warmup },
+      onTuned: (s) => console.error(tuneLine(s)),
     });
     for (const [k, size] of init.warmup.entries()) {
       const fraction = share + ((1 - share) * k) / init.warmup.length;

@@ -29,6 +29,9 @@ export interface WorkerHostOptions {
   /** What decodes the final image (default vae). */
   decoder?: DecoderName;
   disableF16?: boolean;
+  /** Forced GPU choices (a --gpu-choices spec) and --retune, passed to the worker's Gpu and loader. */
+  gpuChoices?: string;
+  retune?: boolean;
   /** Sizes warmed while loading (the server's default size first). */
   warmup?: WarmupSize[];
   /** Guidance of the warm-up runs (the server's default guidance). */
@@ -150,6 +153,8 @@ export class WorkerEngineHost implements EngineHost {
       taesd: o.taesd,
       decoder: o.decoder ?? "vae",
       disableF16: o.disableF16 ?? false,
+      gpuChoices: o.gpuChoices,
+      retune: o.retune,
       warmup: o.warmup ?? [],
       warmupGuidance: o.warmupGuidance ?? 7.5,
       testHooks: o.testHooks ?? false,

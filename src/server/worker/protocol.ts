@@ -20,6 +20,9 @@ export interface InitMessage {
   /** What decodes the final image. */
   decoder: DecoderName;
   disableF16: boolean;
+  /** --gpu-choices (merged over SD_GPU_FORCE in the worker), and --retune. */
+  gpuChoices?: string;
+  retune?: boolean;
   warmup: WarmupSize[];
   /** Guidance of the warm-up runs: the server's default, so the warmed UNet batch (2 with CFG) is the one
    * requests use. */

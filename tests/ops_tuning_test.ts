@@ -17,7 +17,7 @@ import { geglu, linear } from "../src/ops/linear.ts";
 import { attention } from "../src/ops/attention.ts";
 import { attentionCandidates, type Candidate, gemmCandidates } from "../src/ops/tune_candidates.ts";
 import { autotune, type TunedOp, type TuneEntry } from "../src/ops/autotune.ts";
-import { linearKey, type OpShape, setTunedChoice } from "../src/ops/tuning.ts";
+import { linearKey, opKey, type OpShape, setTunedChoice, tunedChoice } from "../src/ops/tuning.ts";
 import { conv2dRef, gegluRef, linearRef } from "./ref/gemm.ts";
 import { attentionRowRef } from "./ref/ops.ts";
 import { assert, assertClose, assertEquals, randomArray, roundF16, testGpu } from "./util.ts";
@@ -261,6 +261,17 @@ Deno.test("autotune: measures, caches per adapter, reuses, retunes, respects the
     assertEquals(second.entries, first.entries, "same picks");
     const again = await autotune(await fresh(), SHAPES, { cacheDir: dir, budgetMs: 120_000, retune: true });
     assertEquals([again.measured, again.fromCache], [3, 0], "retune measures again");
+    // A partial entry (the budget ran out inside its shape) applies its pick until it is measured again.
+    const linearShape = SHAPES[0].shape;
+    const k = opKey(linearShape);
+    const g = await fresh();
+    const alt = gemmCandidates(g, "linear")[1];
+    if (alt.kind !== "gemm") throw new Error("gemm");
+    file.entries[k] = { pick: alt.label, choice: alt.tiling, ms: { [alt.label]: 1 }, partial: true };
+    await Deno.writeTextFile(first.cacheFile!, JSON.stringify(file));
+    const partial = await autotune(g, SHAPES, { cacheDir: dir, budgetMs: 0 });
+    assertEquals(partial.entries[k]?.pick, alt.label, "partial pick applied");
+    assertEquals(tunedChoice(g, k), alt.tiling, "installed for the ops");
     const none = await autotune(await fresh(), SHAPES, { cacheDir: null, budgetMs: 0 });
     assertEquals([none.measured, none.untuned, none.cacheFile], [0, 3, null], "no budget: nothing measured");
     const forced = await autotune(await fresh({ tiling: "texture" }), SHAPES.slice(0, 2), { cacheDir: dir });
@@ -301,6 +312,19 @@ Deno.test("autotune: an installed pick is what the op builds (and a forced tilin
       candidates[0].kind === "gemm" ? candidates[0].tiling.tm : 0,
       "other shapes",
     );
+    // A forced tile wins over a tuned one.
+    const forced = await GpuClass.create({ choices: { tile: { tm: 4, tn: 4 } } });
+    try {
+      setTunedChoice(forced, linearKey(shape.m, shape.k, shape.n, "f32", false), other.tiling);
+      const xf = uploadTensor(forced, new Float32Array(shape.m * shape.k), [shape.m, shape.k], "f32");
+      const wf = uploadTensor(forced, new Float32Array(shape.n * shape.k), [shape.n, shape.k], "f16");
+      const of = emptyTensor(forced, [shape.m, shape.n], "f32");
+      const df = linear(forced, { x: xf, weight: wf, out: of, act: "f32" });
+      const infoF = forced.pipelines.info(df[df.length - 1].pipeline)!;
+      assertEquals([infoF.defines.TM, !!infoF.defines.SPLITK], [4, false], "forced tile");
+    } finally {
+      forced.destroy();
+    }
   } finally {
     gpu.destroy();
   }

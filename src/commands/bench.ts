@@ -25,6 +25,8 @@ export interface BenchOptions {
   sampler: SamplerName;
   precision?: ActDType;
   tune: "auto" | "retune" | "off";
+  /** Autotuning budget (default: the tuner's, by adapter). */
+  tuneBudgetMs?: number;
   log?: (line: string) => void;
 }
 
@@ -72,7 +74,7 @@ export async function runBench(gpu: Gpu, o: BenchOptions): Promise<BenchResult> 
   const pipeline = await loadPipeline(gpu, model, {
     precision: o.precision,
     tune: o.tune,
-    tuneOptions: { sizes: [{ width: o.width, height: o.height }] },
+    tuneOptions: { sizes: [{ width: o.width, height: o.height }], budgetMs: o.tuneBudgetMs },
     onTuned: (s) => {
       tune = s;
       log(tuneLine(s));

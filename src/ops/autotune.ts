@@ -46,7 +46,7 @@ export interface TuneOptions {
 }
 
 /** How much faster than the default (or the best so far) a candidate must be to be picked. */
-const MARGIN = 0.05;
+const MARGIN = 0.1;
 
 /** One shape's result, as cached. */
 export interface TuneEntry {
@@ -55,6 +55,8 @@ export interface TuneEntry {
   choice: unknown;
   /** Milliseconds per candidate label; a string says why it was skipped or rejected. */
   ms: Record<string, number | string>;
+  /** The budget ran out before every candidate was measured: the pick is among those that were. */
+  partial?: boolean;
 }
 
 export interface TuneSummary {
@@ -71,7 +73,10 @@ export interface TuneSummary {
   changed: number;
   /** Candidates skipped (did not compile or run) or rejected (wrong output). */
   skipped: number;
+  /** Wall time of the pass, and the part of it the plans would have spent anyway: the default
+   * candidates' compilation and first run (not charged against the budget). */
   ms: number;
+  prepaidMs: number;
   entries: Record<string, TuneEntry>;
   warning?: string;
 }
@@ -120,12 +125,20 @@ function capped(s: OpShape, maxRows: number): OpShape {
   return { ...s, b: 1, h: Math.min(s.h, Math.max(s.kh, Math.ceil(maxRows / s.w) * s.stride)) };
 }
 
-/** Best milliseconds of `rounds` runs of the dispatches after a warm-up run (timestamps, else wall time). */
-async function timeRun(gpu: Gpu, dispatches: Dispatch[], rounds: number): Promise<number> {
-  // Warm-up: lavapipe compiles a kernel at its first dispatch (a first run of a conv measured 1.3 s, the
-  // next 0.6 s).
+/**
+ * Best milliseconds of `rounds` runs of the dispatches (timestamps, else wall time), after a warm-up run
+ * (lavapipe compiles a kernel at its first dispatch: a conv's first run measured 1.3 s, the next 0.6 s);
+ * also the warm-up's wall time.
+ */
+async function timeRun(
+  gpu: Gpu,
+  dispatches: Dispatch[],
+  rounds: number,
+): Promise<{ ms: number; warmupMs: number }> {
+  const w0 = performance.now();
   await gpu.scoped("autotune warm-up", () => gpu.run(dispatches, "autotune warm-up"));
   await gpu.sync("autotune");
+  const warmupMs = performance.now() - w0;
   let best = Infinity;
   for (let r = 0; r < rounds; r++) {
     const profile = await gpu.profile(dispatches);
@@ -138,7 +151,7 @@ async function timeRun(gpu: Gpu, dispatches: Dispatch[], rounds: number): Promis
       best = Math.min(best, performance.now() - t0);
     }
   }
-  return best;
+  return { ms: best, warmupMs };
 }
 
 /** Max |a − b| / max |b|. */
@@ -147,24 +160,34 @@ function relDiff(a: Float32Array, b: Float32Array): number {
   let m = 0;
   for (let i = 0; i < b.length; i++) {
     const e = Math.abs(a[i] - b[i]);
-    d = e > d || Number.isNaN(e) ? (Number.isNaN(e) ? Infinity : e) : d;
+    d = Number.isNaN(e) ? Infinity : Math.max(d, e);
     m = Math.max(m, Math.abs(b[i]));
   }
   return d / Math.max(m, 1e-30);
 }
 
-/** Measures every candidate of one shape; null when the budget ran out before all were measured. */
+/** The time a pass may still spend. The default candidates' compilation and first run are not charged:
+ * the plans would compile the same pipelines (same shader and defines) at their first build anyway. */
+interface Budget {
+  deadline: number;
+  prepaidMs: number;
+}
+
+interface ShapeResult {
+  entry: TuneEntry;
+  skipped: number;
+}
+
+/**
+ * Measures the candidates of one shape in order, the default first. Returns null when not even the default
+ * and one other were measured before the deadline; a result with `partial` when some were not.
+ */
 async function tuneShape(
   gpu: Gpu,
   real: OpShape,
-  o: {
-    maxRows: number;
-    rounds: number;
-    deadline: number;
-    storage: "texture" | "buffer";
-    log?: (line: string) => void;
-  },
-): Promise<{ entry: TuneEntry; skipped: number } | null> {
+  budget: Budget,
+  o: { maxRows: number; rounds: number; storage: "texture" | "buffer"; log?: (line: string) => void },
+): Promise<ShapeResult | null> {
   const shape = capped(real, o.maxRows);
   const candidates = candidatesFor(gpu, real);
   const inputs = opInputs(gpu, shape, o.storage);
@@ -173,26 +196,29 @@ async function tuneShape(
   let best: Candidate | null = null;
   let bestMs = Infinity;
   let skipped = 0;
+  let timed = 0;
+  let partial = false;
   // Summation order only: f32 outputs agree to ~1e-6, f16 outputs to an f16 rounding step or two.
   const tol = shape.act === "f32" ? 1e-4 : 4e-3;
   try {
-    // A candidate starts only when one more of the default's cost (compile, warm-up, run, readback) still
-    // fits the budget, so a pass overruns it by little even where one candidate costs seconds.
-    let cost = 0;
     for (const c of candidates) {
-      if (performance.now() + cost > o.deadline) return null;
-      let dispatches: Dispatch[];
+      if (performance.now() > budget.deadline) {
+        partial = true;
+        break;
+      }
       const started = performance.now();
       try {
-        dispatches = await gpu.scoped(`autotune ${c.label}`, () => inputs.build(c));
+        const dispatches = await gpu.scoped(`autotune ${c.label}`, () => inputs.build(c));
         for (const d of dispatches) {
           if (await gpu.pipelines.failedToCompile(d.pipeline)) throw new Error("did not compile");
         }
-        const t = await timeRun(gpu, dispatches, o.rounds);
+        const buildMs = performance.now() - started;
+        const { ms: t, warmupMs } = await timeRun(gpu, dispatches, o.rounds);
         const got = await readTensor(gpu, inputs.out);
         if (reference === null) {
           reference = got;
-          cost = performance.now() - started;
+          budget.deadline += buildMs + warmupMs;
+          budget.prepaidMs += buildMs + warmupMs;
         } else {
           const diff = relDiff(got, reference);
           if (!(diff <= tol)) {
@@ -202,6 +228,7 @@ async function tuneShape(
           }
         }
         ms[c.label] = +t.toFixed(3);
+        timed++;
         o.log?.(
           `autotune ${opKey(real)}: ${c.label} ${t.toFixed(2)} ms (${
             (performance.now() - started).toFixed(0)
@@ -219,14 +246,19 @@ async function tuneShape(
   } finally {
     inputs.destroy();
   }
-  if (!best) return { entry: { pick: "default", choice: null, ms }, skipped };
-  return { entry: { pick: best.label, choice: best.tiling, ms }, skipped };
+  if (partial && timed < 2) return null;
+  const entry: TuneEntry = best
+    ? { pick: best.label, choice: best.tiling, ms }
+    : { pick: "default", choice: null, ms };
+  if (partial) entry.partial = true;
+  return { entry, skipped };
 }
 
 /**
- * Tunes `shapes` (a model's recorded ops) on `gpu` and installs the picks (tuning.ts), from the cache where
- * it has them. GEMM/conv shapes are not tuned when the tiling is forced, attention shapes when the attention
- * tiling is forced; nothing is when `tune=off` is forced.
+ * Tunes the shapes of `ops` (a model's recorded ops) on `gpu` and installs the picks (tuning.ts), from the
+ * cache where it has them. GEMM/conv shapes are not tuned when the tiling is forced, attention shapes when
+ * the attention tiling is forced; nothing is when `tune=off` is forced. A cached partial entry (the budget
+ * ran out inside its shape) applies its pick and is measured again, after every untuned shape.
  */
 export async function autotune(gpu: Gpu, ops: readonly TunedOp[], o: TuneOptions = {}): Promise<TuneSummary> {
   const t0 = performance.now();
@@ -238,6 +270,7 @@ export async function autotune(gpu: Gpu, ops: readonly TunedOp[], o: TuneOptions
     changed: 0,
     skipped: 0,
     ms: 0,
+    prepaidMs: 0,
     entries: {},
   };
   if (gpu.choices.tune === "off") return { ...summary, disabled: "tune=off" };
@@ -255,44 +288,67 @@ export async function autotune(gpu: Gpu, ops: readonly TunedOp[], o: TuneOptions
   const path = await tuneCachePath(key, o.cacheDir === undefined ? tuneCacheDir() : o.cacheDir);
   summary.cacheFile = path;
   const stored = await readTuneCache<TuneEntry>(path, key);
-  const cached = retune ? {} : stored;
   // Entries of shapes not in this model stay in the file (another size, another model on this adapter).
   const entries: Record<string, TuneEntry> = { ...stored };
   const storage = storageOf(gemmTiling(gpu).tiling.mode);
-  const deadline = t0 + budgetMs;
-  let fresh = 0;
-  for (const s of todo) {
-    const k = opKey(s);
-    let entry: TuneEntry | undefined = cached[k];
-    if (entry) summary.fromCache++;
-    else {
-      // Past the deadline no more inputs are even uploaded; cached shapes still apply.
-      const r = performance.now() < deadline
-        ? await tuneShape(gpu, s, { maxRows, rounds: software ? 1 : 3, deadline, storage, log: o.log })
-        : null;
-      if (!r) {
-        summary.untuned++;
-        continue;
-      }
-      entry = r.entry;
-      summary.skipped += r.skipped;
-      summary.measured++;
-      entries[k] = entry;
-      fresh++;
-      o.log?.(`autotune ${k}: ${entry.pick} (${JSON.stringify(entry.ms)})`);
-    }
+  const budget: Budget = { deadline: t0 + budgetMs, prepaidMs: 0 };
+  const apply = (s: OpShape, k: string, entry: TuneEntry) => {
     summary.entries[k] = entry;
-    const first = candidatesFor(gpu, s)[0];
-    if (entry.choice !== null && entry.pick !== first.label) {
+    if (entry.choice !== null && entry.pick !== candidatesFor(gpu, s)[0].label) {
       setTunedChoice(gpu, k, entry.choice);
       summary.changed++;
     }
+  };
+  let fresh = 0;
+  const measure = async (s: OpShape, k: string): Promise<TuneEntry | null> => {
+    // Past the deadline no more inputs are even uploaded.
+    if (performance.now() > budget.deadline) return null;
+    const r = await tuneShape(gpu, s, budget, { maxRows, rounds: software ? 1 : 3, storage, log: o.log });
+    if (!r) return null;
+    summary.skipped += r.skipped;
+    summary.measured++;
+    entries[k] = r.entry;
+    fresh++;
+    o.log?.(
+      `autotune ${k}: ${r.entry.pick}${r.entry.partial ? " (partial)" : ""} ${JSON.stringify(r.entry.ms)}`,
+    );
+    return r.entry;
+  };
+  const again: [OpShape, string][] = [];
+  for (const s of todo) {
+    const k = opKey(s);
+    const cached = retune ? undefined : stored[k];
+    if (cached && !cached.partial) {
+      summary.fromCache++;
+      apply(s, k, cached);
+      continue;
+    }
+    if (cached) again.push([s, k]);
+    const entry = cached ?? await measure(s, k);
+    if (entry) apply(s, k, entry);
+    else summary.untuned++;
+  }
+  for (const [s, k] of again) {
+    const old = summary.entries[k];
+    const entry = await measure(s, k);
+    if (!entry) {
+      summary.fromCache++;
+      continue;
+    }
+    if (entry.partial && Object.keys(entry.ms).length < Object.keys(old.ms).length) {
+      entries[k] = old; // the earlier start got further
+      continue;
+    }
+    if (old.choice !== null && old.pick !== candidatesFor(gpu, s)[0].label) summary.changed--;
+    setTunedChoice(gpu, k, undefined);
+    apply(s, k, entry);
   }
   if (fresh > 0) {
     const warning = await writeTuneCache(path, key, entries);
     if (warning) summary.warning = warning;
   }
   summary.ms = performance.now() - t0;
+  summary.prepaidMs = budget.prepaidMs;
   return summary;
 }
 

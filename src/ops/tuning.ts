@@ -104,10 +104,12 @@ export function tunedChoice<T>(gpu: Gpu, key: string): T | undefined {
   return tables.get(gpu)?.get(key) as T | undefined;
 }
 
+/** Installs (or, with undefined, removes) the tuned choice for a shape key. */
 export function setTunedChoice(gpu: Gpu, key: string, choice: unknown): void {
   let t = tables.get(gpu);
   if (!t) tables.set(gpu, t = new Map());
-  t.set(key, choice);
+  if (choice === undefined) t.delete(key);
+  else t.set(key, choice);
 }
 
 /** Every tuned choice on this Gpu (reports). */

@@ -31,7 +31,10 @@
 // Other adapters use gemm_shared below (mode "shared": classic workgroup-memory tiling from storage buffers,
 // which NVIDIA-class GPUs reward). Mode "buffer" runs the generated register-tile body on storage buffers
 // (no barriers; the fallback where workgroup memory is too small). Only lavapipe was available to measure:
-// the shared kernel's 64×64 block / 4×4-per-thread / K-tile 32 shape is the textbook choice, untuned here.
+// the shared kernel's 64×64 block / 4×4-per-thread / K-tile 32 shape is the textbook choice; the autotuner
+// (src/ops/autotune.ts) times it against other block heights, register tiles and split-K on the adapter in
+// use. SPLITK (texture or buffer operands, subgroups feature): one subgroup per tile, lanes split K and
+// subgroupAdd reduces; any path can be forced with SD_GPU_FORCE (src/gpu/choices.ts).
 
 //#if GEMM
 struct Params {

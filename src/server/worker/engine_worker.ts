@@ -177,6 +177,9 @@ function gpuInfoOf(gpu: Gpu): GpuInfo {
     adapterInfo: r.adapter,
     f16: r.f16,
     f16SelfTest: r.f16SelfTest,
+    subgroups: r.subgroups,
+    // The forced GPU choices (--gpu-choices / SD_GPU_FORCE), "" when none.
+    forced: r.forced,
     limits: r.limits,
   };
 }

@@ -4,6 +4,7 @@
 
 import { createApp } from "../server/app.ts";
 import { parseServeConfig, SERVE_USAGE } from "../server/config.ts";
+import { redisJobQueue } from "../server/queue/redis_queue.ts";
 import { serveApp } from "../server/serve.ts";
 import { WorkerEngineHost } from "../server/worker/host.ts";
 
@@ -13,9 +14,11 @@ export async function serveCommand(args: string[]): Promise<number> {
     return 0;
   }
   const config = parseServeConfig(args, Deno.env.toObject());
+  // A front end of a shared queue (--no-worker) runs nothing, so it loads no model and needs no GPU.
+  const frontEnd = config.redis?.worker === false;
   // The model loads and warms in the background; /healthz reports starting → loading {progress, stage} →
   // ready | failed, and recovering after a lost device.
-  const host = new WorkerEngineHost({
+  const host = frontEnd ? undefined : new WorkerEngineHost({
     model: config.model,
     tokenizerDir: config.tokenizer,
     disableF16: config.disableF16,
@@ -23,7 +26,11 @@ export async function serveCommand(args: string[]): Promise<number> {
     warmupGuidance: config.options.defaultGuidance,
     testHooks: config.testHooks,
   });
-  const sd = createApp({ host, options: { ...config.options, testHooks: config.testHooks } });
+  const sd = createApp({
+    host,
+    options: { ...config.options, testHooks: config.testHooks },
+    jobs: config.redis ? redisJobQueue(config.redis) : undefined,
+  });
   const handle = serveApp(sd, {
     hostname: config.hostname,
     port: config.port,
@@ -32,7 +39,13 @@ export async function serveCommand(args: string[]): Promise<number> {
     onListen: ({ hostname, port }) =>
       console.log(
         `listening on http://${hostname}:${port}` +
-          (config.model ? ` (loading ${config.model})` : " (no --model: generation answers 503)"),
+          (frontEnd
+            ? " (front end of the shared queue: takes no jobs)"
+            : config.model
+            ? ` (loading ${config.model})`
+            : config.redis
+            ? " (no --model: takes no jobs from the shared queue)"
+            : " (no --model: generation answers 503)"),
       ),
   });
   await handle.finished;

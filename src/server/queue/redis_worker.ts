@@ -54,6 +54,8 @@ export class RedisWorker {
   }
 
   start(): void {
+    // Connected now, so that it is ready when the engine is.
+    void this.conn.blocking;
     this.conn.onCancel((id) => {
       if (this.#running?.id === id) this.#cancelLocal(this.#running, "cancelled");
     });
@@ -84,7 +86,8 @@ export class RedisWorker {
 
   #ready(): boolean {
     const host = this.ctx.engineHost;
-    return this.conn.ready && host.status().status === "ready" && host.current !== undefined;
+    return this.conn.ready && this.conn.blocking.status === "ready" && host.status().status === "ready" &&
+      host.current !== undefined;
   }
 
   async #run(): Promise<void> {

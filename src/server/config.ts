@@ -47,7 +47,7 @@ export const SERVE_USAGE =
   --redis URL         REDIS_URL       share one queue between servers through Redis (redis://host:6379);
                                       every server with a model takes jobs, any server answers for any job
   --redis-prefix P    REDIS_PREFIX    key prefix in Redis (default sd): servers with one prefix share a queue
-  --no-worker         NO_WORKER=1     with --redis: take no jobs, load no model (a front end)
+  --no-worker         NO_WORKER       with --redis: take no jobs, load no model (a front end; NO_WORKER=1)
   --visibility-timeout S  VISIBILITY_TIMEOUT
                                       with --redis: seconds a running job's worker may stay silent before
                                       another worker takes the job over and reruns it (default 30)

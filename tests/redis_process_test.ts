@@ -108,6 +108,12 @@ Deno.test({
       }
       await watch;
       assertEquals(sawRunning, [true, true], "sd_jobs_running was 1 on each worker");
+      // A worker counts a job once its engine run has returned, a moment after the `done` event.
+      await until(
+        async () => (await metric(workers[0], COMPLETED)) + (await metric(workers[1], COMPLETED)) === 2,
+        5_000,
+        "counts",
+      );
       const completed = await Promise.all(workers.map((w) => metric(w, COMPLETED)));
       assertEquals(completed, [1, 1], "sd_jobs_total completed, per worker");
       assertEquals(await metric(front, COMPLETED), 0, "the front end ran none");
@@ -221,6 +227,11 @@ Deno.test({
         const job = await (await fetch(`${front.url}/v1/jobs/${id}`)).json();
         assertEquals([job.status, job.progress.step], ["succeeded", job.progress.steps], "GET");
         const k = workers.indexOf(survivor);
+        await until(
+          async () => (await metric(survivor, COMPLETED)) > before[k],
+          5_000,
+          "the survivor's count",
+        );
         assertEquals(await metric(survivor, COMPLETED), before[k] + 1, "the survivor completed it");
         assertEquals(await metric(survivor, "sd_jobs_requeued_total"), 1, "as a requeued job");
         await until(async () => (await health(front))[1].queue.workers === 1, 30_000, "one worker left");

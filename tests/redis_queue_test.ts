@@ -138,6 +138,7 @@ test("shared queue: a job submitted on the front end runs on one worker; every s
     assertEquals(logA[1].json.seed, 3, "seed");
     // It ran exactly once, on one worker.
     const runs = workers.flatMap((w) => w.fake!.runs);
+    await waitFor(() => runs[0]?.outcome !== "running", 2_000, "the engine run to return");
     assertEquals(runs.map((r) => r.outcome), ["done"], "engine runs");
 
     for (const s of all) {
@@ -176,6 +177,8 @@ test("shared queue: jobs spread over the idle workers, and each worker's metrics
       assertEquals((await collectSse(await events(front, job.id))).at(-1)?.event, "done", "done");
     }
     for (const w of workers) {
+      // Counted once the engine run has returned, a moment after `done`.
+      await waitFor(() => w.sd.metrics.jobs.completed === 1, 2_000, "the count");
       assertEquals(await metric(w, 'sd_jobs_total{outcome="completed"}'), 1, "one job on each worker");
       assertEquals(w.fake!.runs.length, 1, "one run on each worker");
     }
@@ -404,6 +407,7 @@ test("shared queue: a worker shutting down mid-job gives it back, and another wo
     const requeued = log.find((e) => e.event === "requeued");
     assertEquals(requeued?.json.reason, "the worker running it shut down", "requeued");
     assertEquals(log.filter((e) => e.event === "done").length, 1, "one done");
+    await waitFor(() => other.fake!.runs[0]?.outcome !== "running", 2_000, "the engine run to return");
     assertEquals(other.fake!.runs.map((r) => r.outcome), ["done"], "finished on the other worker");
   });
 });

@@ -222,7 +222,8 @@ class RedisJob implements JobHandle {
     const conn = this.queue.conn;
     const key = conn.keys.events(this.id);
     let id = afterId;
-    while (!signal?.aborted) {
+    // Ends with the job, with the client, or when this server closes its connections (shutdown).
+    while (!signal?.aborted && conn.health !== "closed") {
       const armed = conn.arm(this.id, POLL_MS, signal);
       try {
         let batch: [string, string[]][];

@@ -232,7 +232,9 @@ export class RedisWorker {
           console.error(`shared queue: appending to ${running.id} failed:`, errorText(e));
           return;
         }
-        if (this.#stopping && this.conn.health === "closed") return;
+        // Shutting down with Redis away: give up; the job's entry was never acknowledged, so another
+        // worker takes it over after the visibility timeout.
+        if (this.#stopping) return;
         await sleep(250);
       }
     }

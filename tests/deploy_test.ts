@@ -163,7 +163,7 @@ Deno.test("compose: Redis, GPU workers and a front end whose serve commands shar
   const redisHost = new URL(worker.redis!.url).hostname;
   assert(new RegExp(`\\n  ${redisHost}:\\n`).test(text), `a "${redisHost}" service`);
   assert(/--appendonly", "yes"/.test(text), "Redis persists its data");
-  const workers = [...text.matchAll(/\n  (worker-\d+):\n    <<: \*gpu-worker\n/g)].map((m) => m[1]);
+  const workers = [...text.matchAll(/\n {2}(worker-\d+):\n {4}<<: \*gpu-worker\n/g)].map((m) => m[1]);
   assertEquals(workers, ["worker-1", "worker-2"], "two workers");
   const devices = [...text.matchAll(/device_ids: \["(\d+)"\]/g)].map((m) => m[1]);
   assertEquals(devices, ["0", "1"], "one GPU each");

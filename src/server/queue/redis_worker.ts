@@ -112,7 +112,8 @@ export class RedisWorker {
           await this.conn.command.xgroup("CREATE", this.conn.keys.queue, GROUP, "0", "MKSTREAM").catch(
             () => {},
           );
-        } else if (this.conn.ready) {
+        } else if (this.conn.ready && this.conn.blocking.status === "ready") {
+          // (Errors while a connection is down are the reconnect's, logged once by the connection.)
           console.error("shared queue worker:", errorText(e));
         }
         await sleep(500);
@@ -167,6 +168,13 @@ export class RedisWorker {
     ) as [string, number?, string?];
     if (reply[0] !== "run") return;
     const attempt = String(reply[1]);
+    if (this.#stopping) {
+      // Taken just as this server began shutting down: another worker runs it.
+      await this.conn.script("sdRelease", id, entry, attempt, "the worker running it shut down").catch(
+        () => {},
+      );
+      return;
+    }
     if (reply[1]! > 1) this.ctx.metrics.jobRequeued();
     let local: Job;
     try {

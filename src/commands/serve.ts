@@ -4,6 +4,7 @@
 
 import { createApp } from "../server/app.ts";
 import { parseServeConfig, SERVE_USAGE } from "../server/config.ts";
+import { redisJobQueue } from "../server/queue/redis_queue.ts";
 import { serveApp } from "../server/serve.ts";
 import { WorkerEngineHost } from "../server/worker/host.ts";
 import { LoraLibrary } from "../models/lora/library.ts";
@@ -17,9 +18,11 @@ export async function serveCommand(args: string[]): Promise<number> {
   if (config.loraDir && !(await Deno.stat(config.loraDir).catch(() => null))?.isDirectory) {
     throw new Error(`--lora-dir ${config.loraDir} is not a folder`);
   }
+  // A front end of a shared queue (--no-worker) runs nothing, so it loads no model and needs no GPU.
+  const frontEnd = config.redis?.worker === false;
   // The model loads and warms in the background; /healthz reports starting → loading {progress, stage} →
   // ready | failed, and recovering after a lost device.
-  const host = new WorkerEngineHost({
+  const host = frontEnd ? undefined : new WorkerEngineHost({
     model: config.model,
     tokenizerDir: config.tokenizer,
     loraDir: config.loraDir,
@@ -33,7 +36,11 @@ export async function serveCommand(args: string[]): Promise<number> {
   });
   // The HTTP side validates LoRA names against the folder; the worker reads the files.
   const loras = config.loraDir ? new LoraLibrary(config.loraDir) : undefined;
-  const sd = createApp({ host, options: { ...config.options, loras, testHooks: config.testHooks } });
+  const sd = createApp({
+    host,
+    options: { ...config.options, loras, testHooks: config.testHooks },
+    jobs: config.redis ? redisJobQueue(config.redis) : undefined,
+  });
   const handle = serveApp(sd, {
     hostname: config.hostname,
     port: config.port,
@@ -42,8 +49,12 @@ export async function serveCommand(args: string[]): Promise<number> {
     onListen: ({ hostname, port }) =>
       console.log(
         `listening on http://${hostname}:${port}` +
-          (config.model
+          (frontEnd
+            ? " (front end of the shared queue: takes no jobs)"
+            : config.model
             ? ` (loading ${config.model}${config.taesd ? `, TAESD ${config.taesd}` : ""})`
+            : config.redis
+            ? " (no --model: takes no jobs from the shared queue)"
             : " (no --model: generation answers 503)"),
       ),
   });

@@ -26,6 +26,8 @@ import { bearerAuth } from "./middleware/auth.ts";
 import { clientSignal, countResponses } from "./middleware/request.ts";
 import { DEFAULT_SERVER_OPTIONS, type ServerOptions } from "./options.ts";
 import { GenerationQueue } from "./queue.ts";
+import { LocalJobQueue } from "./queue/local.ts";
+import type { JobQueue } from "./queue/types.ts";
 import { debugRoutes } from "./routes/debug.ts";
 import { editRoutes } from "./routes/edits.ts";
 import { jobRoutes } from "./routes/jobs.ts";
@@ -57,12 +59,26 @@ export interface CreateAppInit {
   /** Adapter report for /healthz with `engine`. */
   gpu?: Promise<GpuInfo>;
   options?: Partial<ServerOptions>;
+  /** A queue shared with other servers (queue/redis_queue.ts), built on this server's GPU queue, which then
+   * runs only what this server takes from it. Absent: the GPU queue is the queue. */
+  jobs?: (local: SharedQueueContext) => JobQueue;
+}
+
+/** What a shared queue gets to build on. */
+export interface SharedQueueContext {
+  queue: GenerationQueue;
+  engineHost: EngineHost;
+  metrics: Metrics;
+  options: ServerOptions;
 }
 
 export interface ServerApp {
   app: Hono<AppEnv>;
   fetch: (request: Request) => Response | Promise<Response>;
+  /** This server's GPU queue. */
   queue: GenerationQueue;
+  /** What the routes use: `queue`, or the shared queue. */
+  jobs: JobQueue;
   engineHost: EngineHost;
   metrics: Metrics;
   options: ServerOptions;
@@ -76,8 +92,9 @@ export function createApp(init: CreateAppInit = {}): ServerApp {
   const metrics = new Metrics();
   const engineHost = init.host ?? new LocalEngineHost({ engine: init.engine, gpu: init.gpu });
   const queue = new GenerationQueue(engineHost, options, metrics);
+  const jobs = init.jobs?.({ queue, engineHost, metrics, options }) ?? new LocalJobQueue(queue);
   engineHost.start();
-  const state: AppState = { queue, engineHost, metrics, options };
+  const state: AppState = { queue, jobs, engineHost, metrics, options };
 
   const app = new Hono<AppEnv>();
   app.use(countResponses(metrics), clientSignal());
@@ -106,11 +123,12 @@ export function createApp(init: CreateAppInit = {}): ServerApp {
     app,
     fetch: (request: Request) => app.fetch(request),
     queue,
+    jobs,
     engineHost,
     metrics,
     options,
     drain: async (graceMs) => {
-      await queue.drain(graceMs);
+      await jobs.drain(graceMs);
       await engineHost.close();
     },
   };

@@ -2,6 +2,7 @@
 
 import { parseArgs } from "node:util";
 import { DEFAULT_SERVER_OPTIONS, type ServerOptions } from "./options.ts";
+import type { RedisQueueOptions } from "./queue/redis_queue.ts";
 import type { WarmupSize } from "./worker/protocol.ts";
 import { type DecoderName, DECODERS } from "../pipeline/types.ts";
 import { findTaesdBeside } from "../models/taesd/load.ts";
@@ -30,6 +31,8 @@ export interface ServeConfig {
   testHooks: boolean;
   /** How long a running job may take to finish after SIGINT/SIGTERM before it is aborted. */
   shutdownGraceMs: number;
+  /** --redis URL: the queue shared with other servers (queue/redis_queue.ts); absent: this server's own. */
+  redis?: RedisQueueOptions;
   options: ServerOptions;
 }
 
@@ -61,6 +64,13 @@ export const SERVE_USAGE =
   --warmup LIST       WARMUP          more sizes to warm while loading, e.g. 512x512,768x768 (the default
                                       size is always warmed); "none" warms nothing
   --shutdown-grace S  SHUTDOWN_GRACE  seconds a running job may finish after SIGINT/SIGTERM (default 30)
+  --redis URL         REDIS_URL       share one queue between servers through Redis (redis://host:6379);
+                                      every server with a model takes jobs, any server answers for any job
+  --redis-prefix P    REDIS_PREFIX    key prefix in Redis (default sd): servers with one prefix share a queue
+  --no-worker         NO_WORKER       with --redis: take no jobs, load no model (a front end; NO_WORKER=1)
+  --visibility-timeout S  VISIBILITY_TIMEOUT
+                                      with --redis: seconds a running job's worker may stay silent before
+                                      another worker takes the job over and reruns it (default 30)
   --no-f16                            force the f32 shader path`;
 
 type Env = Record<string, string | undefined>;
@@ -89,6 +99,10 @@ export function parseServeConfig(args: string[], env: Env): ServeConfig {
       "shutdown-grace": { type: "string" },
       warmup: { type: "string" },
       "no-f16": { type: "boolean" },
+      redis: { type: "string" },
+      "redis-prefix": { type: "string" },
+      "no-worker": { type: "boolean" },
+      "visibility-timeout": { type: "string" },
     },
   });
   const pick = (flag: keyof typeof values, name: string) => {
@@ -122,6 +136,12 @@ export function parseServeConfig(args: string[], env: Env): ServeConfig {
   }
   const model = pick("model", "MODEL")?.v;
   const { taesd, decoder } = parseTaesd(pick("taesd", "TAESD"), pick("decoder", "DECODER"), model);
+  const redisUrl = pick("redis", "REDIS_URL")?.v;
+  const noWorker = values["no-worker"] ?? env.NO_WORKER === "1";
+  if (noWorker && !redisUrl) throw new Error("--no-worker needs --redis URL (a front end of a shared queue)");
+  if (redisUrl && !/^rediss?:\/\//.test(redisUrl)) {
+    throw new Error(`--redis must be a redis:// or rediss:// URL, got "${redisUrl}"`);
+  }
   return {
     hostname: pick("host", "HOST")?.v ?? "127.0.0.1",
     port: int("port", "PORT", 8000, 0, 65535),
@@ -135,6 +155,14 @@ export function parseServeConfig(args: string[], env: Env): ServeConfig {
     warmup,
     testHooks: env.SD_WEBGPU_TEST_HOOKS === "1",
     shutdownGraceMs: int("shutdown-grace", "SHUTDOWN_GRACE", 30, 0, 3600) * 1000,
+    redis: redisUrl
+      ? {
+        url: redisUrl,
+        prefix: pick("redis-prefix", "REDIS_PREFIX")?.v ?? "sd",
+        worker: !noWorker,
+        visibilityMs: int("visibility-timeout", "VISIBILITY_TIMEOUT", 30, 1, 3600) * 1000,
+      }
+      : undefined,
     options: {
       ...d,
       maxQueued: int("queue-length", "QUEUE_LENGTH", d.maxQueued, 0, 10_000),

@@ -42,8 +42,17 @@ export interface JobErrorEvent {
   param?: string;
 }
 
+/** Shared queue only (queue/redis_*.ts): the worker running the job went away, and another one took it and
+ * runs it from the start (its `started`, `progress`, … follow again). */
+export interface RequeuedEvent {
+  type: "requeued";
+  /** Which run this is (2 for the first rerun). */
+  attempt: number;
+  reason: string;
+}
+
 /** The engine's events, passed through unchanged, plus the queue's own. Ends with `done` or `error`. */
-export type JobEvent = QueuedEvent | GenerationEvent | JobErrorEvent;
+export type JobEvent = QueuedEvent | GenerationEvent | JobErrorEvent | RequeuedEvent;
 
 /** Too many waiting jobs: the server answers 429 with Retry-After. */
 export class QueueFullError extends Error {

@@ -10,7 +10,7 @@ import { validate } from "../middleware/validate.ts";
 import { JOB_ERROR_STATUS } from "../queue.ts";
 import { type OpenAIRequest, openAISchema } from "../schemas.ts";
 import { sseResponse } from "../sse.ts";
-import { cancelOnAbort, submitJobs } from "./submit.ts";
+import { cancelAll, cancelOnAbort, submitJobs } from "./submit.ts";
 
 export function openAIRoutes(state: AppState): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
@@ -33,14 +33,14 @@ export type ImageEventPrefix = "image_generation" | "image_edit";
 /** Queues the request's n jobs and answers as OpenAI does: JSON once all are done, or SSE with `stream`. */
 export function answerImages(
   c: Context<AppEnv>,
-  { queue, options }: AppState,
+  { jobs: queue, options }: AppState,
   parsed: OpenAIRequest,
   prefix: ImageEventPrefix,
 ): Response | Promise<Response> {
   return parsed.stream ? streamed() : whole();
 
   async function whole(): Promise<Response> {
-    const jobs = submitJobs(queue, requestsOf(parsed));
+    const jobs = await submitJobs(queue, requestsOf(parsed), "connection");
     if (jobs instanceof Response) return jobs;
     const release = cancelOnAbort(c.get("clientSignal"), jobs);
     try {
@@ -48,7 +48,7 @@ export function answerImages(
       for (const job of jobs) {
         for await (const { event: ev } of job.events()) {
           if (ev.type === "error") {
-            jobs.forEach((j) => j.cancel());
+            cancelAll(jobs);
             return jobErrorResponse(ev);
           }
           if (ev.type === "done") data.push({ b64_json: ev.image.toBase64() });
@@ -68,8 +68,8 @@ export function answerImages(
     }
   }
 
-  function streamed(): Response {
-    const jobs = submitJobs(queue, requestsOf(parsed));
+  async function streamed(): Promise<Response> {
+    const jobs = await submitJobs(queue, requestsOf(parsed), "connection");
     if (jobs instanceof Response) return jobs;
     const common = {
       size: parsed.size,
@@ -102,7 +102,7 @@ export function answerImages(
                 usage: usage(parsed, 1),
               });
             } else if (ev.type === "error") {
-              jobs.forEach((j) => j.cancel());
+              cancelAll(jobs);
               // OpenAI's client raises an APIError for an `error` event.
               send({
                 event: "error",

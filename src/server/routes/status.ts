@@ -7,27 +7,33 @@ import type { Engine } from "../../pipeline/types.ts";
 import type { AppEnv, AppState } from "../context.ts";
 import { methodNotAllowed } from "../errors.ts";
 
-export function statusRoutes({ engineHost, queue, metrics }: AppState): Hono<AppEnv> {
+export function statusRoutes({ engineHost, queue, jobs, metrics }: AppState): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
-  app.get("/healthz", (c) => {
+  app.get("/healthz", async (c) => {
     const state = engineHost.status();
     const gpu = engineHost.gpuInfo();
-    const queueInfo = { queued: queue.waiting, running: queue.running ? 1 : 0 };
-    if (state.status !== "ready") return c.json({ ...state, queue: queueInfo }, 503);
+    // With a shared queue: its numbers (every server's), and the connection to it (`redis`: ok or not).
+    const queueInfo = await jobs.stats();
+    const shared = jobs.health();
+    if (state.status !== "ready") return c.json({ ...state, ...shared.fields, queue: queueInfo }, 503);
     return c.json({
       status: "ready",
       model: state.model,
       ...(gpu ?? {}),
-      ...(state.model === null ? { note: "no model configured (--model DIR): generation answers 503" } : {}),
+      ...(state.model === null && !jobs.shared
+        ? { note: "no model configured (--model DIR): generation answers 503" }
+        : {}),
+      ...shared.fields,
       queue: queueInfo,
-    });
+    }, shared.ok ? 200 : 503);
   });
 
-  app.get("/metrics", (c) => {
+  app.get("/metrics", async (c) => {
     const engine = engineHost.current;
     const body = metrics.render({
-      queueLength: queue.waiting,
+      // The shared queue's length where there is one; running is always this server's own GPU.
+      queueLength: jobs.shared ? (await jobs.stats()).queued : queue.waiting,
       running: queue.running ? 1 : 0,
       gpuBytes: engine ? safeGpuBytes(engine) : 0,
       modelReady: engine !== undefined,

@@ -41,7 +41,20 @@ export interface GenerateRequest {
   previewFormat?: ImageFormat;
   outputFormat?: ImageFormat;
   longPrompt?: "chunk" | "truncate";
+  /** Images from this one request, run as one UNet batch where memory allows (default 1). */
+  numImages?: number;
+  /** How a batch draws its noise (default "diffusers"); see SeedMode. */
+  seedMode?: SeedMode;
 }
+
+/**
+ * "diffusers": one generator seeded with `seed` makes every random draw of the whole batch, each draw taken
+ * at once for all images (the initial latents are one `randn([N, 4, h, w])`), as diffusers'
+ * `num_images_per_prompt` does. "per-image": image i has its own generator seeded with `seed + i` and is
+ * the image a single-image run with that seed gives (A1111's batches, OpenAI's `n`).
+ */
+export type SeedMode = "diffusers" | "per-image";
+export const SEED_MODES: readonly SeedMode[] = ["diffusers", "per-image"];
 
 export interface GenerationTimings {
   totalMs: number;
@@ -61,6 +74,8 @@ export interface StartedEvent {
   steps: number;
   width: number;
   height: number;
+  /** Only for a batch (more than one image). */
+  numImages?: number;
 }
 
 /** `step` counts denoising steps finished (1..steps); `etaMs` extrapolates the mean step time so far. */
@@ -72,7 +87,7 @@ export interface ProgressEvent {
   etaMs: number;
 }
 
-/** A partly denoised image after `step` steps. */
+/** A partly denoised image after `step` steps (of a batch: its first image). */
 export interface PreviewEvent {
   type: "preview";
   step: number;
@@ -84,7 +99,12 @@ export interface PreviewEvent {
 
 export interface DoneEvent {
   type: "done";
+  /** The image; of a batch, the first one (on the wire a batch answer carries `images` instead). */
   image: Uint8Array;
+  /** A batch's images in batch order (only when more than one was asked for; `images[0]` is `image`). */
+  images?: Uint8Array[];
+  /** A batch's seeds, one per image: `seed + i` in "per-image" mode, `seed` repeated in "diffusers" mode. */
+  seeds?: number[];
   mime: string;
   seed: number;
   width: number;

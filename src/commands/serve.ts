@@ -6,21 +6,37 @@ import { createApp } from "../server/app.ts";
 import { parseServeConfig, SERVE_USAGE } from "../server/config.ts";
 import { serveApp } from "../server/serve.ts";
 import { WorkerEngineHost } from "../server/worker/host.ts";
+import { chooseDefaultModel } from "../weights/download/index.ts";
 
 export async function serveCommand(args: string[]): Promise<number> {
   if (args.includes("--help") || args.includes("-h")) {
     console.log(SERVE_USAGE);
     return 0;
   }
-  const config = parseServeConfig(args, Deno.env.toObject());
-  // The model loads and warms in the background; /healthz reports starting → loading {progress, stage} →
-  // ready | failed, and recovering after a lost device.
+  const env = Deno.env.toObject();
+  const config = parseServeConfig(args, env);
+  // Without --model: weights/sd-turbo, downloaded there first by the engine worker when missing (the HTTP
+  // thread serves /healthz meanwhile: downloading {bytes, total_bytes, progress}).
+  const choice = config.noModel
+    ? undefined
+    : config.model !== undefined
+    ? { kind: "path" as const, path: config.model }
+    : await chooseDefaultModel(config.weightsDir);
+  const download = choice?.kind === "download"
+    ? { model: choice.model, dir: choice.dir, endpoint: env.HF_ENDPOINT, token: env.HF_TOKEN || undefined }
+    : undefined;
+  // The model loads and warms in the background; /healthz reports starting → (downloading →) loading
+  // {progress, stage} → ready | failed, and recovering after a lost device.
   const host = new WorkerEngineHost({
-    model: config.model,
+    model: choice?.path,
+    download,
     tokenizerDir: config.tokenizer,
     disableF16: config.disableF16,
+    warmupDefault: config.warmupDefault,
     warmup: config.warmup,
-    warmupGuidance: config.options.defaultGuidance,
+    defaultSize: config.options.defaultSize,
+    defaultGuidance: config.options.defaultGuidance,
+    batchBudgetBytes: config.batchBudgetBytes,
     testHooks: config.testHooks,
   });
   const sd = createApp({ host, options: { ...config.options, testHooks: config.testHooks } });
@@ -32,7 +48,11 @@ export async function serveCommand(args: string[]): Promise<number> {
     onListen: ({ hostname, port }) =>
       console.log(
         `listening on http://${hostname}:${port}` +
-          (config.model ? ` (loading ${config.model})` : " (no --model: generation answers 503)"),
+          (!choice
+            ? " (--no-model: generation answers 503)"
+            : download
+            ? ` (no --model: fetching ${choice.path} if needed, then loading it; progress in /healthz)`
+            : ` (loading ${choice.path})`),
       ),
   });
   await handle.finished;

@@ -18,6 +18,7 @@ import { ClipTokenizer } from "../text/tokenizer.ts";
 import { bundledClipTokenizer } from "../text/default_tokenizer.ts";
 import { StableDiffusionPipeline } from "./pipeline.ts";
 import type { SamplerName } from "./types.ts";
+import { readModelDefaults } from "./defaults.ts";
 import type { SchedulerConfig } from "../schedulers/common.ts";
 
 export interface LoadOptions extends OpenModelOptions {
@@ -27,6 +28,8 @@ export interface LoadOptions extends OpenModelOptions {
   tokenizerDir?: string;
   /** Called as weights upload: fraction in [0, 1]. */
   onProgress?: (fraction: number, what: string) => void;
+  /** Activation budget of one batched UNet evaluation (pipeline/batch.ts). */
+  batchBudgetBytes?: number;
 }
 
 /** diffusers scheduler class → our sampler name (the folder's default sampler). */
@@ -99,6 +102,12 @@ export async function loadPipeline(
     before += counts[1];
     const vaeWeights = await loadWeights(gpu, model.vae!, progress("vae"));
     const name = path.replace(/\/+$/, "").split("/").pop() ?? path;
+    const defaultSampler = defaultSamplerOf(model.scheduler);
+    const defaults = await readModelDefaults(path, {
+      sampleSize: model.unet!.config.sample_size ?? undefined,
+      vaeLevels: model.vae!.config.block_out_channels.length,
+      defaultSampler,
+    });
     return new StableDiffusionPipeline({
       gpu,
       name,
@@ -107,7 +116,9 @@ export async function loadPipeline(
       unet: new UNet(gpu, model.unet!.config, unetWeights, act),
       vae: new Vae(gpu, model.vae!.config, vaeWeights, act),
       schedulerConfig: { ...model.scheduler, prediction_type: model.predictionType } as SchedulerConfig,
-      defaultSampler: defaultSamplerOf(model.scheduler),
+      defaultSampler: defaults.sampler ?? defaultSampler,
+      defaults,
+      batchBudgetBytes: options.batchBudgetBytes,
     });
   } finally {
     model.close();

@@ -23,6 +23,7 @@ import {
   resizeRgb,
   rgbToNchw,
 } from "../image/convert.ts";
+import type { ModelDefaults } from "./defaults.ts";
 import { checkInpaintRequest, inpaintingStart, type LoopStart, type UNetKind, unetKind } from "./inpaint.ts";
 import {
   BatchRandom,
@@ -55,6 +56,8 @@ export interface PipelineParts {
   defaultSampler: SamplerName;
   /** Activation budget of one batched UNet evaluation (batch.ts); default DEFAULT_BATCH_BUDGET_BYTES. */
   batchBudgetBytes?: number;
+  /** The model's defaults for what a request leaves out (defaults.ts). */
+  defaults?: ModelDefaults;
 }
 
 /** Runs the tasks one after another (GPU work and generator draws must keep their order). */
@@ -79,12 +82,14 @@ export function sizeMultiple(unet: UNet): number {
 export class StableDiffusionPipeline implements Engine {
   readonly modelName: string;
   readonly defaultSampler: SamplerName;
+  readonly defaults?: ModelDefaults;
   /** "inpainting" for a 9-channel UNet (every request needs image and mask); throws for other widths. */
   readonly unetKind: UNetKind;
 
   constructor(readonly parts: PipelineParts) {
     this.modelName = parts.name;
     this.defaultSampler = parts.defaultSampler;
+    this.defaults = parts.defaults;
     this.unetKind = unetKind(parts.unet.config.in_channels, parts.vae.config.latent_channels);
   }
 

@@ -4,8 +4,9 @@
 import type { ImageFormat } from "../image/codec.ts";
 import type { MaskChannel } from "../image/mask.ts";
 import type { SamplerName } from "../schedulers/names.ts";
+import type { ModelDefaults } from "./defaults.ts";
 
-export type { ImageFormat, MaskChannel, SamplerName };
+export type { ImageFormat, MaskChannel, ModelDefaults, SamplerName };
 export { SAMPLER_NAMES } from "../schedulers/names.ts";
 
 export interface GenerateRequest {
@@ -132,6 +133,8 @@ export interface Engine {
   /** The loaded model's name (e.g. the folder name). */
   readonly modelName: string;
   readonly defaultSampler: SamplerName;
+  /** The model's defaults for fields a request leaves out (pipeline/defaults.ts); absent: the server's. */
+  readonly defaults?: ModelDefaults;
   /** Runs one generation; aborting the signal stops it within a fraction of a step (the iterator then throws
    * an AbortError). */
   generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<GenerationEvent>;

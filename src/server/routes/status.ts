@@ -1,13 +1,18 @@
 // The server's state: GET /healthz (open), GET /metrics (Prometheus text), GET /v1/models (OpenAI list).
 //
-//   /healthz  starting | loading {progress} | ready {model, adapter, f16} | failed {reason}, with the queue
+//   /healthz  starting | downloading {progress, bytes, totalBytes, file} | loading {progress, stage} |
+//             ready {model, adapter, f16, defaults} | recovering | failed {reason}, with the queue
 
 import { Hono } from "hono";
 import type { Engine } from "../../pipeline/types.ts";
 import type { AppEnv, AppState } from "../context.ts";
 import { methodNotAllowed } from "../errors.ts";
+import { defaultsJson, effectiveDefaults } from "../defaults.ts";
 
-export function statusRoutes({ engineHost, queue, metrics }: AppState): Hono<AppEnv> {
+export function statusRoutes({ engineHost, queue, metrics, options }: AppState): Hono<AppEnv> {
+  /** What a request leaving out size, steps, guidance or sampler gets (the model's under the server's). */
+  const defaults = (engine: Engine) => defaultsJson(effectiveDefaults(engine.defaults, options));
+
   const app = new Hono<AppEnv>();
 
   app.get("/healthz", (c) => {
@@ -15,11 +20,15 @@ export function statusRoutes({ engineHost, queue, metrics }: AppState): Hono<App
     const gpu = engineHost.gpuInfo();
     const queueInfo = { queued: queue.waiting, running: queue.running ? 1 : 0 };
     if (state.status !== "ready") return c.json({ ...state, queue: queueInfo }, 503);
+    const engine = engineHost.current;
     return c.json({
       status: "ready",
       model: state.model,
       ...(gpu ?? {}),
-      ...(state.model === null ? { note: "no model configured (--model DIR): generation answers 503" } : {}),
+      ...(engine ? { defaults: defaults(engine) } : {}),
+      ...(state.model === null
+        ? { note: "no model (--no-model): generation answers 503; start with --model DIR" }
+        : {}),
       queue: queueInfo,
     });
   });
@@ -42,7 +51,15 @@ export function statusRoutes({ engineHost, queue, metrics }: AppState): Hono<App
     const created = Math.floor(startedAt / 1000);
     return c.json({
       object: "list",
-      data: engine ? [{ id: engine.modelName, object: "model", created, owned_by: "sd-webgpu" }] : [],
+      data: engine
+        ? [{
+          id: engine.modelName,
+          object: "model",
+          created,
+          owned_by: "sd-webgpu",
+          defaults: defaults(engine),
+        }]
+        : [],
     });
   });
 

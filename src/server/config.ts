@@ -36,8 +36,9 @@ export const SERVE_USAGE =
   `serve [flags]                          HTTP server (web page, native and OpenAI-compatible API)
   --host H            HOST            listen address (default 127.0.0.1)
   --port N            PORT            listen port (default 8000)
-  --model PATH        SD_MODEL        diffusers folder or single-file .safetensors checkpoint (MODEL works
-                                      too); without it: weights/sd-turbo, downloaded there first if absent
+  --model PATH        SD_MODEL        diffusers folder or single-file .safetensors checkpoint (also read
+                                      from MODEL as before); without it: weights/sd-turbo, downloaded there
+                                      first if absent
   --no-model                          serve without a model (generation answers 503)
   --weights-dir DIR   WEIGHTS_DIR     where the default model is looked for and downloaded (default weights)
   --tokenizer DIR     TOKENIZER       tokenizer folder for single-file checkpoints

@@ -10,29 +10,14 @@ import type { UNet } from "../models/unet/unet.ts";
 import type { Vae } from "../models/vae/vae.ts";
 import { nchwToNhwc, nhwcToNchw } from "../util/host_tensor.ts";
 import type { TorchGenerator } from "../schedulers/rng.ts";
-import { createScheduler, img2imgSchedule } from "../schedulers/index.ts";
+import { createScheduler } from "../schedulers/index.ts";
 import type { NoiseSource, Scheduler, SchedulerConfig } from "../schedulers/common.ts";
 import type { ClipTokenizer } from "../text/tokenizer.ts";
-import {
-  a1111Parameters,
-  decodedToRgb,
-  decodeImage,
-  encodeImage,
-  latentPreview,
-  mimeOf,
-  resizeRgb,
-  rgbToNchw,
-} from "../image/convert.ts";
+import { a1111Parameters, decodedToRgb, encodeImage, latentPreview, mimeOf } from "../image/convert.ts";
 import type { ModelDefaults } from "./defaults.ts";
-import { checkInpaintRequest, inpaintingStart, type LoopStart, type UNetKind, unetKind } from "./inpaint.ts";
-import {
-  BatchRandom,
-  combineStarts,
-  DEFAULT_BATCH_BUDGET_BYTES,
-  imagesPerCall,
-  repeat,
-  splitBatch,
-} from "./batch.ts";
+import { checkInpaintRequest, type UNetKind, unetKind } from "./inpaint.ts";
+import { BatchRandom, DEFAULT_BATCH_BUDGET_BYTES, imagesPerCall, splitBatch } from "./batch.ts";
+import { batchStart } from "./start.ts";
 import {
   type Engine,
   type GenerateRequest,
@@ -58,13 +43,6 @@ export interface PipelineParts {
   batchBudgetBytes?: number;
   /** The model's defaults for what a request leaves out (defaults.ts). */
   defaults?: ModelDefaults;
-}
-
-/** Runs the tasks one after another (GPU work and generator draws must keep their order). */
-async function sequential<T>(tasks: (() => Promise<T>)[]): Promise<T[]> {
-  const out: T[] = [];
-  for (const task of tasks) out.push(await task());
-  return out;
 }
 
 export class AbortError extends Error {
@@ -184,11 +162,7 @@ export class StableDiffusionPipeline implements Engine {
     // Initial latents of every image: txt2img noise, the encoded and noised init image (img2img), or
     // inpainting's start with its per-step additions (inpaint.ts); per-image seeds start each image from its
     // own generator (batch.ts).
-    const start = random.mode === "per-image" && count > 1
-      ? combineStarts(
-        await sequential(random.generators.map((g) => () => this.loopStart(req, scheduler, g, 1))),
-      )
-      : await this.loopStart(req, scheduler, random.generators[0], count);
+    const start = await batchStart(this, this.unetKind, req, scheduler, random);
     let latents = start.latents;
     const startIndex = start.startIndex;
 
@@ -295,44 +269,6 @@ export class StableDiffusionPipeline implements Engine {
     for (const k of new Set(splitBatch(count, perCall))) {
       if (k > 1) unet.dropPlan(rowsPerImage * k, h, w, t);
     }
-  }
-
-  /**
-   * Where the loop starts for `count` images drawn from `generator` (diffusers' `num_images_per_prompt`):
-   * txt2img noise, the encoded and noised init image (img2img), or inpainting's start (inpaint.ts).
-   */
-  private async loopStart(
-    req: GenerateRequest,
-    scheduler: Scheduler,
-    generator: TorchGenerator,
-    count: number,
-  ): Promise<LoopStart> {
-    const { vae } = this.parts;
-    const shape = [count, vae.config.latent_channels, req.height / 8, req.width / 8];
-    if (req.mask || req.maskAll) {
-      return await inpaintingStart(this, this.unetKind, req, scheduler, generator, count);
-    }
-    if (req.initImage) {
-      let img;
-      try {
-        img = decodeImage(req.initImage);
-      } catch (e) {
-        throw new RequestError("image", `cannot decode the init image: ${(e as Error).message}`);
-      }
-      const clean = await this.encodeLatents(
-        rgbToNchw(resizeRgb(img, req.width, req.height)),
-        req.height,
-        req.width,
-        generator,
-      );
-      const { startIndex } = img2imgSchedule(scheduler, req.steps, req.strength!);
-      return {
-        latents: scheduler.addNoise(repeat(clean, count), generator.randn(shape), startIndex),
-        startIndex,
-      };
-    }
-    const noise = generator.randn(shape);
-    return { latents: noise.map((v) => Math.fround(v * scheduler.initNoiseSigma)), startIndex: 0 };
   }
 
   /**

@@ -1,7 +1,10 @@
-// `deno task bench:models [--weights DIR] [--skip-64] [--profile]`: full-size SD 1.5 (synthetic weights,
-// written to weights/synth-sd15 on first use) — CLIP on 2×77 tokens, one batch-2 UNet eval at 32×32 and
-// 64×64 latents, VAE decode to 256² and 512², the cheap preview's cost — in seconds and effective GFLOP/s
-// next to numpy's float32 matmul GFLOP/s measured in the same run.
+// `deno task bench:models [--weights DIR] [--taesd DIR] [--skip-64] [--skip-vae-512] [--skip-lora] [--profile]`:
+// full-size SD 1.5 (synthetic weights, written to weights/synth-sd15 on first use) — CLIP on 2×77 tokens, one
+// batch-2 UNet eval at 32×32 and 64×64 latents, VAE decode to 256² and 512², the cheap preview's cost, TAESD
+// (synthetic weights of the real shapes, weights/synth-taesd): a preview and a full decode to 256² and 512²,
+// each as a share of the UNet step of that size, and switching LoRA sets (bench/lora_switch.ts) against one
+// 256² UNet eval — in seconds and effective GFLOP/s next to numpy's float32 matmul GFLOP/s measured in the same
+// run.
 //
 // --profile adds a per-kernel-family breakdown of the 32×32 UNet eval from GPU timestamps, which separates
 // GEMM time from norms/elementwise/attention time and per-dispatch overhead.
@@ -10,18 +13,23 @@ import { parseArgs } from "node:util";
 import { Gpu } from "../src/gpu/device.ts";
 import { loadPipeline } from "../src/pipeline/load.ts";
 import { synthWeightsMain } from "../src/commands/synth_weights.ts";
-import { clipFlops, unetFlops, vaeDecodeFlops } from "../src/models/flops.ts";
+import { clipFlops, taesdDecodeFlops, unetFlops, vaeDecodeFlops } from "../src/models/flops.ts";
+import { loadTaesd } from "../src/models/taesd/load.ts";
+import { previewLatentSize, taesdPreview } from "../src/pipeline/taesd.ts";
 import { encodeImage, latentPreview } from "../src/image/convert.ts";
 import { numpyMatmulGflops } from "./numpy.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
 import { linear } from "../src/ops/linear.ts";
+import { loraSwitchBench } from "./lora_switch.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: {
     weights: { type: "string", default: "weights/synth-sd15" },
+    taesd: { type: "string", default: "weights/synth-taesd" },
     "skip-64": { type: "boolean" },
     "skip-vae-512": { type: "boolean" },
+    "skip-lora": { type: "boolean" },
     profile: { type: "boolean" },
     precision: { type: "string" },
   },
@@ -32,6 +40,15 @@ try {
 } catch {
   console.log(`writing synthetic SD 1.5 weights to ${dir} ...`);
   const code = await synthWeightsMain(["--model", "sd15", "--out", dir]);
+  if (code !== 0) Deno.exit(code);
+}
+
+const taesdDir = values.taesd!;
+try {
+  await Deno.stat(`${taesdDir}/config.json`);
+} catch {
+  console.log(`writing synthetic TAESD weights to ${taesdDir} ...`);
+  const code = await synthWeightsMain(["--model", "taesd", "--out", taesdDir]);
   if (code !== 0) Deno.exit(code);
 }
 
@@ -79,12 +96,15 @@ async function time(run: () => void): Promise<number> {
 // UNet batch 2
 const unetSizes = values["skip-64"] ? [32] : [32, 64];
 let unet32Seconds = 0;
+/** Seconds of one batch-2 UNet eval by latent size: the step TAESD's costs are shares of. */
+const unetSeconds = new Map<number, number>();
 for (const s of unetSizes) {
   const p = unet.plan(2, s, s, 77);
   gpu.device.queue.writeBuffer(p.timestep.buffer, 0, new Float32Array([500, 500]));
   if (s === 32) await time(() => p.plan.run("unet warm-up"));
   const seconds = await time(() => p.plan.run("unet"));
   if (s === 32) unet32Seconds = seconds;
+  unetSeconds.set(s, seconds);
   rows.push({
     what: `UNet eval, batch 2, ${s}×${s} latent (${s * 8}² image)`,
     seconds,
@@ -97,6 +117,9 @@ for (const s of unetSizes) {
   );
   unet.dropPlans();
 }
+
+// LoRA set switches, against the 256² UNet eval just measured.
+if (!values["skip-lora"]) await loraSwitchBench(gpu, pipe, unet32Seconds);
 
 // VAE decode
 for (const s of values["skip-vae-512"] ? [32] : [32, 64]) {
@@ -126,6 +149,39 @@ for (const s of values["skip-vae-512"] ? [32] : [32, 64]) {
       (100 * ms / 1000 / stepRow.seconds).toFixed(3)
     } % of a step (${stepRow.what})`,
   );
+}
+
+// TAESD at 32×32 and 64×64 latents: a preview as the pipeline makes it (2×2-pooled latents decoded, read
+// back, JPEG-encoded) and a full decode (--decoder taesd, GPU time), as shares of the UNet step of that size.
+{
+  const taesd = await loadTaesd(gpu, taesdDir, precision);
+  for (const s of values["skip-64"] ? [32] : [32, 64]) {
+    const latents = new Float32Array(4 * s * s).map((_, i) => 2 * Math.sin(i));
+    const preview = async () => encodeImage(await taesdPreview(gpu, taesd, latents, s, s), "jpeg");
+    await preview(); // builds the plan, compiles the kernels
+    const t0 = performance.now();
+    await preview();
+    const previewSeconds = (performance.now() - t0) / 1000;
+    const full = taesd.decodePlan(s, s);
+    await time(() => full.plan.run("taesd warm-up"));
+    const fullSeconds = await time(() => full.plan.run("taesd"));
+    const [ph, pw] = previewLatentSize(s, s);
+    rows.push({
+      what: `TAESD decode to ${s * 8}² (--decoder taesd)`,
+      seconds: fullSeconds,
+      gflop: taesdDecodeFlops(taesd.config, s, s) / 1e9,
+    });
+    const step = unetSeconds.get(s);
+    const share = (x: number) => step ? `${(100 * x / step).toFixed(2)} %` : "n/a (no UNet row at this size)";
+    console.log(
+      `TAESD preview for ${s * 8}² (${ph}×${pw} latent → ${ph * 8}×${pw * 8} JPEG, ${
+        (taesdDecodeFlops(taesd.config, ph, pw) / 1e9).toFixed(1)
+      } GFLOP): ${(previewSeconds * 1000).toFixed(0)} ms = ${share(previewSeconds)} of a UNet step; ` +
+        `full decode ${(fullSeconds * 1000).toFixed(0)} ms = ${share(fullSeconds)}`,
+    );
+    taesd.dropPlans();
+  }
+  taesd.weights.destroy();
 }
 
 // The op set's own matmul on the same adapter and precision, in this run: the UNet's effective rate is

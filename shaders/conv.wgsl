@@ -38,7 +38,7 @@ struct Params {
   outScale: f32, // 1 / output_scale_factor
   oy0: u32,      // global output row of this dispatch's first row (row bands; else 0)
   xTex0: u32,    // global input texel at which the x operand starts (row bands; else 0)
-  _pad0: u32,
+  outShift: f32, // added after outScale
   _pad1: u32,
 }
 
@@ -56,6 +56,22 @@ fn finish(batch: u32, col: u32, a: f32) -> f32 {
   return v;
 }
 
+// Output scale and shift, then the fused ReLU (TAESD).
+fn post1(v: f32) -> f32 {
+//#if RELU
+  return max(v * p.outScale + p.outShift, 0.0);
+//#else
+  return v * p.outScale + p.outShift;
+//#endif
+}
+fn post4(v: vec4<f32>) -> vec4<f32> {
+//#if RELU
+  return max(v * p.outScale + p.outShift, vec4<f32>(0.0));
+//#else
+  return v * p.outScale + p.outShift;
+//#endif
+}
+
 fn store1(row: u32, batch: u32, col: u32, a: f32) {
   if (row >= p.M || col >= p.N) { return; }
   let i = row * p.N + col;
@@ -66,7 +82,7 @@ fn store1(row: u32, batch: u32, col: u32, a: f32) {
 //#endif
 //#endif
 //#if !VEC_OUT
-  out[i] = act(v * p.outScale);
+  out[i] = act(post1(v));
 //#endif
 }
 
@@ -81,7 +97,7 @@ fn store4(row: u32, batch: u32, col: u32, a: vec4<f32>) {
 //#endif
 //#endif
 //#if VEC_OUT
-  out[i] = act4(v * p.outScale);
+  out[i] = act4(post4(v));
 //#endif
 }
 

@@ -41,6 +41,12 @@ fn act_gelu_tanh(x: {{UT}}) -> {{UT}} {
   let u = clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), {{UT}}(-15.0), {{UT}}(15.0));
   return 0.5 * x * (2.0 - 2.0 / (exp(2.0 * u) + 1.0));
 }
+// tanh(x) = 1 − 2 / (exp(2x) + 1), clamped so exp cannot overflow (tanh(15) is 1 in f32). Near 0 the
+// subtraction leaves an absolute error of about 1e-7, which is all TAESD's soft clamp needs.
+fn act_tanh(x: {{UT}}) -> {{UT}} {
+  let u = clamp(x, {{UT}}(-15.0), {{UT}}(15.0));
+  return 1.0 - 2.0 / (exp(2.0 * u) + 1.0);
+}
 
 //#if ADD
 // out = a · alpha + b · beta   (residual add; diffusers' "(x + h) / output_scale_factor" is alpha = beta = 1/s)
@@ -95,8 +101,9 @@ fn add_broadcast(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 //#endif
 
 //#if MAP
-// out = activation(x · scale + bias), optionally clamped. ACTIVATION is one of the act_* functions or empty.
-struct MapParams { n: u32, scale: f32, bias: f32, _pad: u32, lo: f32, hi: f32, _p1: u32, _p2: u32 }
+// out = activation(x · scale + bias) · out_scale, optionally clamped. ACTIVATION is one of the act_* functions
+// or empty.
+struct MapParams { n: u32, scale: f32, bias: f32, out_scale: f32, lo: f32, hi: f32, _p1: u32, _p2: u32 }
 //#if INPLACE
 @group(0) @binding(1) var<storage, read_write> outp: array<{{ELEM}}>;
 //#else
@@ -114,7 +121,7 @@ fn map(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
 //#else
   let x = {{UNPACK}}(xsrc[i]);
 //#endif
-  var y = {{ACTIVATION}}(x * params.scale + params.bias);
+  var y = {{ACTIVATION}}(x * params.scale + params.bias) * params.out_scale;
 //#if CLAMP
   y = clamp(y, {{UT}}(params.lo), {{UT}}(params.hi));
 //#endif
@@ -178,6 +185,31 @@ fn upsample2x(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
   let oy = rest % (2u * params.h);
   let b = rest / (2u * params.h);
   outp[i] = xsrc[((b * params.h + oy / 2u) * params.w + ox / 2u) * params.units + u];
+}
+//#endif
+
+//#if RESIZE_NEAREST
+// Nearest resize of NHWC [B, H, W, C] → [B, OH, OW, C] to any size, as torch's F.interpolate(size=…,
+// mode="nearest") computes it: source index min(floor(o · (in/out)), in − 1) with f32 scale and product.
+// diffusers' UNet upsamples this way when the latent is not a multiple of 2^(levels−1).
+struct ResizeParams { n: u32, units: u32, w: u32, h: u32, ow: u32, oh: u32, sx: f32, sy: f32 }
+@group(0) @binding(0) var<storage, read> xsrc: array<{{ELEM}}>;
+@group(0) @binding(1) var<storage, read_write> outp: array<{{ELEM}}>;
+@group(0) @binding(2) var<uniform> params: ResizeParams;
+
+@compute @workgroup_size(256)
+fn resize_nearest(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat_index(gid, nwg);
+  if (i >= params.n) { return; }
+  let u = i % params.units;
+  let pixel = i / params.units;
+  let ox = pixel % params.ow;
+  let rest = pixel / params.ow;
+  let oy = rest % params.oh;
+  let b = rest / params.oh;
+  let x = min(u32(floor(f32(ox) * params.sx)), params.w - 1u);
+  let y = min(u32(floor(f32(oy) * params.sy)), params.h - 1u);
+  outp[i] = xsrc[((b * params.h + y) * params.w + x) * params.units + u];
 }
 //#endif
 

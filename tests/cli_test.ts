@@ -94,6 +94,38 @@ Deno.test("component unet runs the fixture's inputs and errors clearly on bad in
   await Deno.remove(out);
 });
 
+Deno.test("component taesd-decode and taesd-encode run the fixtures' latents ↔ image", async () => {
+  const out = await Deno.makeTempFile({ suffix: ".safetensors" });
+  const model = `${fixtures}/taesd/model`;
+  for (
+    const [entry, io, name] of [["taesd-decode", "decode_b", "image"], [
+      "taesd-encode",
+      "encode_a",
+      "latents",
+    ]]
+  ) {
+    const r = await cli(
+      "component",
+      entry,
+      "--config",
+      `${model}/config.json`,
+      "--weights",
+      `${model}/diffusion_pytorch_model.safetensors`,
+      "--in",
+      `${fixtures}/taesd/${io}.safetensors`,
+      "--out",
+      out,
+      "--precision",
+      "f32",
+    );
+    if (r.code !== 0) throw new Error(r.stderr);
+    using got = await SafetensorsFile.open(out);
+    using ref = await SafetensorsFile.open(`${fixtures}/taesd/${io}.safetensors`);
+    assertClose(await got.readF32(name), await ref.readF32(name), 1e-3, `${entry} ${name}`);
+  }
+  await Deno.remove(out);
+});
+
 Deno.test("generate writes the image and preview files", async () => {
   const dir = await Deno.makeTempDir();
   const r = await cli(
@@ -208,4 +240,146 @@ Deno.test("generate --image --mask inpaints as diffusers does; an inpainting mod
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("generate --prompt-weighting: a1111 reads the brackets (a different image than none); bad values fail", async () => {
+  const dir = await Deno.makeTempDir();
+  const images: Uint8Array[] = [];
+  for (const weighting of ["none", "a1111"]) {
+    const r = await cli(
+      "generate",
+      "--model",
+      `${fixtures}/tiny_sd`,
+      "--prompt",
+      "a (red fox:1.8) in the snow",
+      "--prompt-weighting",
+      weighting,
+      "--seed",
+      "3",
+      "--steps",
+      "2",
+      "--width",
+      "64",
+      "--height",
+      "64",
+      "--out",
+      `${dir}/${weighting}.png`,
+    );
+    if (r.code !== 0) throw new Error(r.stderr);
+    images.push(decodeImage(await Deno.readFile(`${dir}/${weighting}.png`)).rgba);
+  }
+  if (images[0].every((v, i) => v === images[1][i])) throw new Error("a1111 and none gave the same image");
+  const bad = await cli(
+    "generate",
+    "--model",
+    `${fixtures}/tiny_sd`,
+    "--prompt",
+    "x",
+    "--prompt-weighting",
+    "comfy",
+    "--out",
+    `${dir}/bad.png`,
+  );
+  if (bad.code === 0 || !bad.stderr.includes("--prompt-weighting must be none or a1111")) {
+    throw new Error(`expected a --prompt-weighting error: ${bad.stderr}`);
+  }
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("generate --taesd: TAESD previews by default (half size) and --decoder taesd for the image", async () => {
+  const dir = await Deno.makeTempDir();
+  const args = ["generate", "--model", `${fixtures}/tiny_sd`, "--prompt", "a red fox", "--seed", "3"];
+  const r = await cli(
+    ...args,
+    ...["--steps", "2", "--sampler", "ddim", "--width", "64", "--height", "128"],
+    ...["--taesd", `${fixtures}/taesd/model`, "--decoder", "taesd", "--previews", `${dir}/previews`],
+    ...["--preview-every", "1", "--out", `${dir}/out.png`],
+  );
+  if (r.code !== 0) throw new Error(r.stderr);
+  const img = decodeImage(await Deno.readFile(`${dir}/out.png`));
+  if (img.width !== 64 || img.height !== 128) throw new Error(`image is ${img.width}×${img.height}`);
+  const preview = decodeImage(await Deno.readFile(`${dir}/previews/step_001.png`));
+  if (preview.width !== 32 || preview.height !== 64) {
+    throw new Error(`TAESD preview is ${preview.width}×${preview.height}, want 32×64`);
+  }
+  // Without weights, asking for TAESD fails before loading anything, naming what is missing.
+  const bad = await cli(...args, "--preview", "taesd", "--out", `${dir}/bad.png`);
+  if (bad.code === 0 || !bad.stderr.includes("--preview taesd needs TAESD weights")) {
+    throw new Error(`expected a missing-TAESD error: ${bad.stderr}`);
+  }
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("component unet --lora merges kohya and diffusers LoRAs (golden lora/unet_case); non-LoRA files fail", async () => {
+  const out = await Deno.makeTempFile({ suffix: ".safetensors" });
+  const unet = (...extra: string[]) =>
+    cli(
+      "component",
+      "unet",
+      "--config",
+      `${fixtures}/tiny_sd/unet/config.json`,
+      "--weights",
+      `${fixtures}/tiny_sd/unet/diffusion_pytorch_model.fp16.safetensors`,
+      "--in",
+      `${fixtures}/lora/unet_case.safetensors`,
+      "--out",
+      out,
+      ...extra,
+    );
+  // 0.8 as kohya 0.5 + the same LoRA in diffusers keys at 0.3.
+  const r = await unet(
+    "--lora",
+    `${fixtures}/lora/style_kohya.safetensors:0.5`,
+    "--lora",
+    `${fixtures}/lora/style_diffusers.safetensors:0.3`,
+  );
+  if (r.code !== 0) throw new Error(r.stderr);
+  if (!/merged style_kohya × 0.5, style_diffusers × 0.3 into 261 weights/.test(r.stdout)) {
+    throw new Error(r.stdout);
+  }
+  using got = await SafetensorsFile.open(out);
+  using ref = await SafetensorsFile.open(`${fixtures}/lora/unet_case.safetensors`);
+  assertClose(await got.readF32("out"), await ref.readF32("out"), 1e-3, "unet out with the LoRA at 0.8");
+  // A safetensors file that is no LoRA: every key is named in the error, nothing runs.
+  const bad = await unet("--lora", `${fixtures}/lora/lora_1.safetensors`);
+  if (bad.code === 0 || !/LoRA lora_1: 1 keys are no LoRA form this engine reads: image/.test(bad.stderr)) {
+    throw new Error(`expected an unknown-key error: ${bad.stderr}`);
+  }
+  const lenient = await unet("--lora", `${fixtures}/lora/lora_1.safetensors`, "--lora-strict=false");
+  if (lenient.code === 0 || !/skipped 1 keys .*image[\s\S]*no key applies/.test(lenient.stderr)) {
+    throw new Error(`expected a warning, then "no key applies": ${lenient.stderr}`);
+  }
+  await Deno.remove(out);
+});
+
+Deno.test("generate applies <lora:NAME:SCALE> tags from --lora-dir; unknown names fail", async () => {
+  const dir = await Deno.makeTempDir();
+  const run = (prompt: string, ...extra: string[]) =>
+    cli(
+      "generate",
+      "--model",
+      `${fixtures}/tiny_sd`,
+      "--prompt",
+      prompt,
+      "--seed",
+      "3",
+      "--steps",
+      "2",
+      "--width",
+      "64",
+      "--height",
+      "64",
+      "--quiet",
+      "--out",
+      `${dir}/out.png`,
+      ...extra,
+    );
+  const r = await run("a red fox <lora:style_kohya:0.7>", "--lora-dir", `${fixtures}/lora`);
+  if (r.code !== 0) throw new Error(r.stderr);
+  if (!r.stderr.includes("LoRAs: style_kohya × 0.7")) throw new Error(r.stderr);
+  const img = decodeImage(await Deno.readFile(`${dir}/out.png`));
+  if (!img.text.parameters?.includes("<lora:style_kohya:0.7>")) throw new Error(JSON.stringify(img.text));
+  const bad = await run("a red fox <lora:nope>", "--lora-dir", `${fixtures}/lora`);
+  if (bad.code === 0 || !bad.stderr.includes('unknown LoRA "nope"')) throw new Error(bad.stderr);
+  await Deno.remove(dir, { recursive: true });
 });

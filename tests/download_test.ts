@@ -11,6 +11,7 @@ import {
   type DownloadOptions,
   HUB_MODELS,
   readLock,
+  TAESD_FILES,
 } from "../src/weights/download/index.ts";
 import { progressBars, weightsCommand } from "../src/commands/weights.ts";
 import { runCli } from "../src/commands/cli.ts";
@@ -117,15 +118,16 @@ class FakeHub {
     readonly files: Map<string, Uint8Array<ArrayBuffer>>,
     private readonly server: Deno.HttpServer<Deno.NetAddr>,
     readonly endpoint: string,
+    readonly repo: string,
   ) {}
 
-  static start(files = syntheticRepo()): FakeHub {
+  static start(files = syntheticRepo(), repo: string = REPO): FakeHub {
     let hub: FakeHub | null = null;
     const server = Deno.serve(
       { hostname: "127.0.0.1", port: 0, onListen: () => {} },
       (req) => hub!.handle(req),
     );
-    hub = new FakeHub(files, server, `http://127.0.0.1:${server.addr.port}`);
+    hub = new FakeHub(files, server, `http://127.0.0.1:${server.addr.port}`, repo);
     for (const [path, data] of files) hub.bySha.set(sha256Hex(data), path);
     return hub;
   }
@@ -155,7 +157,7 @@ class FakeHub {
     const m = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(url.pathname);
     if (!m) return new Response("not found", { status: 404 });
     const [repo, revision, path] = [m[1], decodeURIComponent(m[2]), decodeURIComponent(m[3])];
-    if (repo !== REPO) return hubError(401, "RepoNotFound", "Repository not found");
+    if (repo !== this.repo) return hubError(401, "RepoNotFound", "Repository not found");
     if (this.requireToken && req.headers.get("authorization") !== `Bearer ${this.requireToken}`) {
       return hubError(401, "GatedRepo", "Access to model is restricted");
     }
@@ -258,8 +260,9 @@ interface Setup {
 async function withHub(
   fn: (s: Setup) => Promise<void>,
   files?: Map<string, Uint8Array<ArrayBuffer>>,
+  repo?: string,
 ): Promise<void> {
-  const hub = FakeHub.start(files);
+  const hub = FakeHub.start(files, repo);
   const dir = await Deno.makeTempDir({ prefix: "weights-test-" });
   const lines: string[] = [];
   const opts = (extra: Partial<DownloadOptions> = {}): DownloadOptions => ({
@@ -579,4 +582,50 @@ Deno.test("the weights command: flags, HF_ENDPOINT/HF_TOKEN from the environment
     });
     assert(drawn.includes("100%") && drawn.includes(UNET) && drawn.includes("1.43 MiB"), drawn);
   });
+});
+
+Deno.test("taesd: madebyollin/taesd's diffusers config and safetensors weights only, into DIR/taesd", async () => {
+  // The repository as the Hub holds it: the diffusers pair plus the original decoder/encoder files and a
+  // pickle copy, none of which we read.
+  const files = new Map<string, Uint8Array<ArrayBuffer>>();
+  [
+    "config.json",
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.bin",
+    "taesd_decoder.pth",
+    "taesd_encoder.pth",
+    "taesd_decoder.safetensors",
+    "taesd_encoder.safetensors",
+    "README.md",
+  ].forEach((path, i) =>
+    files.set(path, syntheticBytes(path.endsWith(".safetensors") ? 50_000 : 700, 50 + i))
+  );
+  assertEquals(HUB_MODELS.taesd.repo, "madebyollin/taesd");
+  assertEquals([...HUB_MODELS.taesd.files], [...TAESD_FILES]);
+  await withHub(
+    async ({ hub, dir, opts }) => {
+      const result = await downloadModel(opts({ model: "taesd" }));
+      assertEquals(result.modelDir, `${dir}/taesd`);
+      assertEquals(result.downloaded, ["config.json", "diffusion_pytorch_model.safetensors"]);
+      assertEquals(await listFiles(`${dir}/taesd`), [...TAESD_FILES, "weights.lock.json"].sort());
+      for (const path of TAESD_FILES) await assertFile(`${dir}/taesd/${path}`, hub.files.get(path)!);
+      const lock = await readLock(`${dir}/taesd/weights.lock.json`);
+      assertEquals([lock?.model, lock?.repo, lock?.commit], ["taesd", "madebyollin/taesd", COMMIT]);
+      // The command says where models find it.
+      const log: string[] = [];
+      const original = console.log;
+      console.log = (line: string) => log.push(line);
+      try {
+        const code = await weightsCommand(["--model", "taesd", "--dir", dir, "--quiet"], {
+          HF_ENDPOINT: hub.endpoint,
+        });
+        assertEquals(code, 0);
+      } finally {
+        console.log = original;
+      }
+      assert(log.at(-1)?.includes(`--taesd ${dir}/taesd`), `last line: ${log.at(-1)}`);
+    },
+    files,
+    "madebyollin/taesd",
+  );
 });

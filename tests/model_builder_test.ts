@@ -13,6 +13,10 @@ import { unetGraph } from "../src/models/unet/unet.ts";
 import { vaeDecoderGraph, vaeEncoderGraph } from "../src/models/vae/vae.ts";
 import { clipGraph } from "../src/models/clip/clip.ts";
 import { Weights } from "../src/models/weights.ts";
+import { parseTaesdConfig, TAESD_CONFIG_JSON } from "../src/models/taesd/config.ts";
+import { taesdDecoderGraph, taesdEncoderGraph, taesdTensorSpecs } from "../src/models/taesd/taesd.ts";
+import { taesdDecodeFlops } from "../src/models/flops.ts";
+import { SafetensorsFile } from "../src/weights/safetensors.ts";
 import { linearRef } from "./ref/gemm.ts";
 import { assertClose, expectThrow, randomArray, roundF16, testGpu } from "./util.ts";
 
@@ -48,6 +52,29 @@ for (const model of ["sd15", "sd21"] as ReferenceModel[]) {
     assertSameNames(t.b.weightsRead(), clip, unusedClip, `${model} clip`);
   });
 }
+
+Deno.test("TAESD: decoder and encoder read exactly the declared weights, which are the checkpoint's", async () => {
+  const c = parseTaesdConfig(TAESD_CONFIG_JSON);
+  const specs = taesdTensorSpecs(c);
+  const read = new Set([
+    ...taesdDecoderGraph(c, declaredShapes(specs), "f32", 8, 8).b.weightsRead(),
+    ...taesdEncoderGraph(c, declaredShapes(specs), "f32", 64, 64).b.weightsRead(),
+  ]);
+  assertSameNames(read, specs, [], "taesd");
+  // The fixture is laid out as madebyollin/taesd: the same names and shapes, 2,445,063 parameters.
+  using file = await SafetensorsFile.open("tests/fixtures/taesd/model/diffusion_pytorch_model.safetensors");
+  assertEquals(
+    Object.fromEntries(specs.map((s) => [s.name, s.shape])),
+    Object.fromEntries(file.names().sort().map((n) => [n, file.info(n).shape])),
+  );
+  assertEquals(specs.reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0), 2_445_063);
+  // 3×3 convs only: 64→64 at every level plus conv_in (4→64) and the RGB conv (64→3), no biases counted.
+  const per = (hw: number, cin: number, cout: number) => 2 * hw * cin * cout * 9;
+  const c64 = (hw: number) => per(hw, 64, 64);
+  const want = per(64, 4, 64) + 9 * c64(64) + 10 * c64(256) + 10 * c64(1024) + 4 * c64(4096) +
+    per(4096, 64, 3);
+  assertEquals(taesdDecodeFlops(c, 8, 8), want);
+});
 
 Deno.test("an LCM UNet declares time_embedding.cond_proj; the forward leaves it unread", async () => {
   const json = JSON.parse(await Deno.readTextFile(TINY_UNET_CONFIG));

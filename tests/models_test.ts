@@ -1,4 +1,4 @@
-// CLIP, UNet and VAE against the golden fixtures (diffusers/transformers in float32 on the same F16
+// CLIP, UNet, VAE and TAESD against the golden fixtures (diffusers/transformers in float32 on the same F16
 // weights). Tolerances are the fixtures' README's: max|engine − ref| / max|ref| ≤ 1e-3 with f32
 // activations, ≤ 2e-2 with f16 activations. When an output fails, the first diverging intermediate
 // activation (in execution order) is named.
@@ -19,9 +19,9 @@ async function readAll(path: string): Promise<Map<string, HostTensor>> {
   return out;
 }
 
-async function configOf(dir: string): Promise<unknown> {
+async function configOf(dir: string, config = "config.json"): Promise<unknown> {
   try {
-    return await readJsonFile(`${dir}/config.json`);
+    return await readJsonFile(`${dir}/${config}`);
   } catch {
     const manifest = await readJsonFile(`${dir}/manifest.json`) as { config_passed: unknown };
     return manifest.config_passed;
@@ -34,6 +34,8 @@ interface Case {
   name: string;
   component: NetworkEntry;
   dir: string;
+  /** config.json relative to dir (default: dir/config.json, else the manifest's config_passed). */
+  config?: string;
   weights: string;
   io: string;
   activations?: string;
@@ -115,6 +117,37 @@ const CASES: Case[] = [
     activations: "encode_a_activations.safetensors",
     outputs: ["mean", "logvar"],
   },
+  // TAESD at its real size (random weights, madebyollin/taesd's folder layout). The activation files keep the
+  // layers at ≤ 16×16 (decoder) and ≤ 32×24 (encoder) to stay small; the outputs are checked whole.
+  {
+    name: "taesd decode_a",
+    component: "taesd-decode",
+    dir: "taesd",
+    config: "model/config.json",
+    weights: "model/diffusion_pytorch_model.safetensors",
+    io: "decode_a.safetensors",
+    activations: "decode_a_activations.safetensors",
+    outputs: ["image"],
+  },
+  {
+    name: "taesd decode_b (non-square)",
+    component: "taesd-decode",
+    dir: "taesd",
+    config: "model/config.json",
+    weights: "model/diffusion_pytorch_model.safetensors",
+    io: "decode_b.safetensors",
+    outputs: ["image"],
+  },
+  {
+    name: "taesd encode_a (non-square)",
+    component: "taesd-encode",
+    dir: "taesd",
+    config: "model/config.json",
+    weights: "model/diffusion_pytorch_model.safetensors",
+    io: "encode_a.safetensors",
+    activations: "encode_a_activations.safetensors",
+    outputs: ["latents"],
+  },
 ];
 
 for (const c of CASES) {
@@ -123,7 +156,7 @@ for (const c of CASES) {
       const gpu = await testGpu();
       const dir = `${fixtures}${c.dir}`;
       using weights = await SafetensorsFile.open(`${dir}/${c.weights}`);
-      const model = await loadModel(gpu, c.component, await configOf(dir), weights, act);
+      const model = await loadModel(gpu, c.component, await configOf(dir, c.config), weights, act);
       const io = await readAll(`${dir}/${c.io}`);
       const reference = c.activations ? await readAll(`${dir}/${c.activations}`) : new Map();
       const result = await runComponent(gpu, c.component, model, io, { probes: reference.size > 0 });

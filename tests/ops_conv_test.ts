@@ -3,7 +3,7 @@
 // Shapes are not multiples of any tile: batch 3, 13×9 images, 37 input channels (also 3, 4: the VAE and
 // UNet conv_in, and 40: aligned, read in place in buffer mode), 13 or 20 output channels (scalar / vec4
 // stores). Every padding mode: 3×3 stride 1 "same", 3×3 stride 2 "same", 3×3 stride 2 "vae_down"
-// (diffusers pad (0,1,0,1)), 1×1; bias, time bias, residual and output scale.
+// (diffusers pad (0,1,0,1)), 1×1; bias, time bias, residual, output scale and shift, fused ReLU (TAESD).
 // Weights and biases are f16-rounded on the host, so the reference sees exactly what the GPU reads.
 // Tolerances (max|got − ref| / max|ref|): f32 activations 1e-5; f16 activations 5e-3.
 
@@ -36,6 +36,8 @@ interface ConvCase {
   timeBias?: boolean;
   residual?: boolean;
   outputScaleFactor?: number;
+  outputShift?: number;
+  relu?: boolean;
   tiling: Partial<GemmTiling>;
 }
 
@@ -43,6 +45,7 @@ async function checkConv(gpu: Gpu, c: ConvCase, seed: number): Promise<void> {
   const what =
     `conv ${c.k}×${c.k}/${c.stride} ${c.padding} [${c.b},${c.h},${c.w},${c.cin}]→${c.cout} ${c.act} ` +
     `bias=${!!c.bias} time=${!!c.timeBias} res=${!!c.residual} scale=${c.outputScaleFactor ?? 1} ` +
+    `shift=${c.outputShift ?? 0} relu=${!!c.relu} ` +
     `${JSON.stringify(c.tiling)} f16=${gpu.f16}`;
   const pad = convPadding(c.padding, c.k, c.k);
   const ho = convOutSize(c.h, c.k, c.stride, pad.top, pad.bottom);
@@ -77,6 +80,8 @@ async function checkConv(gpu: Gpu, c: ConvCase, seed: number): Promise<void> {
     timeBias: timeBias?.tensor,
     residual: residual?.tensor,
     outputScaleFactor: c.outputScaleFactor,
+    outputShift: c.outputShift,
+    relu: c.relu,
     out,
     stride: c.stride,
     padding: c.padding,
@@ -103,6 +108,8 @@ async function checkConv(gpu: Gpu, c: ConvCase, seed: number): Promise<void> {
     timeBias: timeBias?.host,
     residual: residual?.host,
     outputScaleFactor: c.outputScaleFactor,
+    outputShift: c.outputShift,
+    relu: c.relu,
   });
   assertClose(got, ref, TOL[c.act], what);
   for (const t of [x.tensor, bias?.tensor, timeBias?.tensor, residual?.tensor, out]) t?.destroy();
@@ -152,7 +159,10 @@ Deno.test("conv2d: every geometry × f32/f16 × texture/buffer/shared, 37 channe
           bias: true,
           timeBias: g !== 2,
           residual: g >= 2,
-          outputScaleFactor: g === 3 ? 2 : undefined,
+          outputScaleFactor: g === 3 ? 2 : g === 1 ? 0.5 : undefined,
+          outputShift: g === 1 ? -1 : undefined,
+          // ReLU both alone (TAESD's conv.0/conv.2) and after the residual sum (a TAESD block's fuse).
+          relu: g === 0 || g === 2,
           tiling: { ...SMALL, mode },
         }, seed += 10);
       }

@@ -11,6 +11,7 @@ import {
   copyChannels,
   nchwToNhwc,
   nhwcToNchw,
+  resizeNearest,
   sliceChannels,
   upsampleNearest2x,
 } from "../src/ops/layout.ts";
@@ -94,7 +95,7 @@ Deno.test("addBroadcast adds a [B, C] vector to every position", async () => {
   }
 });
 
-Deno.test("map: scale/bias, SiLU, GELU (erf and tanh), quick GELU, clamp", async () => {
+Deno.test("map: scale/bias, SiLU, GELU (erf and tanh), quick GELU, tanh soft clamp, clamp", async () => {
   const cases: [string, Parameters<typeof map>[1]["activation"], (v: number) => number][] = [
     ["silu", "silu", siluRef],
     ["gelu", "gelu", geluRef],
@@ -111,6 +112,13 @@ Deno.test("map: scale/bias, SiLU, GELU (erf and tanh), quick GELU, clamp", async
         const got = await run(gpu, map(gpu, { x, out, activation, scale: 0.75, bias: 0.25, act }), out);
         assertClose(got, mapRef(xs, (v) => fn(v * 0.75 + 0.25)), TOL[act], `${label} ${name} [${shape}]`);
       }
+      // TAESD's decoder input: tanh(x / 3) · 3 (the range reaches ±12, where tanh saturates).
+      const soft = await run(
+        gpu,
+        map(gpu, { x, out, scale: 1 / 3, activation: "tanh", outScale: 3, act }),
+        out,
+      );
+      assertClose(soft, mapRef(xs, (v) => Math.tanh(v / 3) * 3), TOL[act], `tanh soft clamp ${name}`);
       const clamped = await run(gpu, map(gpu, { x, out, scale: 0.5, bias: 0.5, clamp: [0, 1], act }), out);
       assertClose(
         clamped,
@@ -183,6 +191,32 @@ Deno.test("upsampleNearest2x on NHWC maps", async () => {
       const out = emptyTensor(gpu, [b, 2 * h, 2 * w, c], act);
       const got = await run(gpu, upsampleNearest2x(gpu, { x, out, act }), out);
       assertClose(got, upsample2xRef(xs, b, h, w, c), 0, `upsample ${name} [${shape}]`);
+    }
+  }
+});
+
+Deno.test("resizeNearest to sizes that are not ×2 picks torch's nearest source pixel", async () => {
+  // torch: source = min(floor(o · (float)in/out), in − 1), e.g. 2 → 3 reads rows 0, 0, 1.
+  for (const { gpu, act, name } of await configs()) {
+    for (const [shape, oh, ow] of [[[2, 2, 3, 8], 3, 6], [[1, 5, 3, 7], 7, 4]] as const) {
+      const [b, h, w, c] = shape;
+      const [x, xs] = upload(gpu, randomArray(numel([...shape]), 12), [...shape], act);
+      const out = emptyTensor(gpu, [b, oh, ow, c], act);
+      const got = await run(gpu, resizeNearest(gpu, { x, out, act }), out);
+      const want = new Float32Array(b * oh * ow * c);
+      const src = (o: number, i: number, n: number) =>
+        Math.min(Math.floor(Math.fround(o * Math.fround(i / n))), i - 1);
+      for (let bb = 0; bb < b; bb++) {
+        for (let y = 0; y < oh; y++) {
+          for (let xx = 0; xx < ow; xx++) {
+            for (let ch = 0; ch < c; ch++) {
+              want[((bb * oh + y) * ow + xx) * c + ch] =
+                xs[((bb * h + src(y, h, oh)) * w + src(xx, w, ow)) * c + ch];
+            }
+          }
+        }
+      }
+      assertClose(got, want, 0, `resize ${name} [${shape}] → ${oh}×${ow}`);
     }
   }
 });

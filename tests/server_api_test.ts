@@ -8,41 +8,20 @@
 import OpenAI from "openai";
 import { decode as decodePng } from "fast-png";
 import { decodeImage, encodeImage } from "../src/image/codec.ts";
+import { DEFAULT_LIMITS, nativeSchema } from "../src/server/schemas.ts";
 import {
   collectSse,
   fakeEngineFactory,
   postJson,
   readSse,
-  startTestServer,
   type TestEngineFactory,
-  type TestServer,
   waitFor,
+  withServer,
 } from "./server_harness.ts";
+import { assert, assertEquals } from "./util.ts";
 
 const ENGINE: TestEngineFactory = fakeEngineFactory({ stepDelayMs: 2 });
 const SLOW_ENGINE: TestEngineFactory = fakeEngineFactory({ stepDelayMs: 40 });
-
-async function withServer(
-  init: Parameters<typeof startTestServer>[0],
-  fn: (s: TestServer) => Promise<void>,
-): Promise<void> {
-  const server = await startTestServer(init);
-  try {
-    await fn(server);
-  } finally {
-    await server.close();
-  }
-}
-
-function assert(cond: unknown, message: string): asserts cond {
-  if (!cond) throw new Error(message);
-}
-
-function assertEquals<T>(actual: T, expected: T, what: string): void {
-  const a = JSON.stringify(actual);
-  const e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`${what}: got ${a}, want ${e}`);
-}
 
 const SSE = { accept: "text/event-stream" };
 
@@ -305,7 +284,21 @@ const BAD_REQUESTS: BadCase[] = [
     { body: JSON.stringify({ prompt: "p", preview: "fancy" }) },
     400,
     "preview",
-    /cheap or vae/,
+    /cheap, vae, taesd/,
+  ],
+  [
+    "preview taesd without TAESD weights",
+    { body: JSON.stringify({ prompt: "p", preview: "taesd" }) },
+    400,
+    "preview",
+    /TAESD weights.*--taesd DIR/,
+  ],
+  [
+    "query: preview taesd without TAESD weights (SSE answers 400 before streaming)",
+    { method: "GET", path: "/v1/generate?prompt=p&preview=taesd" },
+    400,
+    "preview",
+    /TAESD weights/,
   ],
   [
     "output format",
@@ -393,6 +386,13 @@ const BAD_REQUESTS: BadCase[] = [
     "n",
     /number/,
   ],
+  [
+    "unknown prompt weighting",
+    { body: JSON.stringify({ prompt: "p", prompt_weighting: "sdxl" }) },
+    400,
+    "prompt_weighting",
+    /none or a1111/,
+  ],
 ];
 
 Deno.test("every bad field answers 400 JSON naming it", async () => {
@@ -412,6 +412,26 @@ Deno.test("every bad field answers 400 JSON naming it", async () => {
     }
     assertEquals(s.fake!.runs.length, 0, "no bad request reached the engine");
   });
+});
+
+Deno.test("default preview: cheap without TAESD, taesd with it (native and OpenAI partial images)", async () => {
+  for (const taesd of [false, true]) {
+    await withServer({ engine: ENGINE, options: { taesd } }, async (s) => {
+      const native = await postJson(`${s.url}/v1/generate`, { prompt: "p", steps: 2, preview_every: 1 }, SSE);
+      await collectSse(native);
+      const explicit = await postJson(`${s.url}/v1/generate`, { prompt: "p", steps: 2, preview: "vae" });
+      await explicit.json();
+      const openai = await postJson(`${s.url}/v1/images/generations`, {
+        prompt: "p",
+        steps: 2,
+        stream: true,
+        partial_images: 1,
+      });
+      await collectSse(openai);
+      const want = taesd ? "taesd" : "cheap";
+      assertEquals(s.fake!.runs.map((r) => r.request.preview), [want, "vae", want], `taesd ${taesd}`);
+    });
+  }
 });
 
 Deno.test("a body over the size limit answers 400 naming the body", async () => {
@@ -611,7 +631,7 @@ Deno.test("bearer token: every API route answers 401 without it; the page and /h
         const headers: Record<string, string> = { "content-type": "application/json" };
         if (auth) headers.authorization = auth;
         const res = await fetch(`${s.url}${path}`, { method, headers, body });
-        await res.body?.cancel();
+        await res.text();
         if (auth === "Bearer s3cret") {
           assert(res.status !== 401, `${method} ${path} with the token: ${res.status}`);
         } else {
@@ -627,7 +647,7 @@ Deno.test("bearer token: every API route answers 401 without it; the page and /h
     await collectSse(viaQuery);
     for (const open of ["/", "/healthz"]) {
       const res = await fetch(`${s.url}${open}`);
-      await res.body?.cancel();
+      await res.text();
       assertEquals(res.status, 200, open);
     }
     const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: "wrong", maxRetries: 0 });
@@ -695,4 +715,119 @@ Deno.test("/v1/models, /metrics, the page, 404 and 405 answers", async () => {
     assertEquals([wrong.status, (await wrong.json()).error.code], [405, "method_not_allowed"], "405");
     assertEquals(wrong.headers.get("allow"), "POST", "Allow header");
   });
+});
+
+Deno.test("prompt_weighting: none unless the request (or the route's default) says a1111; GET takes it too", async () => {
+  await withServer({ engine: ENGINE }, async (s) => {
+    for (const body of [{ prompt: "(x)" }, { prompt: "(x)", prompt_weighting: "a1111" }]) {
+      const res = await postJson(`${s.url}/v1/generate`, { ...body, steps: 1, width: 16, height: 16 });
+      assertEquals(res.status, 200, "status");
+      await res.text();
+    }
+    const get = await fetch(
+      `${s.url}/v1/generate?prompt=x&steps=1&width=16&height=16&prompt_weighting=a1111`,
+    );
+    assertEquals(get.status, 200, "GET status");
+    await get.text();
+    const runs = s.fake!.runs.map((r) => r.request.promptWeighting);
+    assertEquals(runs, ["none", "a1111", "a1111"], "engine requests");
+  });
+  const a1111Route = nativeSchema(DEFAULT_LIMITS, false, { promptWeighting: "a1111" });
+  assertEquals(a1111Route.parse({ prompt: "p" }).request.promptWeighting, "a1111", "route default");
+  assertEquals(
+    a1111Route.parse({ prompt: "p", prompt_weighting: "none" }).request.promptWeighting,
+    "none",
+    "request over route default",
+  );
+});
+
+Deno.test("LoRAs: GET /v1/loras lists the folder; loras and prompt tags reach the engine; bad names are 400s naming them", async () => {
+  const { LoraLibrary } = await import("../src/models/lora/library.ts");
+  const dir = await Deno.makeTempDir();
+  const lora = new URL("./fixtures/lora/", import.meta.url).pathname;
+  await Deno.copyFile(`${lora}style_kohya.safetensors`, `${dir}/style.safetensors`);
+  await Deno.copyFile(`${lora}style_diffusers.safetensors`, `${dir}/style.v2.safetensors`);
+  await Deno.writeTextFile(`${dir}/notes.txt`, "not a LoRA");
+  try {
+    await withServer({ engine: ENGINE }, async (s) => {
+      const none = await (await fetch(`${s.url}/v1/loras`)).json();
+      assertEquals(none, { object: "list", data: [] }, "no LoRA folder");
+      const res = await postJson(`${s.url}/v1/generate`, { prompt: "p", loras: [{ name: "style" }] });
+      const body = await res.json();
+      assertEquals([res.status, body.error.param], [400, "loras.0.name"], "no folder: 400");
+      assert(/no LoRA folder/.test(body.error.message), body.error.message);
+    });
+    await withServer({ engine: ENGINE, options: { loras: new LoraLibrary(dir) } }, async (s) => {
+      const list = await (await fetch(`${s.url}/v1/loras`)).json();
+      assertEquals(
+        list.data.map((l: Record<string, unknown>) => [l.name, l.keys, l.format]),
+        [["style", 783, "kohya"], ["style.v2", 522, "diffusers"]],
+        "listing",
+      );
+      assertEquals(list.data[0].size, (await Deno.stat(`${dir}/style.safetensors`)).size, "size");
+
+      const ok = await postJson(`${s.url}/v1/generate`, {
+        prompt: "a fox <lora:style.v2:0.3>",
+        steps: 2,
+        width: 16,
+        height: 16,
+        loras: [{ name: "style", scale: 0.5 }, { name: "style.v2" }],
+      });
+      assertEquals(ok.status, 200, "valid LoRAs");
+      const run = s.fake!.runs.at(-1)!.request;
+      assertEquals(
+        run.loras,
+        [{ name: "style", scale: 0.5 }, { name: "style.v2", scale: 1 }],
+        "loras passed on",
+      );
+      assertEquals(run.prompt, "a fox <lora:style.v2:0.3>", "tags stay in the prompt for the engine");
+
+      const cases: [Record<string, unknown>, string, RegExp][] = [
+        [{ loras: [{ name: "nope" }] }, "loras.0.name", /unknown LoRA "nope"; GET \/v1\/loras/],
+        [{ loras: [{ name: "style" }, { name: "../style" }] }, "loras.1.name", /without path separators/],
+        [{ loras: [{ name: "sub/style" }] }, "loras.0.name", /without path separators/],
+        [{ loras: [{ name: ".." }] }, "loras.0.name", /without path separators/],
+        [{ loras: [{ name: "style", scale: 11 }] }, "loras.0.scale", /between -10 and 10/],
+        [{ loras: [{ name: "style", weight: 1 }] }, "loras.0.weight", /unknown|unrecognized/i],
+        [{ loras: "style" }, "loras", /list/],
+        [{ prompt: "a fox <lora:nope:0.5>" }, "prompt", /unknown LoRA "nope".*<lora:…> tag/],
+        [{ prompt: "a fox <lora:../style>" }, "prompt", /path separators/],
+        [{ prompt: "a fox <lora:style:lots>" }, "prompt", /scale must be a number/],
+      ];
+      for (const [extra, param, message] of cases) {
+        const r = await postJson(`${s.url}/v1/generate`, { prompt: "p", ...extra });
+        const b = await r.json();
+        assertEquals([r.status, b.error?.param], [400, param], `${JSON.stringify(extra)}`);
+        assert(message.test(b.error.message), `${JSON.stringify(extra)}: ${b.error.message}`);
+      }
+      // Query strings (EventSource) carry LoRAs as prompt tags; jobs and the OpenAI route validate the same.
+      const q = await fetch(`${s.url}/v1/generate?${new URLSearchParams({ prompt: "x <lora:nope>" })}`);
+      assertEquals([q.status, (await q.json()).error.param], [400, "prompt"], "query tag");
+      const job = await postJson(`${s.url}/v1/jobs`, { prompt: "p", loras: [{ name: "nope" }] });
+      assertEquals([job.status, (await job.json()).error.param], [400, "loras.0.name"], "jobs");
+      const openai = await postJson(`${s.url}/v1/images/generations`, {
+        prompt: "p",
+        loras: [{ name: "nope" }],
+      });
+      assertEquals([openai.status, (await openai.json()).error.param], [400, "loras.0.name"], "openai");
+      const good = await postJson(`${s.url}/v1/images/generations`, {
+        prompt: "p",
+        size: "16x16",
+        steps: 1,
+        loras: [{ name: "style", scale: -1 }],
+      });
+      assertEquals(good.status, 200, "openai with a LoRA");
+      assertEquals(s.fake!.runs.at(-1)!.request.loras, [{ name: "style", scale: -1 }], "openai loras");
+      // The multipart edits form names LoRAs by prompt tag, checked the same way.
+      const form = new FormData();
+      const png = encodeImage(new Uint8Array(16 * 16 * 3).fill(200), 16, 16, "png").bytes;
+      form.append("image", new Blob([png.slice()], { type: "image/png" }), "i.png");
+      form.append("prompt", "a red door <lora:nope>");
+      const edit = await fetch(`${s.url}/v1/images/edits`, { method: "POST", body: form });
+      assertEquals([edit.status, (await edit.json()).error.param], [400, "prompt"], "edits tag");
+      assertEquals((await fetch(`${s.url}/v1/loras`, { method: "POST" })).status, 405, "POST /v1/loras");
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

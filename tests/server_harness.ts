@@ -81,6 +81,19 @@ export async function startTestServer(
   return server;
 }
 
+/** Runs `fn` against a started test server and always closes it. */
+export async function withServer(
+  init: Parameters<typeof startTestServer>[0],
+  fn: (s: TestServer) => Promise<void>,
+): Promise<void> {
+  const server = await startTestServer(init);
+  try {
+    await fn(server);
+  } finally {
+    await server.close();
+  }
+}
+
 export async function waitReady(url: string, timeoutMs = 60_000): Promise<Record<string, unknown>> {
   const deadline = Date.now() + timeoutMs;
   let last = "";

@@ -6,35 +6,8 @@
 
 import OpenAI from "openai";
 import { decodeImage, encodeImage } from "../src/image/codec.ts";
-import {
-  collectSse,
-  fakeEngineFactory,
-  postJson,
-  startTestServer,
-  type TestServer,
-} from "./server_harness.ts";
-
-async function withServer(
-  init: Parameters<typeof startTestServer>[0],
-  fn: (s: TestServer) => Promise<void>,
-): Promise<void> {
-  const server = await startTestServer(init);
-  try {
-    await fn(server);
-  } finally {
-    await server.close();
-  }
-}
-
-function assert(cond: unknown, message: string): asserts cond {
-  if (!cond) throw new Error(message);
-}
-
-function assertEquals<T>(actual: T, expected: T, what: string): void {
-  const a = JSON.stringify(actual);
-  const e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`${what}: got ${a}, want ${e}`);
-}
+import { collectSse, fakeEngineFactory, postJson, withServer } from "./server_harness.ts";
+import { assert, assertEquals } from "./util.ts";
 
 const ENGINE = fakeEngineFactory({ stepDelayMs: 2 });
 const INPAINTING_ENGINE = fakeEngineFactory({ stepDelayMs: 2, unetKind: "inpainting" });

@@ -9,36 +9,15 @@ import {
   postJson,
   readSse,
   type SseEvent,
-  startTestServer,
   type TestEngineFactory,
   type TestServer,
   waitFor,
+  withServer,
 } from "./server_harness.ts";
+import { assert, assertEquals } from "./util.ts";
 
 const ENGINE: TestEngineFactory = fakeEngineFactory({ stepDelayMs: 2 });
 const SLOW_ENGINE: TestEngineFactory = fakeEngineFactory({ stepDelayMs: 40 });
-
-async function withServer(
-  init: Parameters<typeof startTestServer>[0],
-  fn: (s: TestServer) => Promise<void>,
-): Promise<void> {
-  const server = await startTestServer(init);
-  try {
-    await fn(server);
-  } finally {
-    await server.close();
-  }
-}
-
-function assert(cond: unknown, message: string): asserts cond {
-  if (!cond) throw new Error(message);
-}
-
-function assertEquals<T>(actual: T, expected: T, what: string): void {
-  const a = JSON.stringify(actual);
-  const e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`${what}: got ${a}, want ${e}`);
-}
 
 const SMALL = { width: 16, height: 16 };
 

@@ -245,12 +245,18 @@ interface Attempt {
   detail?: string;
 }
 
-/** Runs an attempt until it is not refused with 429, waiting each Retry-After. */
+/**
+ * Runs an attempt until it is not refused with 429, for up to 3 minutes: a valid job must finally run. The
+ * wait is the Retry-After capped at 2 s, with jitter: the hostile requests keep the queue full, and a
+ * client that waited the whole estimate every time could starve on a loaded machine.
+ */
 async function withRetries(kind: Kind, attempt: () => Promise<Attempt>): Promise<Result> {
+  const deadline = Date.now() + 180_000;
   for (let retries = 0;; retries++) {
     const a = await attempt();
-    if (a.status !== 429 || retries >= 30) return { kind, ...a, retries };
-    await new Promise((r) => setTimeout(r, 1000 * (a.retryAfter ?? 1)));
+    if (a.status !== 429 || Date.now() > deadline) return { kind, ...a, retries };
+    const waitS = Math.min(2, a.retryAfter ?? 1) * (0.5 + Math.random() / 2);
+    await new Promise((r) => setTimeout(r, 1000 * waitS));
   }
 }
 

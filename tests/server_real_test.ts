@@ -9,6 +9,8 @@ import OpenAI from "openai";
 import { decodeImage, encodeImage } from "../src/image/codec.ts";
 import { psnr } from "./util.ts";
 import { collectSse, postJson, readSse, startTestServer, tinyModelEngineFactory } from "./server_harness.ts";
+import { loadPipeline } from "../src/pipeline/load.ts";
+import { testGpu } from "./util.ts";
 
 function assert(cond: unknown, message: string): asserts cond {
   if (!cond) throw new Error(message);
@@ -194,3 +196,74 @@ function decodeSame(b64: string, png: Uint8Array): boolean {
   const b = decodeImage(png);
   return a.width === b.width && a.height === b.height && a.rgba.every((v, i) => v === b.rgba[i]);
 }
+
+Deno.test("server with TAESD (--taesd, --decoder taesd): previews default to TAESD, the image is TAESD's", async () => {
+  const taesd = new URL("./fixtures/taesd/model", import.meta.url).pathname;
+  const s = await startTestServer({
+    engine: tinyModelEngineFactory({ taesd, decoder: "taesd" }),
+    options: { taesd: true },
+  });
+  try {
+    const request = { prompt: "a lighthouse", width: 64, height: 128, steps: 2, sampler: "ddim", seed: 7 };
+    const previewOf = async (extra: Record<string, unknown>) => {
+      const events = await collectSse(await postJson(`${s.url}/v1/generate`, { ...request, ...extra }, SSE));
+      const p = events.find((e) => e.event === "preview")!.json;
+      return { preview: p, image: events.at(-1)!.json.image as string };
+    };
+    const byDefault = await previewOf({ preview_every: 1 });
+    const taesdPreview = await previewOf({ preview_every: 1, preview: "taesd" });
+    const cheap = await previewOf({ preview_every: 1, preview: "cheap" });
+    // TAESD previews come at half the image size, like the cheap one, but are TAESD's pixels.
+    assert(byDefault.preview.width === 32 && byDefault.preview.height === 64, "preview size");
+    assert(byDefault.preview.data === taesdPreview.preview.data, "the default preview is TAESD's");
+    assert(byDefault.preview.data !== cheap.preview.data, "the TAESD preview is not the cheap one");
+    // The final image is what the library pipeline makes with the taesd decoder (same precision).
+    const gpu = await testGpu();
+    const local = await loadPipeline(gpu, new URL("./fixtures/tiny_sd", import.meta.url).pathname, {
+      taesd,
+      decoder: "taesd",
+    });
+    let png: Uint8Array = new Uint8Array();
+    for await (const ev of local.generate({ ...request, sampler: "ddim", guidanceScale: 7.5 })) {
+      if (ev.type === "done") png = ev.image;
+    }
+    assert(decodeSame(byDefault.image, png), "the image equals the library's TAESD-decoded image");
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("server on the tiny real model with a LoRA folder: the worker merges per job and restores between jobs", async () => {
+  const { LoraLibrary } = await import("../src/models/lora/library.ts");
+  const loraDir = new URL("./fixtures/lora", import.meta.url).pathname;
+  const s = await startTestServer({
+    engine: tinyModelEngineFactory({ loraDir }),
+    options: { loras: new LoraLibrary(loraDir) },
+  });
+  try {
+    const generate = async (extra: Record<string, unknown>) => {
+      const body = {
+        prompt: "a lighthouse",
+        width: 64,
+        height: 64,
+        steps: 2,
+        sampler: "ddim",
+        seed: 3,
+        ...extra,
+      };
+      const res = await postJson(`${s.url}/v1/generate`, body);
+      const json = await res.json();
+      assert(res.status === 200, `${JSON.stringify(extra)}: ${res.status} ${JSON.stringify(json)}`);
+      return json.image as string;
+    };
+    const plain = await generate({});
+    const listed = await generate({ loras: [{ name: "style_kohya", scale: 0.8 }] });
+    assert(!decodeSame(listed, Uint8Array.fromBase64(plain)), "the LoRA does not change the image");
+    const tagged = await generate({ prompt: "a lighthouse <lora:style_kohya:0.8>" });
+    assert(decodeSame(tagged, Uint8Array.fromBase64(listed)), "a prompt tag differs from the loras list");
+    const again = await generate({});
+    assert(decodeSame(again, Uint8Array.fromBase64(plain)), "a job without LoRA after one with differs");
+  } finally {
+    await s.close();
+  }
+});

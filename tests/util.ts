@@ -101,3 +101,15 @@ export function psnr(a: Uint8Array, b: Uint8Array): number {
   const mse = se / a.length;
   return mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse);
 }
+
+/** A plain assertion with a message (no std library here). */
+export function assert(cond: unknown, message: string): asserts cond {
+  if (!cond) throw new Error(message);
+}
+
+/** Equality by JSON, with the values in the message. */
+export function assertEquals<T>(actual: T, expected: T, what: string): void {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  if (a !== e) throw new Error(`${what}: got ${a}, want ${e}`);
+}

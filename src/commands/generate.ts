@@ -1,7 +1,8 @@
 // `generate [--model DIR] --prompt P [...] --out out.png`: images from the command line, with a terminal
 // progress bar and optional preview files. Without --model: $SD_MODEL, else weights/sd-turbo, downloaded
 // there first (in the foreground, with progress bars) when missing. Steps, guidance, sampler and size
-// default to the model's own (pipeline/defaults.ts).
+// default to the model's own (pipeline/defaults.ts). TAESD weights (--taesd DIR, env TAESD, else a taesd/
+// folder in or next to the model) make TAESD the default preview and allow --decoder taesd.
 
 import { parseArgs } from "node:util";
 import cliProgress from "cli-progress";
@@ -9,13 +10,23 @@ import { Gpu } from "../gpu/device.ts";
 import { loadPipeline } from "../pipeline/load.ts";
 import { sizeMultiple } from "../pipeline/pipeline.ts";
 import { imageSize } from "../image/codec.ts";
+import { promptChunks } from "../pipeline/text_encoding.ts";
 import {
+  type DecoderName,
+  DECODERS,
   type GenerateRequest,
+  PREVIEW_MODES,
+  type PreviewMode,
+  PROMPT_WEIGHTINGS,
+  type PromptWeighting,
   SAMPLER_NAMES,
   type SamplerName,
   SEED_MODES,
   type SeedMode,
 } from "../pipeline/types.ts";
+import { findTaesdBeside } from "../models/taesd/load.ts";
+import { splitLoraTags } from "../models/lora/tags.ts";
+import { LORA_OPTIONS, LORA_USAGE, parseLoraArgs } from "./lora_args.ts";
 import { chooseDefaultModel, downloadAdvice, downloadModel } from "../weights/download/index.ts";
 import { progressBars } from "./weights.ts";
 
@@ -26,8 +37,14 @@ const USAGE = `usage: generate [--model DIR] --prompt P [--negative N] [--seed S
   [--sampler ${SAMPLER_NAMES.join("|")}] [--eta E] [--width W --height H]
   [--num-images N [--seed-mode diffusers|per-image]]   (N > 1: out.png → out-1.png … out-N.png)
   [--image init.png [--mask mask.png] [--strength S]]
-  [--long-prompt chunk|truncate] [--precision f32|f16] [--previews DIR --preview-every K] [--preview cheap|vae]
-  [--tokenizer DIR] --out out.png`;
+  [--long-prompt chunk|truncate] [--precision f32|f16] [--previews DIR --preview-every K]
+  [--preview cheap|vae|taesd] [--taesd DIR] [--decoder vae|taesd] [--prompt-weighting none|a1111]
+  [--tokenizer DIR] ${LORA_USAGE} --out out.png
+  --taesd DIR (env TAESD): TAESD weights; default: a taesd/ folder with a config.json in the model folder, else
+  next to it. With them the default preview is taesd. --decoder taesd decodes the final image with TAESD:
+  faster, lower quality (drafts, CPU-only hosts).
+  LoRAs: each --lora FILE[:SCALE] is merged at its scale; <lora:NAME:SCALE> tags in the prompt name files of
+  --lora-dir (or a --lora file by its stem).`;
 
 function num(value: string | undefined, name: string, fallback: number): number {
   if (value === undefined) return fallback;
@@ -54,10 +71,13 @@ export async function generateCommand(args: string[]): Promise<number> {
       mask: { type: "string" },
       strength: { type: "string" },
       "long-prompt": { type: "string", default: "chunk" },
+      "prompt-weighting": { type: "string", default: "none" },
       precision: { type: "string" },
       previews: { type: "string" },
       "preview-every": { type: "string" },
-      preview: { type: "string", default: "cheap" },
+      preview: { type: "string" },
+      taesd: { type: "string" },
+      decoder: { type: "string", default: "vae" },
       tokenizer: { type: "string" },
       "num-images": { type: "string" },
       "seed-mode": { type: "string" },
@@ -65,6 +85,7 @@ export async function generateCommand(args: string[]): Promise<number> {
       out: { type: "string" },
       "no-f16": { type: "boolean" },
       quiet: { type: "boolean" },
+      ...LORA_OPTIONS,
     },
   });
   if (values.prompt === undefined || !values.out) {
@@ -78,12 +99,20 @@ export async function generateCommand(args: string[]): Promise<number> {
   if (longPrompt !== "chunk" && longPrompt !== "truncate") {
     throw new Error("--long-prompt must be chunk or truncate");
   }
+  const promptWeighting = values["prompt-weighting"] as PromptWeighting;
+  if (!PROMPT_WEIGHTINGS.includes(promptWeighting)) {
+    throw new Error(`--prompt-weighting must be ${PROMPT_WEIGHTINGS.join(" or ")}`);
+  }
   const precision = values.precision;
   if (precision !== undefined && precision !== "f32" && precision !== "f16") {
     throw new Error("--precision must be f32 or f16");
   }
-  const preview = values.preview;
-  if (preview !== "cheap" && preview !== "vae") throw new Error("--preview must be cheap or vae");
+  const preview = values.preview as PreviewMode | undefined;
+  if (preview !== undefined && !PREVIEW_MODES.includes(preview)) {
+    throw new Error(`--preview must be ${PREVIEW_MODES.join(", ")}`);
+  }
+  const decoder = values.decoder as DecoderName;
+  if (!DECODERS.includes(decoder)) throw new Error(`--decoder must be ${DECODERS.join(" or ")}`);
   if (values.seed !== undefined && !/^\d+$/.test(values.seed)) {
     throw new Error("--seed must be a non-negative integer");
   }
@@ -94,11 +123,27 @@ export async function generateCommand(args: string[]): Promise<number> {
   if (!SEED_MODES.includes(seedMode as SeedMode)) {
     throw new Error(`--seed-mode must be ${SEED_MODES.join(" or ")}`);
   }
+  const loras = parseLoraArgs(values);
 
   const modelPath = await modelOrDefault(values.model, values["weights-dir"] ?? "weights", !!values.quiet);
   if (modelPath === undefined) return 1;
+  const taesd = values.taesd ?? (Deno.env.get("TAESD") || undefined) ?? findTaesdBeside(modelPath);
+  if (preview === "taesd" && !taesd) {
+    throw new Error(
+      "--preview taesd needs TAESD weights: --taesd DIR, or a taesd/ folder in or next to the model",
+    );
+  }
   const gpu = await Gpu.create({ disableF16: values["no-f16"] });
-  const pipeline = await loadPipeline(gpu, modelPath, { precision, tokenizerDir: values.tokenizer });
+  const pipeline = await loadPipeline(gpu, modelPath, {
+    precision,
+    tokenizerDir: values.tokenizer,
+    taesd,
+    decoder,
+    loraDir: loras.dir,
+    loraFiles: loras.files,
+    loraStrict: loras.strict,
+    onWarning: (m) => console.error(`warning: ${m}`),
+  });
   const defaults = pipeline.defaults;
   const initImage = values.image ? await Deno.readFile(values.image) : undefined;
   const mask = values.mask ? await Deno.readFile(values.mask) : undefined;
@@ -124,11 +169,14 @@ export async function generateCommand(args: string[]): Promise<number> {
     longPrompt,
     numImages,
     seedMode: seedMode as SeedMode,
+    loras: loras.requests,
+    promptWeighting,
   };
   if (request.initImage && request.strength === undefined) request.strength = mask ? 1 : 0.75;
   if (values.previews) await Deno.mkdir(values.previews, { recursive: true });
   if (longPrompt === "truncate") {
-    const t = pipeline.parts.tokenizer.chunks(request.prompt, "truncate");
+    const text = splitLoraTags(request.prompt).prompt; // the tags are not tokenized
+    const t = promptChunks(pipeline.parts.tokenizer, text, "truncate", promptWeighting);
     if (t.truncated) {
       console.error("note: the prompt is longer than 75 tokens and was truncated (--long-prompt truncate)");
     }
@@ -144,6 +192,8 @@ export async function generateCommand(args: string[]): Promise<number> {
   for await (const ev of pipeline.generate(request)) {
     if (ev.type === "started") {
       console.error(`seed ${ev.seed}, ${ev.width}×${ev.height}, ${ev.steps} steps`);
+      const active = pipeline.parts.loras?.active ?? [];
+      if (active.length) console.error(`LoRAs: ${active.map((l) => `${l.name} × ${l.scale}`).join(", ")}`);
     } else if (ev.type === "progress") {
       if (!values.quiet) {
         if (!started) bar.start(ev.steps, 0);

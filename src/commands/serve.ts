@@ -7,6 +7,7 @@ import { parseServeConfig, SERVE_USAGE } from "../server/config.ts";
 import { serveApp } from "../server/serve.ts";
 import { WorkerEngineHost } from "../server/worker/host.ts";
 import { chooseDefaultModel } from "../weights/download/index.ts";
+import { LoraLibrary } from "../models/lora/library.ts";
 
 export async function serveCommand(args: string[]): Promise<number> {
   if (args.includes("--help") || args.includes("-h")) {
@@ -15,6 +16,9 @@ export async function serveCommand(args: string[]): Promise<number> {
   }
   const env = Deno.env.toObject();
   const config = parseServeConfig(args, env);
+  if (config.loraDir && !(await Deno.stat(config.loraDir).catch(() => null))?.isDirectory) {
+    throw new Error(`--lora-dir ${config.loraDir} is not a folder`);
+  }
   // Without --model: weights/sd-turbo, downloaded there first by the engine worker when missing (the HTTP
   // thread serves /healthz meanwhile: downloading {bytes, total_bytes, progress}).
   const choice = config.noModel
@@ -31,6 +35,10 @@ export async function serveCommand(args: string[]): Promise<number> {
     model: choice?.path,
     download,
     tokenizerDir: config.tokenizer,
+    loraDir: config.loraDir,
+    loraStrict: config.loraStrict,
+    taesd: config.taesd,
+    decoder: config.decoder,
     disableF16: config.disableF16,
     warmupDefault: config.warmupDefault,
     warmup: config.warmup,
@@ -39,7 +47,9 @@ export async function serveCommand(args: string[]): Promise<number> {
     batchBudgetBytes: config.batchBudgetBytes,
     testHooks: config.testHooks,
   });
-  const sd = createApp({ host, options: { ...config.options, testHooks: config.testHooks } });
+  // The HTTP side validates LoRA names against the folder; the worker reads the files.
+  const loras = config.loraDir ? new LoraLibrary(config.loraDir) : undefined;
+  const sd = createApp({ host, options: { ...config.options, loras, testHooks: config.testHooks } });
   const handle = serveApp(sd, {
     hostname: config.hostname,
     port: config.port,
@@ -52,7 +62,7 @@ export async function serveCommand(args: string[]): Promise<number> {
             ? " (--no-model: generation answers 503)"
             : download
             ? ` (no --model: fetching ${choice.path} if needed, then loading it; progress in /healthz)`
-            : ` (loading ${choice.path})`),
+            : ` (loading ${choice.path}${config.taesd ? `, TAESD ${config.taesd}` : ""})`),
       ),
   });
   await handle.finished;

@@ -1,12 +1,12 @@
-// `synth-weights --model sd15|sd21 --out DIR [--seed N] [--tokenizer DIR] [--force]`: writes a complete
-// diffusers folder of seeded random weights with the real names and shapes (src/models/synth.ts), for
-// load, memory and speed tests without a trained checkpoint.
+// `synth-weights --model sd15|sd21|taesd --out DIR [--seed N] [--tokenizer DIR] [--force]`: writes a complete
+// diffusers folder (or a TAESD folder) of seeded random weights with the real names and shapes
+// (src/models/synth.ts), for load, memory and speed tests without a trained checkpoint.
 
 import { parseArgs } from "node:util";
 import { referenceConfigs, type ReferenceModel } from "../models/presets.ts";
-import { synthModelFolder } from "../models/synth.ts";
+import { synthModelFolder, synthTaesdFolder } from "../models/synth.ts";
 
-const USAGE = "usage: synth-weights --model sd15|sd21 --out DIR [--seed N] [--tokenizer DIR] [--force]";
+const USAGE = "usage: synth-weights --model sd15|sd21|taesd --out DIR [--seed N] [--tokenizer DIR] [--force]";
 
 /** The bundled tokenizer (tests/fixtures/tokenizer) when running from a source checkout. */
 function defaultTokenizerDir(): string | null {
@@ -36,9 +36,9 @@ export async function synthWeightsMain(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const model = values.model as ReferenceModel | undefined;
-  if (model !== "sd15" && model !== "sd21") {
-    console.error(`--model must be sd15 or sd21\n${USAGE}`);
+  const model = values.model as ReferenceModel | "taesd" | undefined;
+  if (model !== "sd15" && model !== "sd21" && model !== "taesd") {
+    console.error(`--model must be sd15, sd21 or taesd\n${USAGE}`);
     return 2;
   }
   if (!values.out) {
@@ -48,11 +48,6 @@ export async function synthWeightsMain(args: string[]): Promise<number> {
   const seed = values.seed === undefined ? 0 : Number(values.seed);
   if (!Number.isSafeInteger(seed)) {
     console.error(`--seed must be an integer, got ${values.seed}`);
-    return 2;
-  }
-  const tokenizerDir = values.tokenizer ?? defaultTokenizerDir();
-  if (!tokenizerDir) {
-    console.error("no tokenizer found: pass --tokenizer DIR (a folder with vocab.json and merges.txt)");
     return 2;
   }
   const out = values.out;
@@ -67,6 +62,20 @@ export async function synthWeightsMain(args: string[]): Promise<number> {
   }
   if (nonEmpty && !values.force) {
     console.error(`${out} exists and is not empty; pass --force to overwrite the model files in it`);
+    return 2;
+  }
+  if (model === "taesd") {
+    const report = await synthTaesdFolder(out, { seed });
+    console.log(
+      `wrote synthetic TAESD weights (seed ${seed}, ${
+        report.bytes.toLocaleString("en-US")
+      } bytes) to ${report.dir}`,
+    );
+    return 0;
+  }
+  const tokenizerDir = values.tokenizer ?? defaultTokenizerDir();
+  if (!tokenizerDir) {
+    console.error("no tokenizer found: pass --tokenizer DIR (a folder with vocab.json and merges.txt)");
     return 2;
   }
   const configs = referenceConfigs(model);

@@ -19,7 +19,8 @@ const MODEL_LIST = Object.entries(HUB_MODELS).map(([name, m]) => `${name} (${m.r
 export const WEIGHTS_USAGE =
   `usage: weights [--model NAME] [--dir DIR] [--revision REV] [--verify] [--retries N] [--quiet]
   Downloads the fp16 diffusers files of a model from the Hugging Face Hub into DIR/<model>/, resumably,
-  each checked against its sha256 and recorded in DIR/<model>/${LOCK_FILE}.
+  each checked against its sha256 and recorded in DIR/<model>/${LOCK_FILE}. "taesd" is the tiny
+  autoencoder for previews and drafts: DIR/taesd is found by every model folder in DIR.
   --model NAME   ${MODEL_LIST}; default sd15
   --dir DIR      parent folder (default weights)
   --revision R   branch, tag or commit (default main; the lock pins the commit its first run resolved)
@@ -75,7 +76,11 @@ export async function weightsCommand(
     retries,
     progress: values.quiet ? undefined : progressBars(),
   });
-  console.log(`ready: serve it with --model ${result.modelDir}`);
+  console.log(
+    HUB_MODELS[values.model as HubModelName].kind === "taesd"
+      ? `ready: models in ${values.dir} find it there (or pass --taesd ${result.modelDir})`
+      : `ready: serve it with --model ${result.modelDir}`,
+  );
   return 0;
 }
 

@@ -12,8 +12,8 @@ import { conv2d, type Conv2dParams, convOutSize, convPadding } from "../ops/conv
 import { type Activation, geglu, linear } from "../ops/linear.ts";
 import { groupNorm, layerNorm } from "../ops/norm.ts";
 import { attention, attentionFlops } from "../ops/attention.ts";
-import { concatChannels, upsampleNearest2x } from "../ops/layout.ts";
-import { silu } from "../ops/elementwise.ts";
+import { concatChannels, resizeNearest, upsampleNearest2x } from "../ops/layout.ts";
+import { type Activation as MapActivation, map, silu } from "../ops/elementwise.ts";
 import { timestepEmbedding } from "../ops/timestep.ts";
 import { embedding } from "../ops/embedding.ts";
 import type { WeightShapes } from "./declare.ts";
@@ -72,7 +72,12 @@ class Graph {
   readonly probes = new Map<string, Value>();
   /** Every weight the forward reads (full names). */
   readonly weightsRead = new Set<string>();
+  /** Weights read by a GEMM kernel, and which one: their packed layout (LoRA merges into it). */
+  readonly gemmWeights = new Map<string, GemmKind>();
 }
+
+/** Which GEMM packing a weight gets: conv ([Cout, taps, Cin/8] texels) or linear ([N, K/8] texels). */
+export type GemmKind = "conv" | "linear";
 
 /** A compiled forward: the plan and the tensor of every input, output and probe. */
 export interface Compiled {
@@ -120,11 +125,17 @@ export class ModelBuilder {
     return this.graph.weightsRead;
   }
 
+  /** Weights the forward recorded so far reads through the conv or the linear GEMM (full names). */
+  gemmWeights(): ReadonlyMap<string, GemmKind> {
+    return this.graph.gemmWeights;
+  }
+
   /** The full name of a weight this scope reads; a forward naming an undeclared weight fails here. */
-  private weight(name: string): string {
+  private weight(name: string, gemm?: GemmKind): string {
     const full = this.prefix + name;
     if (!this.weights.has(full)) throw new Error(`model builder: weight "${full}" is not declared`);
     this.graph.weightsRead.add(full);
+    if (gemm) this.graph.gemmWeights.set(full, gemm);
     return full;
   }
 
@@ -162,13 +173,24 @@ export class ModelBuilder {
 
   // ---- ops ----
 
-  /** Conv2d `name` (`name.weight` [Cout, Cin, k, k], `name.bias`), NHWC [B, H, W, Cin] → [B, Ho, Wo, Cout]. */
+  /**
+   * Conv2d `name` (`name.weight` [Cout, Cin, k, k], `name.bias`), NHWC [B, H, W, Cin] → [B, Ho, Wo, Cout],
+   * with the fused epilogue relu?((conv + bias + timeBias + residual) / outputScaleFactor + outputShift).
+   */
   conv(
     name: string,
     x: Value,
-    o: { stride?: 1 | 2; padding?: Conv2dParams["padding"]; timeBias?: Value; residual?: Value } = {},
+    o: {
+      stride?: 1 | 2;
+      padding?: Conv2dParams["padding"];
+      timeBias?: Value;
+      residual?: Value;
+      outputScaleFactor?: number;
+      outputShift?: number;
+      relu?: boolean;
+    } = {},
   ): Value {
-    const w = this.weight(`${name}.weight`);
+    const w = this.weight(`${name}.weight`, "conv");
     const [cout, cin, kh, kw] = this.weights.shape(w);
     const stride = o.stride ?? 1;
     const padding = o.padding ?? "same";
@@ -192,6 +214,9 @@ export class ModelBuilder {
           out: c.tensor(out),
           stride,
           padding,
+          outputScaleFactor: o.outputScaleFactor,
+          outputShift: o.outputShift,
+          relu: o.relu,
           act: c.act,
         }),
     );
@@ -202,7 +227,7 @@ export class ModelBuilder {
    * optional fused activation and residual. A 1×1 conv weight [N, K, 1, 1] works as one (proj_in of SD 1.x).
    */
   linear(name: string, x: Value, o: { activation?: Activation; residual?: Value } = {}): Value {
-    const w = this.weight(`${name}.weight`);
+    const w = this.weight(`${name}.weight`, "linear");
     const [n, k] = this.weights.shape(w);
     const rows = numel(x.shape) / k;
     const out = this.value(this.prefix + name, [...x.shape.slice(0, -1), n]);
@@ -221,7 +246,7 @@ export class ModelBuilder {
 
   /** GEGLU projection `name` ([2D, K] weight: value and gate halves) in one kernel: [..., K] → [..., D]. */
   geglu(name: string, x: Value): Value {
-    const w = this.weight(`${name}.weight`);
+    const w = this.weight(`${name}.weight`, "linear");
     const bias = this.weight(`${name}.bias`);
     const [n2, k] = this.weights.shape(w);
     const rows = numel(x.shape) / k;
@@ -287,6 +312,21 @@ export class ModelBuilder {
       }));
   }
 
+  /** Elementwise activation(x · scale + bias) · outScale, one kernel (ops/elementwise.ts `map`). */
+  map(
+    label: string,
+    x: Value,
+    o: { scale?: number; bias?: number; activation?: MapActivation; outScale?: number },
+  ): Value {
+    const out = this.value(this.prefix + label, x.shape);
+    return this.node(
+      [x],
+      out,
+      0,
+      (c) => map(c.gpu, { x: c.tensor(x), out: c.tensor(out), act: c.act, ...o }),
+    );
+  }
+
   silu(x: Value, label = "silu"): Value {
     const out = this.value(this.prefix + label, x.shape);
     return this.node([x], out, 0, (c) => silu(c.gpu, { x: c.tensor(x), out: c.tensor(out), act: c.act }));
@@ -301,6 +341,18 @@ export class ModelBuilder {
       out,
       0,
       (c) => upsampleNearest2x(c.gpu, { x: c.tensor(x), out: c.tensor(out), act: c.act }),
+    );
+  }
+
+  /** Nearest upsampling NHWC to [h, w] (diffusers' Upsample2D given an output size; ×2 takes upsample2x's kernel). */
+  upsampleTo(x: Value, h: number, w: number): Value {
+    const [B, , , C] = x.shape;
+    const out = this.value(`${this.prefix}upsample`, [B, h, w, C]);
+    return this.node(
+      [x],
+      out,
+      0,
+      (c) => resizeNearest(c.gpu, { x: c.tensor(x), out: c.tensor(out), act: c.act }),
     );
   }
 

@@ -11,6 +11,8 @@ import type { ClipTextConfig } from "./clip/config.ts";
 import { unetGraph } from "./unet/unet.ts";
 import { vaeDecoderGraph } from "./vae/vae.ts";
 import { clipGraph } from "./clip/clip.ts";
+import type { TaesdConfig } from "./taesd/config.ts";
+import { taesdDecoderGraph, taesdTensorSpecs } from "./taesd/taesd.ts";
 
 export function unetFlops(c: UNetConfig, batch: number, height: number, width: number, contextTokens = 77) {
   const shape = { batch, height, width, contextTokens };
@@ -24,4 +26,9 @@ export function vaeDecodeFlops(c: VaeConfig, h: number, w: number): number {
 
 export function clipFlops(c: ClipTextConfig, batch: number, tokens: number): number {
   return clipGraph(c, declaredShapes(clipTensorSpecs(c)), "f32", batch, tokens).b.flops();
+}
+
+/** One TAESD decode of an h×w latent. */
+export function taesdDecodeFlops(c: TaesdConfig, h: number, w: number): number {
+  return taesdDecoderGraph(c, declaredShapes(taesdTensorSpecs(c)), "f32", h, w).b.flops();
 }

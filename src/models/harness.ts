@@ -1,5 +1,5 @@
-// Runs one network (UNet, VAE decoder/encoder, CLIP text encoder) on host tensors with the fixtures'
-// names and NCHW layout. Shared by `deno task component` and the model tests.
+// Runs one network (UNet, VAE decoder/encoder, CLIP text encoder, TAESD decoder/encoder) on host tensors
+// with the fixtures' names and NCHW layout. Shared by `deno task component` and the model tests.
 
 import type { Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
@@ -13,10 +13,19 @@ import { Weights, type WeightSource } from "./weights.ts";
 import { UNet } from "./unet/unet.ts";
 import { Vae } from "./vae/vae.ts";
 import { ClipTextModel } from "./clip/clip.ts";
+import { parseTaesdConfig } from "./taesd/config.ts";
+import { Taesd, taesdTensorSpecs } from "./taesd/taesd.ts";
 
 /** One network call the harness runs: the "component" CLI's first argument. */
-export type NetworkEntry = "unet" | "vae-decode" | "vae-encode" | "clip";
-export const NETWORK_ENTRIES: readonly NetworkEntry[] = ["unet", "vae-decode", "vae-encode", "clip"];
+export type NetworkEntry = "unet" | "vae-decode" | "vae-encode" | "clip" | "taesd-decode" | "taesd-encode";
+export const NETWORK_ENTRIES: readonly NetworkEntry[] = [
+  "unet",
+  "vae-decode",
+  "vae-encode",
+  "clip",
+  "taesd-decode",
+  "taesd-encode",
+];
 
 export class InputError extends Error {
   constructor(message: string) {
@@ -27,7 +36,7 @@ export class InputError extends Error {
 
 // ---- loading ----
 
-export type AnyModel = UNet | Vae | ClipTextModel;
+export type AnyModel = UNet | Vae | ClipTextModel | Taesd;
 
 /** Loads the network a component needs from a config dict and a weight source with diffusers names. */
 export async function loadModel(
@@ -53,6 +62,11 @@ export async function loadModel(
       allowExtra: (n) => isIgnorableTensor("vae", n),
     });
     return new Vae(gpu, config, weights, act);
+  }
+  if (component === "taesd-decode" || component === "taesd-encode") {
+    const config = parseTaesdConfig(configJson);
+    const expected = new Map(taesdTensorSpecs(config).map((s) => [s.name, s.shape]));
+    return new Taesd(gpu, config, await Weights.load(gpu, "taesd", source, expected), act);
   }
   const config = parseClipTextConfig(configJson);
   const weights = await Weights.load(gpu, "text_encoder", source, expectedTensors("text_encoder", config), {
@@ -153,6 +167,35 @@ export async function runComponent(
       shape: [1, C2 / 2, h, w],
       data: moments.data.slice(half).map((v) => Math.min(20, Math.max(-30, v))),
     });
+    await collect(p.probes);
+  } else if (component === "taesd-decode") {
+    // The fixtures' names: `latents` (the UNet's, unscaled) → `image` in about [−1, 1].
+    const taesd = model as Taesd;
+    const latents = need(inputs, "latents", 4, component);
+    if (latents.shape[0] !== 1) throw new InputError(`${component}: batch ${latents.shape[0]} not supported`);
+    if (latents.shape[1] !== taesd.config.latent_channels) {
+      throw new InputError(`${component}: "latents" must have ${taesd.config.latent_channels} channels`);
+    }
+    const p = taesd.decodePlan(latents.shape[2], latents.shape[3], options.probes);
+    writeActivation(gpu, p.latents, nchwToNhwc(latents).data);
+    p.plan.run("taesd decode");
+    outputs.set("image", await readNchw(gpu, p.image));
+    await collect(p.probes);
+  } else if (component === "taesd-encode") {
+    const taesd = model as Taesd;
+    const image = need(inputs, "image", 4, component);
+    const [B, C, H, W] = image.shape;
+    if (B !== 1) throw new InputError(`${component}: batch ${B} not supported`);
+    if (C !== taesd.config.in_channels) {
+      throw new InputError(`${component}: "image" must have ${taesd.config.in_channels} channels`);
+    }
+    if (H % 8 || W % 8) {
+      throw new InputError(`${component}: "image" is ${H}×${W}; both must be multiples of 8`);
+    }
+    const p = taesd.encodePlan(H, W, options.probes);
+    writeActivation(gpu, p.image, nchwToNhwc(image).data);
+    p.plan.run("taesd encode");
+    outputs.set("latents", await readNchw(gpu, p.latents));
     await collect(p.probes);
   } else {
     const clip = model as ClipTextModel;

@@ -1,6 +1,6 @@
 // Synthetic full-size weights: a complete diffusers model folder (configs, tokenizer, F16 safetensors with the
-// real names and shapes) filled with seeded random values, for load / memory / speed testing without a
-// trained checkpoint.
+// real names and shapes), or a TAESD folder, filled with seeded random values, for load / memory / speed
+// testing without a trained checkpoint.
 //
 // Values follow the golden fixtures' convention so activations stay O(1) through the whole network:
 // conv / linear weights N(0,1)/√fan_in, biases 0.1·N(0,1), norm weights 1 + 0.1·N(0,1), norm biases
@@ -18,6 +18,8 @@ import type { UNetConfig } from "./unet/config.ts";
 import type { VaeConfig } from "./vae/config.ts";
 import { clipTensorSpecs, type TensorSpec, unetTensorSpecs, vaeTensorSpecs } from "./expected.ts";
 import { writeSafetensorsStreaming } from "../weights/safetensors.ts";
+import { parseTaesdConfig, TAESD_CONFIG_JSON } from "./taesd/config.ts";
+import { taesdTensorSpecs } from "./taesd/taesd.ts";
 
 export interface SynthConfigs {
   unet: UNetConfig;
@@ -296,6 +298,24 @@ export async function synthModelFolder(
     dir,
     files,
     bytes: files.reduce((n, f) => n + f.bytes, 0),
+    seconds: (performance.now() - start) / 1000,
+  };
+}
+
+/** A TAESD folder as madebyollin/taesd lays it out (config.json + diffusion_pytorch_model.safetensors, the
+ * real config and shapes), filled with synthetic weights: for benchmarks without a download. */
+export async function synthTaesdFolder(dir: string, opts: { seed?: number } = {}): Promise<SynthReport> {
+  const start = performance.now();
+  await Deno.mkdir(dir, { recursive: true });
+  await writeJson(`${dir}/config.json`, TAESD_CONFIG_JSON);
+  const specs = taesdTensorSpecs(parseTaesdConfig(TAESD_CONFIG_JSON));
+  const path = `${dir}/diffusion_pytorch_model.safetensors`;
+  const bytes = await writeSynthWeights(path, specs, opts.seed ?? 0);
+  const parameters = specs.reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
+  return {
+    dir,
+    files: [{ path, bytes, tensors: specs.length, parameters }],
+    bytes,
     seconds: (performance.now() - start) / 1000,
   };
 }

@@ -1,5 +1,5 @@
 // Elementwise arithmetic op builders: residual add, broadcast add, scale/affine, activations (SiLU, GELU,
-// quick GELU), GEGLU and classifier-free guidance. Data movement (channel concat/slice, upsampling, layout,
+// quick GELU, tanh), GEGLU and classifier-free guidance. Data movement (channel concat/slice, upsampling, layout,
 // casts) is in layout.ts, the timestep embedding in timestep.ts; all of them run elementwise.wgsl kernels.
 // Each builder returns Dispatch[] built once per shape (pipelines cached, uniforms written at build time).
 // add and map (and its activations) split into row bands when a tensor exceeds one storage binding (see
@@ -145,23 +145,26 @@ export function addBroadcast(gpu: Gpu, p: AddBroadcastParams): Dispatch[] {
 
 // ---- scale / activations ----
 
-export type Activation = "none" | "silu" | "gelu" | "gelu_tanh" | "quick_gelu";
+export type Activation = "none" | "silu" | "gelu" | "gelu_tanh" | "quick_gelu" | "tanh";
 
 export interface MapParams {
   x: Tensor;
   /** like x; may be x itself (in-place) */
   out: Tensor;
-  /** y = activation(x · scale + bias), then optionally clamped to [lo, hi]. */
+  /** y = activation(x · scale + bias) · outScale, then optionally clamped to [lo, hi]. */
   scale?: number;
   bias?: number;
   activation?: Activation;
+  /** Multiplies the activation's result (TAESD's soft clamp tanh(x / 3) · 3 is scale 1/3, outScale 3). */
+  outScale?: number;
   clamp?: [number, number];
   act: ActDType;
   /** Storage binding limit to split at (tests); defaults to the device's. */
   maxBindingBytes?: number;
 }
 
-/** out = clamp(activation(x · scale + bias)): scaling, SiLU/GELU, VAE output mapping (x/2 + 0.5 clamped). */
+/** out = clamp(activation(x · scale + bias) · outScale): scaling, SiLU/GELU, VAE output mapping (x/2 + 0.5
+ * clamped), TAESD's tanh soft clamp. */
 export function map(gpu: Gpu, p: MapParams): Dispatch[] {
   checkDType(p.x, p.act, "map x");
   checkDType(p.out, p.act, "map out");
@@ -182,7 +185,14 @@ export function map(gpu: Gpu, p: MapParams): Dispatch[] {
   const unitBytes = (vec ? 4 : 1) * bytesPerElement(p.act);
   const bands = flatBands(gpu, `map [${p.x.shape}]`, [p.x, p.out], units, unitBytes, p.maxBindingBytes);
   return bands.map(({ bind, count }) => {
-    const params = uniformOf(gpu, [u(count), f(p.scale ?? 1), f(p.bias ?? 0), u(0), f(lo), f(hi)]);
+    const params = uniformOf(gpu, [
+      u(count),
+      f(p.scale ?? 1),
+      f(p.bias ?? 0),
+      f(p.outScale ?? 1),
+      f(lo),
+      f(hi),
+    ]);
     const buffers = [bind(p.x), bind(p.out), params];
     const bindings = inplace ? [1, 2] : [0, 1, 2];
     return dispatchSparse(gpu, pipeline, buffers, bindings, grid(count), `map ${activation}`);

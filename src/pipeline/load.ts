@@ -14,10 +14,13 @@ import { Weights, type WeightSource } from "../models/weights.ts";
 import { ClipTextModel } from "../models/clip/clip.ts";
 import { UNet } from "../models/unet/unet.ts";
 import { Vae } from "../models/vae/vae.ts";
+import { loadTaesd } from "../models/taesd/load.ts";
 import { ClipTokenizer } from "../text/tokenizer.ts";
 import { bundledClipTokenizer } from "../text/default_tokenizer.ts";
+import { LoraAdapters } from "../models/lora/adapters.ts";
+import { LoraLibrary } from "../models/lora/library.ts";
 import { StableDiffusionPipeline } from "./pipeline.ts";
-import type { SamplerName } from "./types.ts";
+import type { DecoderName, SamplerName } from "./types.ts";
 import { readModelDefaults } from "./defaults.ts";
 import type { SchedulerConfig } from "../schedulers/common.ts";
 
@@ -26,8 +29,21 @@ export interface LoadOptions extends OpenModelOptions {
   precision?: ActDType;
   /** Tokenizer folder overriding the model's (single-file checkpoints otherwise use the bundled one). */
   tokenizerDir?: string;
+  /** A TAESD folder (config.json + diffusion_pytorch_model.safetensors) to load beside the model: previews,
+   * drafts. Callers resolve it (commands: --taesd, else `findTaesdBeside`); undefined loads none. */
+  taesd?: string;
+  /** What decodes the final image (default vae); taesd needs `taesd`. */
+  decoder?: DecoderName;
   /** Called as weights upload: fraction in [0, 1]. */
   onProgress?: (fraction: number, what: string) => void;
+  /** Folder of LoRA .safetensors files that requests name by file stem. */
+  loraDir?: string;
+  /** LoRA files also named by stem (the CLI's --lora FILE); they shadow the folder's. */
+  loraFiles?: string[];
+  /** false: LoRA keys that match nothing are skipped with a warning instead of failing the request. */
+  loraStrict?: boolean;
+  /** Where LoRA warnings go (default console.warn). */
+  onWarning?: (message: string) => void;
   /** Activation budget of one batched UNet evaluation (pipeline/batch.ts). */
   batchBudgetBytes?: number;
 }
@@ -79,6 +95,11 @@ export async function loadPipeline(
 ): Promise<StableDiffusionPipeline> {
   const act: ActDType = options.precision ?? (gpu.f16 ? "f16" : "f32");
   if (act === "f16" && !gpu.f16) throw new Error("f16 precision needs shader-f16, which this adapter lacks");
+  if (options.decoder === "taesd" && !options.taesd) {
+    throw new Error(
+      "--decoder taesd needs TAESD weights (--taesd DIR, or a taesd/ folder in or next to the model)",
+    );
+  }
   const model = await openModel(path, options);
   try {
     const missing = [
@@ -101,6 +122,14 @@ export async function loadPipeline(
     const unetWeights = await loadWeights(gpu, model.unet!, progress("unet"));
     before += counts[1];
     const vaeWeights = await loadWeights(gpu, model.vae!, progress("vae"));
+    const taesd = options.taesd ? await loadTaesd(gpu, options.taesd, act) : undefined;
+    const latentChannels = model.vae!.config.latent_channels;
+    if (taesd && taesd.config.latent_channels !== latentChannels) {
+      throw new Error(
+        `TAESD at ${options.taesd} decodes ${taesd.config.latent_channels}-channel latents; this model's have ` +
+          `${latentChannels}`,
+      );
+    }
     const name = path.replace(/\/+$/, "").split("/").pop() ?? path;
     const defaultSampler = defaultSamplerOf(model.scheduler);
     const defaults = await readModelDefaults(path, {
@@ -108,13 +137,24 @@ export async function loadPipeline(
       vaeLevels: model.vae!.config.block_out_channels.length,
       defaultSampler,
     });
+    const textEncoder = new ClipTextModel(gpu, model.textEncoder!.config, teWeights, act);
+    const unet = new UNet(gpu, model.unet!.config, unetWeights, act);
+    const loras = new LoraAdapters(
+      gpu,
+      { unet, textEncoder },
+      new LoraLibrary(options.loraDir, options.loraFiles),
+      { strict: options.loraStrict, warn: options.onWarning },
+    );
     return new StableDiffusionPipeline({
       gpu,
       name,
       tokenizer,
-      textEncoder: new ClipTextModel(gpu, model.textEncoder!.config, teWeights, act),
-      unet: new UNet(gpu, model.unet!.config, unetWeights, act),
+      textEncoder,
+      unet,
       vae: new Vae(gpu, model.vae!.config, vaeWeights, act),
+      loras,
+      taesd,
+      decoder: options.decoder,
       schedulerConfig: { ...model.scheduler, prediction_type: model.predictionType } as SchedulerConfig,
       defaultSampler: defaults.sampler ?? defaultSampler,
       defaults,

@@ -8,17 +8,24 @@ import { readTensor, writeActivation } from "../gpu/tensor.ts";
 import type { ClipTextModel } from "../models/clip/clip.ts";
 import type { UNet } from "../models/unet/unet.ts";
 import type { Vae } from "../models/vae/vae.ts";
+import type { Taesd } from "../models/taesd/taesd.ts";
 import { nchwToNhwc, nhwcToNchw } from "../util/host_tensor.ts";
 import type { TorchGenerator } from "../schedulers/rng.ts";
 import { createScheduler } from "../schedulers/index.ts";
 import type { NoiseSource, Scheduler, SchedulerConfig } from "../schedulers/common.ts";
 import type { ClipTokenizer } from "../text/tokenizer.ts";
+import type { LoraAdapters } from "../models/lora/adapters.ts";
+import { LoraError } from "../models/lora/file.ts";
+import { splitLoraTags } from "../models/lora/tags.ts";
+import type { PromptWeighting } from "../text/prompt_weights.ts";
+import { encodePrompts, type TextContext } from "./text_encoding.ts";
 import { a1111Parameters, decodedToRgb, encodeImage, latentPreview, mimeOf } from "../image/convert.ts";
 import type { ModelDefaults } from "./defaults.ts";
 import { checkInpaintRequest, type UNetKind, unetKind } from "./inpaint.ts";
 import { BatchRandom, DEFAULT_BATCH_BUDGET_BYTES, imagesPerCall, splitBatch } from "./batch.ts";
 import { batchStart } from "./start.ts";
 import {
+  type DecoderName,
   type Engine,
   type GenerateRequest,
   type GenerationEvent,
@@ -29,6 +36,7 @@ import {
   type SamplerName,
   SEED_MODES,
 } from "./types.ts";
+import { previewLatentSize, taesdDecode, taesdPreview } from "./taesd.ts";
 
 export interface PipelineParts {
   gpu: Gpu;
@@ -37,8 +45,14 @@ export interface PipelineParts {
   textEncoder: ClipTextModel;
   unet: UNet;
   vae: Vae;
+  /** TAESD, when its weights were given or found: previews (and the default preview), drafts. */
+  taesd?: Taesd;
+  /** What decodes the final image (default vae; taesd is faster and lower quality). */
+  decoder?: DecoderName;
   schedulerConfig: SchedulerConfig;
   defaultSampler: SamplerName;
+  /** The LoRA sets this model can merge (absent: requests naming LoRAs are refused). */
+  loras?: LoraAdapters;
   /** Activation budget of one batched UNet evaluation (batch.ts); default DEFAULT_BATCH_BUDGET_BYTES. */
   batchBudgetBytes?: number;
   /** The model's defaults for what a request leaves out (defaults.ts). */
@@ -73,7 +87,9 @@ export class StableDiffusionPipeline implements Engine {
 
   gpuBytes(): number {
     const p = this.parts;
-    return p.textEncoder.weights.bytes + p.unet.weights.bytes + p.vae.weights.bytes + p.unet.activationBytes;
+    const taesd = p.taesd ? p.taesd.weights.bytes + p.taesd.activationBytes : 0;
+    return p.textEncoder.weights.bytes + p.unet.weights.bytes + p.vae.weights.bytes + p.unet.activationBytes +
+      taesd + (p.loras?.bytes ?? 0);
   }
 
   /** Checks a request before it is queued; throws RequestError naming the field. */
@@ -98,6 +114,13 @@ export class StableDiffusionPipeline implements Engine {
       throw new RequestError(
         "sampler",
         `unknown sampler "${req.sampler}"; one of ${SAMPLER_NAMES.join(", ")}`,
+      );
+    }
+    if (req.preview === "taesd" && !this.parts.taesd) {
+      throw new RequestError(
+        "preview",
+        "preview taesd needs TAESD weights, which this server has not loaded (--taesd DIR, or a taesd/ " +
+          "folder in or next to the model folder)",
       );
     }
     const strength = req.strength ?? (req.mask || req.maskAll ? 1 : undefined);
@@ -126,6 +149,7 @@ export class StableDiffusionPipeline implements Engine {
     this.validate(req);
     const { vae } = this.parts;
     const t0 = performance.now();
+    const prompt = await this.useLoras(req);
     const seed = req.seed ?? Math.floor(Math.random() * 2 ** 32);
     const count = req.numImages ?? 1;
     const random = new BatchRandom(req.seedMode ?? "diffusers", seed, count);
@@ -151,10 +175,11 @@ export class StableDiffusionPipeline implements Engine {
 
     // Text → embeddings: [B, T, C], unconditional rows first (as diffusers concatenates them).
     const { context, tokens } = await this.encodeText(
-      req.prompt,
+      prompt,
       req.negativePrompt ?? "",
       cfg,
       req.longPrompt ?? "chunk",
+      req.promptWeighting ?? "none",
     );
     const tText = performance.now();
     checkAbort();
@@ -205,15 +230,19 @@ export class StableDiffusionPipeline implements Engine {
     const tDenoise = performance.now();
     checkAbort();
 
-    // Decode each image: latents / scaling_factor → VAE → clamp(x/2 + 0.5) → 8-bit.
+    // Decode each image: latents / scaling_factor → VAE → clamp(x/2 + 0.5) → 8-bit; TAESD takes the latents
+    // as they are.
     const scaling = vae.config.scaling_factor;
     const format = req.outputFormat ?? "png";
     const images: Uint8Array[] = [];
     const seeds = random.seeds;
     let parameters = "";
     for (let i = 0; i < count; i++) {
-      const z = latents.slice(i * n, (i + 1) * n).map((v) => Math.fround(v / scaling));
-      const rgb = decodedToRgb(await this.vaeDecode(z, h, w, signal), req.height, req.width);
+      const z = latents.slice(i * n, (i + 1) * n);
+      const decoded = this.parts.decoder === "taesd"
+        ? await taesdDecode(this.parts.gpu, this.parts.taesd!, z, h, w, signal)
+        : await this.vaeDecode(z.map((v) => Math.fround(v / scaling)), h, w, signal);
+      const rgb = decodedToRgb(decoded, req.height, req.width);
       const text = a1111Parameters({
         prompt: req.prompt,
         negativePrompt: req.negativePrompt,
@@ -268,6 +297,28 @@ export class StableDiffusionPipeline implements Engine {
     if (unet.activationBytes <= this.batchBudgetBytes) return;
     for (const k of new Set(splitBatch(count, perCall))) {
       if (k > 1) unet.dropPlan(rowsPerImage * k, h, w, t);
+    }
+  }
+
+  /**
+   * Merges the request's LoRAs (its `loras` and the prompt's `<lora:NAME:SCALE>` tags; none restores the base
+   * weights) and returns the prompt without the tags, to be tokenized.
+   */
+  async useLoras(req: GenerateRequest): Promise<string> {
+    try {
+      const tagged = splitLoraTags(req.prompt);
+      const wanted = [
+        ...(req.loras ?? []).map((l) => ({ ...l, field: "loras" as const })),
+        ...tagged.loras.map((l) => ({ ...l, field: "prompt" as const })),
+      ];
+      if (this.parts.loras) await this.parts.loras.use(wanted);
+      else if (wanted.length) {
+        throw new LoraError("this engine was loaded without LoRA support", wanted[0].field);
+      }
+      return tagged.prompt;
+    } catch (e) {
+      if (e instanceof LoraError) throw new RequestError(e.field, e.message);
+      throw e;
     }
   }
 
@@ -382,8 +433,12 @@ export class StableDiffusionPipeline implements Engine {
   ): Promise<PreviewEvent> {
     const format = req.previewFormat ?? "jpeg";
     const scaling = this.parts.vae.config.scaling_factor;
-    const rgb = req.preview === "vae"
+    // Without a mode: TAESD when it is loaded, else the cheap map.
+    const mode = req.preview ?? (this.parts.taesd ? "taesd" : "cheap");
+    const rgb = mode === "vae"
       ? decodedToRgb(await this.vaeDecode(latents.map((v) => Math.fround(v / scaling)), h, w), h * 8, w * 8)
+      : mode === "taesd"
+      ? await taesdPreview(this.parts.gpu, this.parts.taesd!, latents, h, w)
       : latentPreview(latents, h, w, 4);
     return {
       type: "preview",
@@ -395,32 +450,27 @@ export class StableDiffusionPipeline implements Engine {
     };
   }
 
+  /** Builds and runs the TAESD preview plan of an image size once (warm-up; nothing without TAESD). */
+  async warmTaesdPreview(width: number, height: number): Promise<void> {
+    const { gpu, taesd } = this.parts;
+    if (!taesd) return;
+    const [ph, pw] = previewLatentSize(height / 8, width / 8);
+    await taesdDecode(gpu, taesd, new Float32Array(taesd.config.latent_channels * ph * pw), ph, pw);
+  }
+
   /**
-   * Prompt (and negative prompt) → CLIP last hidden states. Long prompts: "chunk" encodes 75-token chunks
-   * and concatenates them along the sequence (A1111), the shorter side padded with empty chunks;
-   * "truncate" cuts at 75 tokens as diffusers does.
+   * Prompt (and negative prompt) → CLIP last hidden states, [B, chunks·77, C] with the negative prompt's
+   * rows first (pipeline/text_encoding.ts): long prompts in 75-token chunks ("chunk", A1111) or cut
+   * ("truncate", diffusers); prompt weighting "none" (diffusers) or "a1111".
    */
-  async encodeText(
+  encodeText(
     prompt: string,
     negative: string,
     cfg: boolean,
     mode: "chunk" | "truncate",
-  ): Promise<{ context: Float32Array; tokens: number }> {
-    const { tokenizer, textEncoder, gpu } = this.parts;
-    const cond = tokenizer.chunks(prompt, mode).ids;
-    const uncond = cfg ? tokenizer.chunks(negative, mode).ids : [];
-    const chunks = Math.max(cond.length, uncond.length);
-    const empty = tokenizer.chunks("", "truncate").ids[0];
-    while (cond.length < chunks) cond.push(empty);
-    while (cfg && uncond.length < chunks) uncond.push(empty);
-    const rows = [...uncond, ...cond];
-    const L = rows[0].length;
-    const plan = textEncoder.plan(rows.length, L);
-    gpu.device.queue.writeBuffer(plan.ids.buffer, 0, Uint32Array.from(rows.flat()));
-    plan.plan.run("text encoder");
-    const hidden = await readTensor(gpu, plan.lastHidden); // [rows, L, C]: row r = chunk r
-    // Rows are already in [uncond chunks..., cond chunks...] order, so the flat array is [B, chunks·L, C].
-    return { context: hidden, tokens: chunks * L };
+    weighting: PromptWeighting = "none",
+  ): Promise<TextContext> {
+    return encodePrompts(this.parts, { prompt, negative, cfg, longPrompt: mode, weighting });
   }
 
   /**

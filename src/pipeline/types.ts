@@ -4,10 +4,20 @@
 import type { ImageFormat } from "../image/codec.ts";
 import type { MaskChannel } from "../image/mask.ts";
 import type { SamplerName } from "../schedulers/names.ts";
+import type { LoraRequest } from "../models/lora/tags.ts";
+import type { PromptWeighting } from "../text/prompt_weights.ts";
 import type { ModelDefaults } from "./defaults.ts";
 
-export type { ImageFormat, MaskChannel, ModelDefaults, SamplerName };
+export type { ImageFormat, MaskChannel, ModelDefaults, PromptWeighting, SamplerName };
 export { SAMPLER_NAMES } from "../schedulers/names.ts";
+export { PROMPT_WEIGHTINGS } from "../text/prompt_weights.ts";
+
+export const PREVIEW_MODES = ["cheap", "vae", "taesd"] as const;
+export type PreviewMode = typeof PREVIEW_MODES[number];
+
+/** What decodes the final image: the model's VAE, or TAESD (faster, lower quality: drafts, CPU-only hosts). */
+export const DECODERS = ["vae", "taesd"] as const;
+export type DecoderName = typeof DECODERS[number];
 
 export interface GenerateRequest {
   prompt: string;
@@ -37,11 +47,17 @@ export interface GenerateRequest {
   maskAll?: boolean;
   /** Emit a preview every K steps (0 or undefined: none). */
   previewEvery?: number;
-  /** cheap: fixed 4→3 latent→RGB map, upscaled; vae: full VAE decode. */
-  preview?: "cheap" | "vae";
+  /** cheap: fixed 4→3 latent→RGB map, upscaled; vae: full VAE decode; taesd: TAESD decode at half size
+   * (needs TAESD weights). Default: taesd when the engine has TAESD weights, else cheap. */
+  preview?: PreviewMode;
   previewFormat?: ImageFormat;
   outputFormat?: ImageFormat;
   longPrompt?: "chunk" | "truncate";
+  /** LoRAs merged for this run, by name in the LoRA folder, each at its own scale (added to the prompt's
+   * `<lora:NAME:SCALE>` tags). */
+  loras?: LoraRequest[];
+  /** "none" (the default: plain text, as diffusers) or "a1111": (word:1.2), [word], BREAK. */
+  promptWeighting?: PromptWeighting;
   /** Images from this one request, run as one UNet batch where memory allows (default 1). */
   numImages?: number;
   /** How a batch draws its noise (default "diffusers"); see SeedMode. */

@@ -9,6 +9,7 @@
 //   GET  /v1/jobs/:id             its status, progress, result or error
 //   GET  /v1/jobs/:id/events      its events as SSE, replayed from Last-Event-ID
 //   DELETE /v1/jobs/:id           cancel a job
+//   GET  /v1/loras                the LoRAs requests may name                   routes/loras.ts
 //
 // Errors everywhere are OpenAI-shaped (errors.ts); /v1/* and /metrics need the bearer token when one is
 // configured. The engine is injected (`createApp({ engine, gpu, options })`): a ready `Engine` or an
@@ -29,6 +30,7 @@ import { GenerationQueue } from "./queue.ts";
 import { debugRoutes } from "./routes/debug.ts";
 import { editRoutes } from "./routes/edits.ts";
 import { jobRoutes } from "./routes/jobs.ts";
+import { loraRoutes } from "./routes/loras.ts";
 import { nativeRoutes } from "./routes/native.ts";
 import { openAIRoutes } from "./routes/openai.ts";
 import { statusRoutes } from "./routes/status.ts";
@@ -99,6 +101,7 @@ export function createApp(init: CreateAppInit = {}): ServerApp {
   app.route("/", openAIRoutes(state));
   app.route("/", editRoutes(state));
   app.route("/", jobRoutes(state));
+  app.route("/", loraRoutes(state));
   if (options.testHooks) app.route("/", debugRoutes(state));
   app.notFound(notFound);
   app.onError(onError);

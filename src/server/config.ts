@@ -4,6 +4,8 @@ import { parseArgs } from "node:util";
 import { DEFAULT_SERVER_OPTIONS, type ServerOptions } from "./options.ts";
 import type { WarmupSize } from "./worker/protocol.ts";
 import { DEFAULT_BATCH_BUDGET_BYTES } from "../pipeline/batch.ts";
+import { type DecoderName, DECODERS } from "../pipeline/types.ts";
+import { findTaesdBeside } from "../models/taesd/load.ts";
 
 export interface ServeConfig {
   hostname: string;
@@ -19,6 +21,15 @@ export interface ServeConfig {
   batchBudgetBytes?: number;
   /** Tokenizer folder for single-file checkpoints. */
   tokenizer?: string;
+  /** Folder of LoRA .safetensors files requests name by file stem. */
+  loraDir?: string;
+  /** false: LoRA keys that match nothing are skipped with a warning instead of failing the request. */
+  loraStrict: boolean;
+  /** TAESD folder loaded beside the model: --taesd / TAESD, else a taesd/ folder in or next to the model
+   * (`findTaesdBeside`); undefined: none (previews default to cheap, preview taesd is a 400). */
+  taesd?: string;
+  /** What decodes the final image: vae (default) or taesd (needs TAESD weights). */
+  decoder: DecoderName;
   disableF16: boolean;
   /** Sizes built and run once while loading, so that "ready" means warm: the default size (the model's, or
    * --default-size) unless `--warmup none`, then those of --warmup. */
@@ -42,6 +53,15 @@ export const SERVE_USAGE =
   --no-model                          serve without a model (generation answers 503)
   --weights-dir DIR   WEIGHTS_DIR     where the default model is looked for and downloaded (default weights)
   --tokenizer DIR     TOKENIZER       tokenizer folder for single-file checkpoints
+  --lora-dir DIR      LORA_DIR        folder of LoRA .safetensors files, named by file stem in requests
+                                      ("loras": [{name, scale}] or <lora:NAME:SCALE> in the prompt)
+  --lora-strict B     LORA_STRICT     false: skip LoRA keys that match nothing with a warning (default true)
+  --taesd DIR         TAESD           TAESD weights (config.json + diffusion_pytorch_model.safetensors) for
+                                      previews and --decoder taesd; default: a taesd/ folder with a
+                                      config.json in the model folder, else next to it. With TAESD the
+                                      default preview is taesd
+  --decoder NAME      DECODER         vae (default) or taesd: what decodes the final image; taesd is faster
+                                      and lower quality (drafts, CPU-only hosts)
   --token T           API_TOKEN       require "Authorization: Bearer T" on /v1/* and /metrics
   --queue-length N    QUEUE_LENGTH    jobs allowed to wait behind the running one (default ${DEFAULT_SERVER_OPTIONS.maxQueued})
   --max-size PX       MAX_SIZE        largest width/height (default ${DEFAULT_SERVER_OPTIONS.maxSize})
@@ -75,6 +95,10 @@ export function parseServeConfig(args: string[], env: Env): ServeConfig {
       "weights-dir": { type: "string" },
       "batch-memory-mb": { type: "string" },
       tokenizer: { type: "string" },
+      "lora-dir": { type: "string" },
+      "lora-strict": { type: "string" },
+      taesd: { type: "string" },
+      decoder: { type: "string" },
       token: { type: "string" },
       "queue-length": { type: "string" },
       "max-size": { type: "string" },
@@ -120,9 +144,20 @@ export function parseServeConfig(args: string[], env: Env): ServeConfig {
   const token = pick("token", "API_TOKEN")?.v;
   const warmupGot = pick("warmup", "WARMUP");
   const warmup = parseWarmup(warmupGot, maxSize);
+  const strict = pick("lora-strict", "LORA_STRICT");
+  if (strict && strict.v !== "true" && strict.v !== "false") {
+    throw new Error(`${strict.what} must be true or false, got "${strict.v}"`);
+  }
   const model = pick("model", "SD_MODEL")?.v ?? (env.MODEL || undefined);
   const noModel = values["no-model"] ?? false;
   if (noModel && values.model !== undefined) throw new Error("--no-model and --model exclude each other");
+  const weightsDir = pick("weights-dir", "WEIGHTS_DIR")?.v ?? "weights";
+  // TAESD beside the model: the named one, or the default model's folder (server/default_model.ts).
+  const { taesd, decoder } = parseTaesd(
+    pick("taesd", "TAESD"),
+    pick("decoder", "DECODER"),
+    noModel ? undefined : model ?? `${weightsDir.replace(/\/+$/, "")}/sd-turbo`,
+  );
   const batchMb = given("batch-memory-mb", "BATCH_MEMORY_MB")
     ? int("batch-memory-mb", "BATCH_MEMORY_MB", 0, 1, 1 << 20)
     : undefined;
@@ -131,10 +166,14 @@ export function parseServeConfig(args: string[], env: Env): ServeConfig {
     port: int("port", "PORT", 8000, 0, 65535),
     model: noModel ? undefined : model,
     noModel,
-    weightsDir: pick("weights-dir", "WEIGHTS_DIR")?.v ?? "weights",
+    weightsDir,
     batchBudgetBytes: batchMb === undefined ? undefined : batchMb * 2 ** 20,
     warmupDefault: warmupGot?.v.trim() !== "none",
     tokenizer: pick("tokenizer", "TOKENIZER")?.v,
+    loraDir: pick("lora-dir", "LORA_DIR")?.v,
+    loraStrict: strict?.v !== "false",
+    taesd,
+    decoder,
     disableF16: values["no-f16"] ?? false,
     warmup,
     testHooks: env.SD_WEBGPU_TEST_HOOKS === "1",
@@ -151,8 +190,39 @@ export function parseServeConfig(args: string[], env: Env): ServeConfig {
         ? int("default-steps", "DEFAULT_STEPS", 0, 1, maxSteps)
         : undefined,
       token: token || undefined,
+      taesd: taesd !== undefined,
     },
   };
+}
+
+/** The TAESD folder (given, or found beside the model) and the decoder, checked before anything loads. */
+function parseTaesd(
+  given: { v: string; what: string } | undefined,
+  decoderGot: { v: string; what: string } | undefined,
+  model: string | undefined,
+): { taesd?: string; decoder: DecoderName } {
+  const decoder = (decoderGot?.v ?? "vae") as DecoderName;
+  if (!DECODERS.includes(decoder)) {
+    throw new Error(`${decoderGot!.what} must be ${DECODERS.join(" or ")}, got "${decoderGot!.v}"`);
+  }
+  if (given) {
+    try {
+      Deno.statSync(`${given.v}/config.json`);
+    } catch {
+      throw new Error(`${given.what}: ${given.v} is not a TAESD folder (no config.json)`);
+    }
+  }
+  // Without a model nothing is loaded, TAESD included.
+  const taesd = model === undefined ? undefined : given?.v ?? findTaesdBeside(model);
+  if (decoder === "taesd" && !taesd) {
+    throw new Error(
+      `${
+        decoderGot!.what
+      } taesd needs TAESD weights: --taesd DIR (TAESD), or a taesd/ folder in or next to ` +
+        "the model",
+    );
+  }
+  return { taesd, decoder };
 }
 
 /** `512x512,768x768` (or `none`) → the sizes to warm after the default size, without repeats. */

@@ -2,10 +2,13 @@
 // into a `GenerateRequest` for the engine; every rejection names the offending field.
 
 import { z } from "zod";
-import { type GenerateRequest, SAMPLER_NAMES, SEED_MODES } from "../pipeline/types.ts";
+import { type GenerateRequest, PREVIEW_MODES, SAMPLER_NAMES, SEED_MODES } from "../pipeline/types.ts";
 import type { RequestDraft } from "./defaults.ts";
 import { imageSize, sniffImageMime } from "../image/codec.ts";
 import { maskSizeProblem } from "../image/mask.ts";
+import { PROMPT_WEIGHTINGS, type PromptWeighting } from "../pipeline/types.ts";
+import { type LoraCatalog, loraNameProblem } from "../models/lora/library.ts";
+import { splitLoraTags } from "../models/lora/tags.ts";
 
 export interface RequestLimits {
   /** Largest width or height in pixels. */
@@ -22,6 +25,10 @@ export interface RequestLimits {
   defaultSteps?: number;
   /** Guidance when a request names none, overriding the model's default. */
   defaultGuidance?: number;
+  /** The LoRAs requests may name (the --lora-dir folder); absent: naming one is a 400. */
+  loras?: LoraCatalog;
+  /** TAESD weights are loaded: preview "taesd" is allowed, and it is the default preview. */
+  taesd: boolean;
 }
 
 export const DEFAULT_LIMITS: RequestLimits = {
@@ -30,7 +37,12 @@ export const DEFAULT_LIMITS: RequestLimits = {
   maxSteps: 150,
   maxImages: 4,
   maxPromptChars: 10_000,
+  taesd: false,
 };
+
+const NO_TAESD =
+  "taesd needs TAESD weights, which this server has not loaded (start it with --taesd DIR, or " +
+  "put a taesd/ folder in or next to the model folder)";
 
 /** A 400 answer: which field was wrong and why (OpenAI's error shape, so its client reports it). */
 export interface FieldError {
@@ -114,6 +126,11 @@ const samplerField = z.enum(SAMPLER_NAMES, {
   error: (i) => `unknown sampler ${describe(i.input)}; one of ${SAMPLER_NAMES.join(", ")}`,
 });
 
+/** Prompt syntax: "none" (plain text, diffusers) or "a1111" ((word:1.2), [word], BREAK). */
+export const promptWeightingField = z.enum(PROMPT_WEIGHTINGS, {
+  error: `must be ${PROMPT_WEIGHTINGS.join(" or ")}`,
+});
+
 const formatField = z.enum(["png", "jpeg"], {
   error: (i) => `unsupported format ${describe(i.input)}; one of png, jpeg`,
 });
@@ -184,6 +201,61 @@ function describe(v: unknown): string {
   return `${typeof v} ${String(v).slice(0, 40)}`;
 }
 
+// ---- LoRAs ----------------------------------------------------------------------------------------
+
+const LORA_SCALE = 10;
+
+/** `loras: [{name, scale}]` (scale default 1). Names are checked against the folder in `checkLoras`. */
+const lorasField = z.array(
+  z.strictObject({
+    name: z.string({ error: "must be a string (a file stem in the LoRA folder)" }),
+    scale: numberField(false).pipe(
+      z.number().min(-LORA_SCALE, `must be between -${LORA_SCALE} and ${LORA_SCALE}`).max(
+        LORA_SCALE,
+        `must be between -${LORA_SCALE} and ${LORA_SCALE}`,
+      ),
+    ).optional(),
+  }, { error: (i) => i.code === "invalid_type" ? "must be {name, scale}" : undefined }),
+  { error: "must be a list of {name, scale}" },
+).max(16, "at most 16 LoRAs");
+
+interface IssueSink {
+  addIssue(issue: { code: "custom"; path: (string | number)[]; message: string }): void;
+}
+
+/** Every LoRA a request names (its `loras` and the prompt's <lora:NAME:SCALE> tags) must be a file of the
+ * LoRA folder: the HTTP side answers 400 naming it before anything is queued (the worker loads the files). */
+function checkLoras(
+  limits: RequestLimits,
+  prompt: string,
+  loras: readonly { name: string }[] | null | undefined,
+  ctx: IssueSink,
+): void {
+  const problem = (name: string) =>
+    loraNameProblem(name) ??
+      (!limits.loras
+        ? `unknown LoRA ${JSON.stringify(name)}: this server has no LoRA folder (--lora-dir)`
+        : !limits.loras.has(name)
+        ? `unknown LoRA ${JSON.stringify(name)}; GET /v1/loras lists them`
+        : null);
+  loras?.forEach((l, i) => {
+    const p = problem(l.name);
+    if (p) ctx.addIssue({ code: "custom", path: ["loras", i, "name"], message: p });
+  });
+  let tags;
+  try {
+    tags = splitLoraTags(prompt).loras;
+  } catch (e) {
+    ctx.addIssue({ code: "custom", path: ["prompt"], message: (e as Error).message });
+    return;
+  }
+  for (const t of tags) {
+    const p = problem(t.name) ??
+      (Math.abs(t.scale) > LORA_SCALE ? `LoRA ${t.name}: scale must be between -10 and 10` : null);
+    if (p) ctx.addIssue({ code: "custom", path: ["prompt"], message: `${p} (a <lora:…> tag)` });
+  }
+}
+
 // ---- native endpoint -------------------------------------------------------------------------------
 
 export interface NativeRequest {
@@ -193,8 +265,14 @@ export interface NativeRequest {
   previewEveryGiven: boolean;
 }
 
+/** Defaults a route chooses for fields its requests leave out. */
+export interface RouteDefaults {
+  /** "none" on the native API (diffusers' behaviour); A1111-compatible routes pass "a1111". */
+  promptWeighting?: PromptWeighting;
+}
+
 /** POST /v1/generate (JSON) or GET /v1/generate?… (query strings: `fromQuery`). */
-export function nativeSchema(limits: RequestLimits, fromQuery: boolean) {
+export function nativeSchema(limits: RequestLimits, fromQuery: boolean, defaults: RouteDefaults = {}) {
   const shape = {
     prompt: textField(limits.maxPromptChars, "prompt").refine(
       (s) => s.trim().length > 0,
@@ -212,17 +290,20 @@ export function nativeSchema(limits: RequestLimits, fromQuery: boolean) {
     eta: numberField(fromQuery).pipe(z.number().min(0, "must be in [0, 1]").max(1, "must be in [0, 1]"))
       .optional(),
     preview_every: intField(fromQuery, 0, limits.maxSteps).optional(),
-    preview: z.enum(["cheap", "vae"], { error: "must be cheap or vae" }).optional(),
+    preview: z.enum(PREVIEW_MODES, { error: `must be ${PREVIEW_MODES.join(", ")}` }).optional(),
     preview_format: formatField.optional(),
     output_format: formatField.optional(),
     long_prompt: z.enum(["chunk", "truncate"], { error: "must be chunk or truncate" }).optional(),
     num_images: intField(fromQuery, 1, limits.maxImages).optional(),
     seed_mode: z.enum(SEED_MODES, { error: `must be ${SEED_MODES.join(" or ")}` }).optional(),
+    prompt_weighting: promptWeightingField.optional(),
     image: imageField.optional(),
     mask: imageField.optional(),
     strength: numberField(fromQuery).pipe(
       z.number().gt(0, "must be in (0, 1]").max(1, "must be in (0, 1]"),
     ).optional(),
+    // A query string cannot carry this list: there, LoRAs come as <lora:NAME:SCALE> tags in the prompt.
+    loras: lorasField.optional(),
     // EventSource cannot send headers: the bearer token may come as ?access_token= (checked by the auth
     // middleware), and `_` is the usual cache-buster.
     ...(fromQuery ? { access_token: z.string().optional(), _: z.string().optional() } : {}),
@@ -248,6 +329,10 @@ export function nativeSchema(limits: RequestLimits, fromQuery: boolean) {
         });
       }
       if (v.image && v.mask) checkMaskSize(v.image, v.mask, ctx);
+      if (v.preview === "taesd" && !limits.taesd) {
+        ctx.addIssue({ code: "custom", path: ["preview"], message: NO_TAESD });
+      }
+      checkLoras(limits, v.prompt, v.loras, ctx);
     })
     .transform((v): NativeRequest => ({
       previewEveryGiven: v.preview_every !== undefined,
@@ -266,10 +351,12 @@ export function nativeSchema(limits: RequestLimits, fromQuery: boolean) {
         // Inpainting defaults to diffusers' strength 1 (the masked area from pure noise).
         strength: v.image ? v.strength ?? (v.mask ? 1 : 0.75) : undefined,
         previewEvery: v.preview_every,
-        preview: v.preview ?? "cheap",
+        preview: v.preview ?? (limits.taesd ? "taesd" : "cheap"),
         previewFormat: v.preview_format ?? "png",
         outputFormat: v.output_format ?? "png",
         longPrompt: v.long_prompt,
+        loras: v.loras?.map((l) => ({ name: l.name, scale: l.scale ?? 1 })),
+        promptWeighting: v.prompt_weighting ?? defaults.promptWeighting ?? "none",
         ...(v.num_images !== undefined && v.num_images > 1 ? { numImages: v.num_images } : {}),
         ...(v.seed_mode ? { seedMode: v.seed_mode } : {}),
       },
@@ -344,6 +431,8 @@ function openAIFields(limits: RequestLimits, fromForm: boolean) {
     strength: nullable(
       numberField(fromForm).pipe(z.number().gt(0, "must be in (0, 1]").max(1, "must be in (0, 1]")),
     ),
+    // A JSON list: in a multipart form, LoRAs come as <lora:NAME:SCALE> tags in the prompt.
+    loras: nullable(lorasField),
   };
 }
 
@@ -363,10 +452,12 @@ interface OpenAIValues {
   guidance_scale?: number | null;
   sampler?: GenerateRequest["sampler"] | null;
   seed?: number | null;
+  loras?: { name: string; scale?: number }[] | null;
 }
 
 /** The rules across the shared fields (what this server cannot do, the size's syntax and range). */
 function refineOpenAI(v: OpenAIValues, ctx: z.RefinementCtx, limits: RequestLimits): void {
+  checkLoras(limits, v.prompt, v.loras, ctx);
   if (v.response_format === "url") {
     ctx.addIssue({
       code: "custom",
@@ -421,6 +512,7 @@ function explicitSize(size: string | null | undefined): [number, number] | undef
  * of undefined, steps and guidance left out: the model's defaults, filled in when the job starts. */
 function openAIRequestOf(
   v: OpenAIValues,
+  limits: RequestLimits,
   size: [number, number] | undefined,
   extra: Partial<GenerateRequest>,
 ): OpenAIRequest {
@@ -445,10 +537,11 @@ function openAIRequestOf(
       guidanceScale: v.guidance_scale ?? undefined,
       sampler: v.sampler ?? undefined,
       seed: v.seed == null || v.seed < 0 ? undefined : v.seed,
+      loras: v.loras?.map((l) => ({ name: l.name, scale: l.scale ?? 1 })),
       ...extra,
       // Previews spread over the run: the server forwards the first `partialImages` of them.
       ...(partialImages > 0 ? { autoPreviews: partialImages } : { previewEvery: 0 }),
-      preview: "cheap",
+      preview: limits.taesd ? "taesd" : "cheap",
       previewFormat: outputFormat,
       outputFormat,
       // n images: one batch, image k the single image of seed + k (what n consecutive jobs gave).
@@ -469,7 +562,7 @@ export function openAISchema(limits: RequestLimits) {
       }
     })
     .transform((v): OpenAIRequest =>
-      openAIRequestOf(v, explicitSize(v.size), {
+      openAIRequestOf(v, limits, explicitSize(v.size), {
         initImage: v.image ?? undefined,
         strength: v.image ? v.strength ?? 0.75 : undefined,
       })
@@ -505,7 +598,7 @@ export function openAIEditSchema(limits: RequestLimits) {
       const scale = Math.min(1, limits.maxSize / Math.max(image.width, image.height));
       const fit = (px: number) => Math.max(64, Math.floor((px * scale) / 64) * 64);
       const size = explicitSize(v.size) ?? [fit(image.width), fit(image.height)];
-      return openAIRequestOf(v, size, {
+      return openAIRequestOf(v, limits, size, {
         initImage: v.image,
         ...(v.mask ? { mask: v.mask, maskChannel: "alpha" as const } : { maskAll: true }),
         strength: v.strength ?? (v.mask ? 1 : 0.75),

@@ -34,8 +34,8 @@ export function cleanPrompt(text: string, mode: TextCleaning): string {
 
 // ---------------------------------------------------------------- ftfy-lite
 
-/** Python's str.isspace() set, which `\s` in Python's re and str.split()/strip() use. */
-const PY_WHITESPACE =
+/** Python's str.isspace() set, as a regex class body: what `\s` in Python's re and str.strip() match. */
+export const PY_WHITESPACE =
   "\\t\\n\\v\\f\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
 const PY_WHITESPACE_RUN = new RegExp(`[${PY_WHITESPACE}]+`, "g");
 const PY_WHITESPACE_EDGES = new RegExp(`^[${PY_WHITESPACE}]+|[${PY_WHITESPACE}]+$`, "g");

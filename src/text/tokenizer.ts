@@ -160,19 +160,24 @@ export class ClipTokenizer {
   ): TokenChunks {
     const content = this.contentIds(prompt, cleaning);
     const perRow = this.maxLength - 2;
-    const row = (tokens: number[]) => {
-      const ids = [this.bosId, ...tokens, this.eosId];
-      while (ids.length < this.maxLength) ids.push(this.padId);
-      return ids;
-    };
     if (mode === "truncate") {
-      return { ids: [row(content.slice(0, perRow))], truncated: content.length > perRow };
+      return { ids: [this.row(content.slice(0, perRow))], truncated: content.length > perRow };
     }
     const rows: number[][] = [];
     for (let i = 0; i < content.length || rows.length === 0; i += perRow) {
-      rows.push(row(content.slice(i, i + perRow)));
+      rows.push(this.row(content.slice(i, i + perRow)));
     }
     return { ids: rows, truncated: false };
+  }
+
+  /** One row: BOS + ≤ maxLength − 2 content tokens + EOS, padded with the pad id to maxLength. */
+  row(tokens: number[]): number[] {
+    if (tokens.length > this.maxLength - 2) {
+      throw new Error(`tokenizer: ${tokens.length} tokens do not fit a ${this.maxLength}-token row`);
+    }
+    const ids = [this.bosId, ...tokens, this.eosId];
+    while (ids.length < this.maxLength) ids.push(this.padId);
+    return ids;
   }
 
   /** Ids back to text (special tokens dropped). */

@@ -350,11 +350,14 @@ async function pollHealth(): Promise<void> {
       healthLine.className = h.model ? "ok" : "warn";
       return;
     }
+    const stage = h.stage ? ` (${h.stage})` : "";
     healthLine.textContent = h.status === "loading"
-      ? `loading model ${Math.round(h.progress * 100)}%`
+      ? `loading model ${Math.round(h.progress * 100)}%${stage}`
       : h.status === "downloading"
       ? `downloading model ${h.progress === null ? "" : `${Math.round(h.progress * 100)}% `}` +
         `(${Math.round(h.bytes / 2 ** 20)} MiB)`
+      : h.status === "recovering"
+      ? `recovering: ${h.reason}; reloading ${Math.round(h.progress * 100)}%${stage}`
       : h.status === "failed"
       ? `failed: ${h.reason}`
       : h.status;

@@ -110,9 +110,12 @@ export interface Conv2dRefParams {
   /** NHWC [B, Ho, Wo, Cout] */
   residual?: Float32Array;
   outputScaleFactor?: number;
+  outputShift?: number;
+  relu?: boolean;
 }
 
-/** NHWC conv2d with zero padding; out = (conv + bias + timeBias + residual) / outputScaleFactor. */
+/** NHWC conv2d with zero padding; out = relu?((conv + bias + timeBias + residual) / outputScaleFactor +
+ * outputShift). */
 export function conv2dRef(p: Conv2dRefParams): Float32Array {
   const out = new Float32Array(p.b * p.ho * p.wo * p.cout);
   for (let b = 0; b < p.b; b++) {
@@ -135,7 +138,8 @@ export function conv2dRef(p: Conv2dRefParams): Float32Array {
           }
           if (p.timeBias) s += p.timeBias[b * p.cout + co];
           if (p.residual) s += p.residual[o + co];
-          out[o + co] = s / (p.outputScaleFactor ?? 1);
+          const v = s / (p.outputScaleFactor ?? 1) + (p.outputShift ?? 0);
+          out[o + co] = p.relu ? Math.max(v, 0) : v;
         }
       }
     }

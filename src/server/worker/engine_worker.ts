@@ -2,9 +2,10 @@
 // compiles a shader, submits GPU work, reads back or uploads weights. Messages in and out are in
 // protocol.ts. Jobs run one at a time, in the order they arrive, after loading and warm-up.
 //
-// Warm-up runs one 1-step generation per listed size: on a fresh machine most of a first step is shader
-// compilation (139 s of a 160 s first step for SD 1.5 at 256² on lavapipe, against 19–22 s warm), and the
-// plans of a size (buffers, bind groups) are built on first use. After it, "ready" means warm.
+// Warm-up runs one 1-step generation per listed size, then the TAESD preview decode of that size when TAESD
+// is loaded (previews default to it): on a fresh machine most of a first step is shader compilation (139 s of
+// a 160 s first step for SD 1.5 at 256² on lavapipe, against 19–22 s warm), and the plans of a size
+// (buffers, bind groups) are built on first use. After it, "ready" means warm.
 
 import { Gpu } from "../../gpu/device.ts";
 import type { StableDiffusionPipeline } from "../../pipeline/pipeline.ts";
@@ -88,6 +89,11 @@ async function start(init: InitMessage): Promise<void> {
     pipeline = await loadPipeline(gpu, init.model, {
       tokenizerDir: init.tokenizerDir,
       batchBudgetBytes: init.batchBudgetBytes,
+      loraDir: init.loraDir,
+      loraStrict: init.loraStrict,
+      onWarning: (m) => console.error(`warning: ${m}`),
+      taesd: init.taesd,
+      decoder: init.decoder,
       onProgress: (fraction, what) => post({ type: "loading", fraction: fraction * share, stage: what }),
     });
     // The default size first (the model's unless --default-size), at the default guidance.
@@ -145,7 +151,8 @@ async function download(spec: DownloadSpec): Promise<boolean> {
 }
 
 /** One 1-step generation at `size`: compiles every kernel and builds every plan a request of that size uses
- * (text encoder, UNet at the request's batch, VAE decode; the VAE encoder too for an inpainting model). */
+ * (text encoder, UNet at the request's batch, the final decoder; the VAE encoder too for an inpainting model),
+ * then the TAESD preview plan when TAESD is loaded (previews default to it). */
 async function warmup(p: StableDiffusionPipeline, size: WarmupSize, guidanceScale: number): Promise<void> {
   const request: GenerateRequest = { prompt: "", ...size, steps: 1, guidanceScale, seed: 0, previewEvery: 0 };
   if (p.unetKind === "inpainting") {
@@ -155,6 +162,7 @@ async function warmup(p: StableDiffusionPipeline, size: WarmupSize, guidanceScal
   }
   try {
     for await (const _ of p.generate(request)) { /* events of the warm-up run are not needed */ }
+    await p.warmTaesdPreview(size.width, size.height);
   } catch (e) {
     // A size this model cannot run is the caller's mistake, not a load failure.
     if (!(e instanceof RequestError)) throw e;

@@ -4,6 +4,7 @@
 
 import { Channel } from "../../util/channel.ts";
 import {
+  type DecoderName,
   type Engine,
   type GenerateRequest,
   type GenerationEvent,
@@ -33,6 +34,13 @@ export interface WorkerHostOptions {
   /** Download the model into `model` first (the default model). */
   download?: DownloadSpec;
   tokenizerDir?: string;
+  /** Folder the requests' LoRA names resolve in (the worker reads the files). */
+  loraDir?: string;
+  loraStrict?: boolean;
+  /** TAESD folder loaded with the model; its decoder is warmed with the model's sizes. */
+  taesd?: string;
+  /** What decodes the final image (default vae). */
+  decoder?: DecoderName;
   disableF16?: boolean;
   /** Warm the default size (the model's, or `defaultSize`) first; default false. */
   warmupDefault?: boolean;
@@ -158,6 +166,10 @@ export class WorkerEngineHost implements EngineHost {
       model: o.model,
       download: o.download,
       tokenizerDir: o.tokenizerDir,
+      loraDir: o.loraDir,
+      loraStrict: o.loraStrict,
+      taesd: o.taesd,
+      decoder: o.decoder ?? "vae",
       disableF16: o.disableF16 ?? false,
       warmupDefault: o.warmupDefault ?? false,
       warmup: o.warmup ?? [],

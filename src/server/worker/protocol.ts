@@ -1,7 +1,13 @@
 // The messages between the HTTP thread (worker/host.ts) and the engine worker (worker/engine_worker.ts).
 // Everything crosses by structured clone; image bytes are transferred, not copied.
 
-import type { GenerateRequest, GenerationEvent, ModelDefaults, SamplerName } from "../../pipeline/types.ts";
+import type {
+  DecoderName,
+  GenerateRequest,
+  GenerationEvent,
+  ModelDefaults,
+  SamplerName,
+} from "../../pipeline/types.ts";
 import type { HubModelName } from "../../weights/download/index.ts";
 import type { GpuInfo } from "../engine_host.ts";
 
@@ -27,6 +33,13 @@ export interface InitMessage {
   /** Download the model first (then `model` is where it lands). */
   download?: DownloadSpec;
   tokenizerDir?: string;
+  /** Folder of LoRA files the requests' LoRA names resolve in (only there). */
+  loraDir?: string;
+  loraStrict?: boolean;
+  /** TAESD folder loaded with the model (previews, --decoder taesd); undefined: none. */
+  taesd?: string;
+  /** What decodes the final image. */
+  decoder: DecoderName;
   disableF16: boolean;
   /** Warm the default size (the model's, or `defaultSize`) first. */
   warmupDefault: boolean;

@@ -24,15 +24,22 @@ export const DIFFUSERS_FP16_FILES: readonly string[] = [
   "unet/diffusion_pytorch_model.fp16.safetensors",
 ];
 
+/** TAESD in diffusers' layout (AutoencoderTiny; its safetensors file is fp16). The repository also holds
+ * the original .pth / .safetensors decoder and encoder files and a .bin copy, which are not needed. */
+export const TAESD_FILES: readonly string[] = ["config.json", "diffusion_pytorch_model.safetensors"];
+
 export interface HubModel {
   repo: string;
   files: readonly string[];
+  /** What the folder is for: a whole model (--model) or TAESD previews and drafts (--taesd). */
+  kind: "model" | "taesd";
 }
 
 export const HUB_MODELS = {
-  sd15: { repo: "stable-diffusion-v1-5/stable-diffusion-v1-5", files: DIFFUSERS_FP16_FILES },
-  sd21: { repo: "stabilityai/stable-diffusion-2-1", files: DIFFUSERS_FP16_FILES },
-  "sd-turbo": { repo: "stabilityai/sd-turbo", files: DIFFUSERS_FP16_FILES },
+  sd15: { repo: "stable-diffusion-v1-5/stable-diffusion-v1-5", files: DIFFUSERS_FP16_FILES, kind: "model" },
+  sd21: { repo: "stabilityai/stable-diffusion-2-1", files: DIFFUSERS_FP16_FILES, kind: "model" },
+  "sd-turbo": { repo: "stabilityai/sd-turbo", files: DIFFUSERS_FP16_FILES, kind: "model" },
+  taesd: { repo: "madebyollin/taesd", files: TAESD_FILES, kind: "taesd" },
 } as const satisfies Record<string, HubModel>;
 
 export type HubModelName = keyof typeof HUB_MODELS;

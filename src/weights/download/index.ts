@@ -6,6 +6,7 @@ export {
   HUB_MODELS,
   type HubModel,
   type HubModelName,
+  TAESD_FILES,
 } from "./hub.ts";
 export { formatBytes, type ProgressFactory, type TransferProgress } from "./fetch.ts";
 export { DownloadError } from "./http.ts";

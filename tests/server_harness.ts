@@ -226,7 +226,11 @@ export function spawnTinyModelServer(
   ], env);
 }
 
-async function spawnServer(runArgs: string[], env: Record<string, string> = {}): Promise<ServerProcess> {
+/** Runs `deno run -A ...runArgs` from the repository root; resolves once it prints "listening on URL". */
+export async function spawnServer(
+  runArgs: string[],
+  env: Record<string, string> = {},
+): Promise<ServerProcess> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", ...runArgs],
     cwd: `${testsDir}..`,

@@ -428,6 +428,38 @@ export class ModelBuilder {
     return { plan, tensor, probes };
   }
 
+  /**
+   * The activation bytes `compile` would allocate (its `Plan.bytes`), without a GPU: the same walk over the
+   * nodes with the same size rounding and reuse of released buffers.
+   */
+  activationBytes(): number {
+    const { nodes, inputs, pinned } = this.graph;
+    const sizes: number[] = [];
+    const free = new Map<number, number[]>();
+    const buffers = new Map<Storage, number>();
+    const lastRead = new Map<Storage, number>();
+    nodes.forEach((n, i) => n.reads.forEach((v) => lastRead.set(v.storage, i)));
+    const allocate = (s: Storage) => {
+      const size = Math.max(16, Math.ceil(s.bytes / 16) * 16);
+      const id = free.get(size)?.pop() ?? sizes.push(size) - 1;
+      buffers.set(s, id);
+    };
+    const release = (s: Storage) => {
+      const id = buffers.get(s)!;
+      const list = free.get(sizes[id]) ?? [];
+      if (!list.includes(id)) list.push(id);
+      free.set(sizes[id], list);
+    };
+    for (const v of inputs) allocate(v.storage);
+    nodes.forEach((n, i) => {
+      allocate(n.out.storage);
+      for (const s of new Set([...n.reads.map((v) => v.storage), n.out.storage])) {
+        if (!pinned.has(s) && (lastRead.get(s) ?? -1) <= i) release(s);
+      }
+    });
+    return sizes.reduce((a, b) => a + b, 0);
+  }
+
   private value(label: string, shape: readonly number[], dtype: DType = this.act): Value {
     return new Value(new Storage(numel(shape) * bytesPerElement(dtype), label), shape, dtype, label);
   }

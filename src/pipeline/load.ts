@@ -21,6 +21,7 @@ import { LoraAdapters } from "../models/lora/adapters.ts";
 import { LoraLibrary } from "../models/lora/library.ts";
 import { StableDiffusionPipeline } from "./pipeline.ts";
 import type { DecoderName, SamplerName } from "./types.ts";
+import { readModelDefaults } from "./defaults.ts";
 import type { SchedulerConfig } from "../schedulers/common.ts";
 
 export interface LoadOptions extends OpenModelOptions {
@@ -43,6 +44,8 @@ export interface LoadOptions extends OpenModelOptions {
   loraStrict?: boolean;
   /** Where LoRA warnings go (default console.warn). */
   onWarning?: (message: string) => void;
+  /** Activation budget of one batched UNet evaluation (pipeline/batch.ts). */
+  batchBudgetBytes?: number;
 }
 
 /** diffusers scheduler class → our sampler name (the folder's default sampler). */
@@ -128,6 +131,12 @@ export async function loadPipeline(
       );
     }
     const name = path.replace(/\/+$/, "").split("/").pop() ?? path;
+    const defaultSampler = defaultSamplerOf(model.scheduler);
+    const defaults = await readModelDefaults(path, {
+      sampleSize: model.unet!.config.sample_size ?? undefined,
+      vaeLevels: model.vae!.config.block_out_channels.length,
+      defaultSampler,
+    });
     const textEncoder = new ClipTextModel(gpu, model.textEncoder!.config, teWeights, act);
     const unet = new UNet(gpu, model.unet!.config, unetWeights, act);
     const loras = new LoraAdapters(
@@ -147,7 +156,9 @@ export async function loadPipeline(
       taesd,
       decoder: options.decoder,
       schedulerConfig: { ...model.scheduler, prediction_type: model.predictionType } as SchedulerConfig,
-      defaultSampler: defaultSamplerOf(model.scheduler),
+      defaultSampler: defaults.sampler ?? defaultSampler,
+      defaults,
+      batchBudgetBytes: options.batchBudgetBytes,
     });
   } finally {
     model.close();

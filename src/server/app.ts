@@ -21,6 +21,7 @@ import type { Engine } from "../pipeline/types.ts";
 import type { AppEnv, AppState } from "./context.ts";
 import { type EngineHost, type EngineLoader, type GpuInfo, LocalEngineHost } from "./engine_host.ts";
 import { notFound, onError } from "./errors.ts";
+import { effectiveDefaults, type RequestDraft, resolveRequest } from "./defaults.ts";
 import { Metrics } from "./metrics.ts";
 import { bearerAuth } from "./middleware/auth.ts";
 import { clientSignal, countResponses } from "./middleware/request.ts";
@@ -91,7 +92,10 @@ export function createApp(init: CreateAppInit = {}): ServerApp {
   const options: ServerOptions = { ...DEFAULT_SERVER_OPTIONS, ...init.options };
   const metrics = new Metrics();
   const engineHost = init.host ?? new LocalEngineHost({ engine: init.engine, gpu: init.gpu });
-  const queue = new GenerationQueue(engineHost, options, metrics);
+  // Missing fields get the model's defaults (under the server's explicit ones) when a job starts.
+  const resolve = (draft: RequestDraft, engine: Engine) =>
+    resolveRequest(draft, effectiveDefaults(engine.defaults, options), options);
+  const queue = new GenerationQueue(engineHost, { ...options, resolve }, metrics);
   const jobs = init.jobs?.({ queue, engineHost, metrics, options }) ?? new LocalJobQueue(queue);
   engineHost.start();
   const state: AppState = { queue, jobs, engineHost, metrics, options };

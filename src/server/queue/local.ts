@@ -1,7 +1,7 @@
 // The in-process queue (../queue.ts) behind the JobQueue interface: one server, its own GPU. Its jobs are
 // `Job` objects, which are JobHandles as they are; nothing here changes how that queue behaves.
 
-import type { GenerateRequest } from "../../pipeline/types.ts";
+import type { RequestDraft } from "../defaults.ts";
 import type { GenerationQueue, Job } from "../queue.ts";
 import type { JobQueue, QueueStats } from "./types.ts";
 
@@ -14,7 +14,7 @@ export class LocalJobQueue implements JobQueue {
     return this.queue.closed;
   }
 
-  submit(requests: GenerateRequest[]): Promise<Job[]> {
+  submit(requests: RequestDraft[]): Promise<Job[]> {
     try {
       return Promise.resolve(this.queue.submit(requests));
     } catch (e) {

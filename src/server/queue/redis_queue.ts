@@ -6,7 +6,7 @@
 // ids a local one would, and Last-Event-ID resumes on any server. Readers wake on a pub/sub message and
 // otherwise poll, so a message lost while Redis reconnects delays them by a second at most.
 
-import type { GenerateRequest } from "../../pipeline/types.ts";
+import type { RequestDraft } from "../defaults.ts";
 import type { SharedQueueContext } from "../app.ts";
 import { UnavailableError } from "../engine_host.ts";
 import { type JobEvent, type JobStatus, type LoggedEvent, QueueFullError } from "../queue.ts";
@@ -63,7 +63,7 @@ export class RedisJobQueue implements JobQueue {
     return this.#closed;
   }
 
-  async submit(requests: GenerateRequest[], owner: JobOwner): Promise<JobHandle[]> {
+  async submit(requests: RequestDraft[], owner: JobOwner): Promise<JobHandle[]> {
     if (this.#closed) throw new UnavailableError("the server is shutting down");
     const ids = requests.map(() => `job-${crypto.randomUUID()}`);
     // The seed is drawn here, not by the engine, so that a rerun after a takeover makes the same image.

@@ -8,7 +8,7 @@
 // them live; a Redis handle reads them once, when found or submitted); `events()` always follows the live
 // log.
 
-import type { GenerateRequest } from "../../pipeline/types.ts";
+import type { RequestDraft } from "../defaults.ts";
 import type { JobEvent, JobStatus, LoggedEvent } from "../queue.ts";
 
 /** Who ends a job besides itself: `connection` jobs (/v1/generate, the OpenAI routes) are cancelled when
@@ -53,7 +53,7 @@ export interface JobQueue {
   readonly closed: boolean;
   /** Queues the requests as consecutive jobs (all or none). Rejects with UnavailableError or
    * QueueFullError. */
-  submit(requests: GenerateRequest[], owner: JobOwner): Promise<JobHandle[]>;
+  submit(requests: RequestDraft[], owner: JobOwner): Promise<JobHandle[]>;
   /** A waiting or running job, or a finished one still retained. */
   find(id: string): Promise<JobHandle | undefined>;
   stats(): Promise<QueueStats>;

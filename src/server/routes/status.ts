@@ -1,13 +1,18 @@
 // The server's state: GET /healthz (open), GET /metrics (Prometheus text), GET /v1/models (OpenAI list).
 //
-//   /healthz  starting | loading {progress} | ready {model, adapter, f16} | failed {reason}, with the queue
+//   /healthz  starting | downloading {progress, bytes, totalBytes, file} | loading {progress, stage} |
+//             ready {model, adapter, f16, defaults} | recovering | failed {reason}, with the queue
 
 import { Hono } from "hono";
 import type { Engine } from "../../pipeline/types.ts";
 import type { AppEnv, AppState } from "../context.ts";
 import { methodNotAllowed } from "../errors.ts";
+import { defaultsJson, effectiveDefaults } from "../defaults.ts";
 
-export function statusRoutes({ engineHost, queue, jobs, metrics }: AppState): Hono<AppEnv> {
+export function statusRoutes({ engineHost, queue, jobs, metrics, options }: AppState): Hono<AppEnv> {
+  /** What a request leaving out size, steps, guidance or sampler gets (the model's under the server's). */
+  const defaults = (engine: Engine) => defaultsJson(effectiveDefaults(engine.defaults, options));
+
   const app = new Hono<AppEnv>();
 
   app.get("/healthz", async (c) => {
@@ -17,12 +22,14 @@ export function statusRoutes({ engineHost, queue, jobs, metrics }: AppState): Ho
     const queueInfo = await jobs.stats();
     const shared = jobs.health();
     if (state.status !== "ready") return c.json({ ...state, ...shared.fields, queue: queueInfo }, 503);
+    const engine = engineHost.current;
     return c.json({
       status: "ready",
       model: state.model,
       ...(gpu ?? {}),
+      ...(engine ? { defaults: defaults(engine) } : {}),
       ...(state.model === null && !jobs.shared
-        ? { note: "no model configured (--model DIR): generation answers 503" }
+        ? { note: "no model (--no-model): generation answers 503; start with --model DIR" }
         : {}),
       ...shared.fields,
       queue: queueInfo,
@@ -48,7 +55,15 @@ export function statusRoutes({ engineHost, queue, jobs, metrics }: AppState): Ho
     const created = Math.floor(startedAt / 1000);
     return c.json({
       object: "list",
-      data: engine ? [{ id: engine.modelName, object: "model", created, owned_by: "sd-webgpu" }] : [],
+      data: engine
+        ? [{
+          id: engine.modelName,
+          object: "model",
+          created,
+          owned_by: "sd-webgpu",
+          defaults: defaults(engine),
+        }]
+        : [],
     });
   });
 

@@ -1,6 +1,6 @@
 // Putting generation requests on the queue from a handler, shared by the native and the OpenAI routes.
 
-import type { GenerateRequest } from "../../pipeline/types.ts";
+import type { RequestDraft } from "../defaults.ts";
 import { UnavailableError } from "../engine_host.ts";
 import { errorResponse } from "../errors.ts";
 import { QueueFullError } from "../queue.ts";
@@ -9,16 +9,14 @@ import type { NativeRequest } from "../schemas.ts";
 
 /** A native request whose events are streamed (SSE or a job): previews about every quarter of the run
  * unless preview_every was given. */
-export function streamedRequest(parsed: NativeRequest): GenerateRequest {
-  const request = { ...parsed.request };
-  if (!parsed.previewEveryGiven) request.previewEvery = Math.max(1, Math.ceil(request.steps / 4));
-  return request;
+export function streamedRequest(parsed: NativeRequest): RequestDraft {
+  return parsed.previewEveryGiven ? parsed.request : { ...parsed.request, autoPreviews: "quarter" };
 }
 
 /** Queues the requests, or answers 429 / 503 right away. */
 export async function submitJobs(
   queue: JobQueue,
-  requests: GenerateRequest[],
+  requests: RequestDraft[],
   owner: JobOwner,
 ): Promise<JobHandle[] | Response> {
   try {

@@ -13,6 +13,7 @@ import { greyPng } from "../../pipeline/inpaint.ts";
 import { type GenerateRequest, RequestError } from "../../pipeline/types.ts";
 import { errorText, type GpuInfo } from "../engine_host.ts";
 import {
+  type DownloadSpec,
   type FromWorker,
   type InitMessage,
   type ToWorker,
@@ -76,6 +77,7 @@ async function start(init: InitMessage): Promise<void> {
     post({ type: "ready", model: null, gpuBytes: 0 });
     return;
   }
+  if (init.download && !(await download(init.download))) return;
   try {
     await Deno.stat(init.model).catch(() => {
       throw new Error(`model path ${init.model} does not exist`);
@@ -86,6 +88,7 @@ async function start(init: InitMessage): Promise<void> {
     const share = init.warmup.length ? 0.5 : 1;
     pipeline = await loadPipeline(gpu, init.model, {
       tokenizerDir: init.tokenizerDir,
+      batchBudgetBytes: init.batchBudgetBytes,
       loraDir: init.loraDir,
       loraStrict: init.loraStrict,
       onWarning: (m) => console.error(`warning: ${m}`),
@@ -93,15 +96,57 @@ async function start(init: InitMessage): Promise<void> {
       decoder: init.decoder,
       onProgress: (fraction, what) => post({ type: "loading", fraction: fraction * share, stage: what }),
     });
-    for (const [k, size] of init.warmup.entries()) {
-      const fraction = share + ((1 - share) * k) / init.warmup.length;
-      post({ type: "loading", fraction, stage: `warmup ${size.width}x${size.height}` });
-      await warmup(pipeline, size, init.warmupGuidance);
+    // The default size first (the model's unless --default-size), at the default guidance.
+    const d = pipeline.defaults;
+    const defaultSize = init.defaultSize
+      ? { width: init.defaultSize, height: init.defaultSize }
+      : { width: d?.width ?? 512, height: d?.height ?? 512 };
+    const sizes = init.warmupDefault ? [defaultSize] : [];
+    for (const s of init.warmup) {
+      if (!sizes.some((x) => x.width === s.width && x.height === s.height)) sizes.push(s);
     }
-    post({ type: "ready", model: pipeline.modelName, defaultSampler: pipeline.defaultSampler, ...bytes() });
+    const guidance = init.defaultGuidance ?? d?.guidanceScale ?? 7.5;
+    for (const [k, size] of sizes.entries()) {
+      const fraction = share + ((1 - share) * k) / sizes.length;
+      post({ type: "loading", fraction, stage: `warmup ${size.width}x${size.height}` });
+      await warmup(pipeline, size, guidance);
+    }
+    post({
+      type: "ready",
+      model: pipeline.modelName,
+      defaultSampler: pipeline.defaultSampler,
+      defaults: pipeline.defaults,
+      ...bytes(),
+    });
   } catch (e) {
     pipeline = undefined;
     if (!lost) post({ type: "failed", reason: errorText(e) });
+  }
+}
+
+/** Fetches the default model (reporting bytes, at most 4 times a second); false, reported, if it failed. */
+async function download(spec: DownloadSpec): Promise<boolean> {
+  const { downloadModel, downloadAdvice } = await import("../../weights/download/index.ts");
+  let last = 0;
+  try {
+    await downloadModel({
+      model: spec.model,
+      dir: spec.dir,
+      endpoint: spec.endpoint,
+      token: spec.token,
+      retries: 3,
+      log: (line) => console.error(`weights: ${line}`),
+      onBytes: ({ bytes, totalBytes, file }) => {
+        const now = performance.now();
+        if (now - last < 250 && bytes !== totalBytes) return;
+        last = now;
+        post({ type: "downloading", bytes, totalBytes, file });
+      },
+    });
+    return true;
+  } catch (e) {
+    post({ type: "failed", reason: downloadAdvice(spec, errorText(e)) });
+    return false;
   }
 }
 

@@ -8,6 +8,7 @@ import {
   type Engine,
   type GenerateRequest,
   type GenerationEvent,
+  type ModelDefaults,
   RequestError,
   type SamplerName,
 } from "../../pipeline/types.ts";
@@ -18,11 +19,20 @@ import {
   type GpuInfo,
   UnavailableError,
 } from "../engine_host.ts";
-import type { EngineInfo, FromWorker, InitMessage, WarmupSize, WorkerJobError } from "./protocol.ts";
+import type {
+  DownloadSpec,
+  EngineInfo,
+  FromWorker,
+  InitMessage,
+  WarmupSize,
+  WorkerJobError,
+} from "./protocol.ts";
 
 export interface WorkerHostOptions {
   /** Diffusers folder or single-file checkpoint; undefined: the GPU only (generation answers 503). */
   model?: string;
+  /** Download the model into `model` first (the default model). */
+  download?: DownloadSpec;
   tokenizerDir?: string;
   /** Folder the requests' LoRA names resolve in (the worker reads the files). */
   loraDir?: string;
@@ -32,10 +42,15 @@ export interface WorkerHostOptions {
   /** What decodes the final image (default vae). */
   decoder?: DecoderName;
   disableF16?: boolean;
-  /** Sizes warmed while loading (the server's default size first). */
+  /** Warm the default size (the model's, or `defaultSize`) first; default false. */
+  warmupDefault?: boolean;
+  /** Sizes warmed while loading (after the default size). */
   warmup?: WarmupSize[];
-  /** Guidance of the warm-up runs (the server's default guidance). */
-  warmupGuidance?: number;
+  /** The server's explicit default size and guidance (else the model's), for the warm-up. */
+  defaultSize?: number;
+  defaultGuidance?: number;
+  /** Activation budget of one batched UNet evaluation. */
+  batchBudgetBytes?: number;
   /** Accept `loseDevice()` (tests of recovery). */
   testHooks?: boolean;
   /** At most this many recoveries within `recoveryWindowMs`; one more and the host reports failed. */
@@ -43,7 +58,7 @@ export interface WorkerHostOptions {
   recoveryWindowMs?: number;
 }
 
-const NO_MODEL = "no model is configured: start the server with --model DIR (or MODEL=DIR)";
+const NO_MODEL = "the server runs without a model (--no-model): start it with --model DIR (or SD_MODEL=DIR)";
 
 export class WorkerEngineHost implements EngineHost {
   readonly hasModel: boolean;
@@ -149,14 +164,18 @@ export class WorkerEngineHost implements EngineHost {
     const init: InitMessage = {
       type: "init",
       model: o.model,
+      download: o.download,
       tokenizerDir: o.tokenizerDir,
       loraDir: o.loraDir,
       loraStrict: o.loraStrict,
       taesd: o.taesd,
       decoder: o.decoder ?? "vae",
       disableF16: o.disableF16 ?? false,
+      warmupDefault: o.warmupDefault ?? false,
       warmup: o.warmup ?? [],
-      warmupGuidance: o.warmupGuidance ?? 7.5,
+      defaultSize: o.defaultSize,
+      defaultGuidance: o.defaultGuidance,
+      batchBudgetBytes: o.batchBudgetBytes,
       testHooks: o.testHooks ?? false,
     };
     worker.postMessage(init);
@@ -167,6 +186,12 @@ export class WorkerEngineHost implements EngineHost {
       case "gpu":
         this.#gpuInfo = msg.info;
         break;
+      case "downloading": {
+        const progress = msg.totalBytes ? Math.round((msg.bytes / msg.totalBytes) * 1000) / 1000 : null;
+        this.#state = { status: "downloading", progress, bytes: msg.bytes, totalBytes: msg.totalBytes };
+        if (msg.file) this.#state.file = msg.file;
+        break;
+      }
       case "loading": {
         const progress = Math.round(Math.min(1, Math.max(0, msg.fraction)) * 1000) / 1000;
         this.#state = this.#state.status === "recovering"
@@ -175,7 +200,12 @@ export class WorkerEngineHost implements EngineHost {
         break;
       }
       case "ready":
-        this.#info = { model: msg.model, defaultSampler: msg.defaultSampler, gpuBytes: msg.gpuBytes };
+        this.#info = {
+          model: msg.model,
+          defaultSampler: msg.defaultSampler,
+          defaults: msg.defaults,
+          gpuBytes: msg.gpuBytes,
+        };
         this.#state = { status: "ready", model: msg.model };
         this.#ready.resolve();
         break;
@@ -219,6 +249,7 @@ export class WorkerEngineHost implements EngineHost {
   }
 
   #fail(reason: string): void {
+    console.error(`engine failed: ${reason}`);
     this.#state = { status: "failed", reason };
     this.#worker?.terminate();
     this.#worker = undefined;
@@ -244,6 +275,10 @@ class WorkerEngine implements Engine {
 
   get defaultSampler(): SamplerName {
     return this.host.info?.defaultSampler ?? "pndm";
+  }
+
+  get defaults(): ModelDefaults | undefined {
+    return this.host.info?.defaults;
   }
 
   generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<GenerationEvent> {

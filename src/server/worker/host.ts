@@ -118,13 +118,13 @@ export class WorkerEngineHost implements EngineHost {
     this.#worker?.postMessage({ type: "lose-device" });
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
     this.#closed = true;
     this.#failJobs(new UnavailableError("the server is shutting down"));
-    this.#worker?.terminate();
-    this.#worker = undefined;
     this.#ready.reject(new UnavailableError("the server is shutting down"));
-    return Promise.resolve();
+    const worker = this.#worker;
+    this.#worker = undefined;
+    if (worker) await retire(worker);
   }
 
   /** @internal One generation on the worker; aborting `signal` cancels it there between steps. */
@@ -222,6 +222,8 @@ export class WorkerEngineHost implements EngineHost {
       case "job-error":
         this.#jobs.get(msg.id)?.fail(jobError(msg.error));
         break;
+      case "closed":
+        break;
       case "device-lost":
         this.#recover(`the GPU device was lost (${msg.reason})`);
         break;
@@ -232,7 +234,7 @@ export class WorkerEngineHost implements EngineHost {
   #recover(reason: string): void {
     if (this.#closed) return;
     this.#failJobs(new DeviceLostError(`${reason}; the model is reloading, retry the request`));
-    this.#worker?.terminate();
+    if (this.#worker) retire(this.#worker);
     this.#worker = undefined;
     const now = Date.now();
     const window = this.options.recoveryWindowMs ?? 10 * 60_000;
@@ -251,7 +253,7 @@ export class WorkerEngineHost implements EngineHost {
   #fail(reason: string): void {
     console.error(`engine failed: ${reason}`);
     this.#state = { status: "failed", reason };
-    this.#worker?.terminate();
+    if (this.#worker) retire(this.#worker);
     this.#worker = undefined;
     const error = new UnavailableError(`the model failed to load: ${reason}`);
     this.#failJobs(error);
@@ -288,6 +290,22 @@ class WorkerEngine implements Engine {
   gpuBytes(): number {
     return this.host.info?.gpuBytes ?? 0;
   }
+}
+
+/** Ends a worker: it releases its GPU device first (see engine_worker.ts shutdown()), then it is terminated;
+ * one that does not answer within 3 s (stuck in a GPU call) is terminated anyway. */
+async function retire(worker: Worker): Promise<void> {
+  const closed = new Promise<void>((resolve) => {
+    worker.onmessage = (e: MessageEvent<FromWorker>) => {
+      if (e.data.type === "closed") resolve();
+    };
+  });
+  worker.onerror = (e) => e.preventDefault();
+  worker.postMessage({ type: "shutdown" });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([closed, new Promise((r) => (timer = setTimeout(r, 3_000)))]);
+  clearTimeout(timer);
+  worker.terminate();
 }
 
 function jobError(e: WorkerJobError): Error {

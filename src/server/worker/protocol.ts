@@ -61,7 +61,9 @@ export type ToWorker =
   | { type: "generate"; id: number; request: GenerateRequest }
   | { type: "cancel"; id: number }
   /** Test hook: destroys the GPU device, as a driver reset or a removed GPU would. */
-  | { type: "lose-device" };
+  | { type: "lose-device" }
+  /** The server is stopping: release the GPU, answer `closed`, and end. */
+  | { type: "shutdown" };
 
 /** A job's failure, with what the HTTP side needs to rebuild the error. */
 export type WorkerJobError =
@@ -87,7 +89,8 @@ export type FromWorker =
   | { type: "event"; id: number; event: GenerationEvent }
   | { type: "end"; id: number; gpuBytes: number }
   | { type: "job-error"; id: number; error: WorkerJobError }
-  | { type: "device-lost"; reason: string };
+  | { type: "device-lost"; reason: string }
+  | { type: "closed" };
 
 /** Whole-buffer views of the event's image bytes, to transfer (a view into a larger buffer is copied first,
  * so nothing else is detached with it). */

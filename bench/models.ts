@@ -1,9 +1,10 @@
-// `deno task bench:models [--weights DIR] [--taesd DIR] [--skip-64] [--profile]`: full-size SD 1.5
-// (synthetic weights, written to weights/synth-sd15 on first use) — CLIP on 2×77 tokens, one batch-2 UNet
-// eval at 32×32 and 64×64 latents, VAE decode to 256² and 512², the cheap preview's cost, and TAESD
+// `deno task bench:models [--weights DIR] [--taesd DIR] [--skip-64] [--skip-vae-512] [--skip-lora] [--profile]`:
+// full-size SD 1.5 (synthetic weights, written to weights/synth-sd15 on first use) — CLIP on 2×77 tokens, one
+// batch-2 UNet eval at 32×32 and 64×64 latents, VAE decode to 256² and 512², the cheap preview's cost, TAESD
 // (synthetic weights of the real shapes, weights/synth-taesd): a preview and a full decode to 256² and 512²,
-// each as a share of the UNet step of that size — in seconds and effective GFLOP/s next to numpy's float32
-// matmul GFLOP/s measured in the same run.
+// each as a share of the UNet step of that size, and switching LoRA sets (bench/lora_switch.ts) against one
+// 256² UNet eval — in seconds and effective GFLOP/s next to numpy's float32 matmul GFLOP/s measured in the same
+// run.
 //
 // --profile adds a per-kernel-family breakdown of the 32×32 UNet eval from GPU timestamps, which separates
 // GEMM time from norms/elementwise/attention time and per-dispatch overhead.
@@ -19,6 +20,7 @@ import { encodeImage, latentPreview } from "../src/image/convert.ts";
 import { numpyMatmulGflops } from "./numpy.ts";
 import { uploadTensor } from "../src/gpu/tensor.ts";
 import { linear } from "../src/ops/linear.ts";
+import { loraSwitchBench } from "./lora_switch.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -27,6 +29,7 @@ const { values } = parseArgs({
     taesd: { type: "string", default: "weights/synth-taesd" },
     "skip-64": { type: "boolean" },
     "skip-vae-512": { type: "boolean" },
+    "skip-lora": { type: "boolean" },
     profile: { type: "boolean" },
     precision: { type: "string" },
   },
@@ -114,6 +117,9 @@ for (const s of unetSizes) {
   );
   unet.dropPlans();
 }
+
+// LoRA set switches, against the 256² UNet eval just measured.
+if (!values["skip-lora"]) await loraSwitchBench(gpu, pipe, unet32Seconds);
 
 // VAE decode
 for (const s of values["skip-vae-512"] ? [32] : [32, 64]) {

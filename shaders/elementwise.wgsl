@@ -188,6 +188,31 @@ fn upsample2x(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 }
 //#endif
 
+//#if RESIZE_NEAREST
+// Nearest resize of NHWC [B, H, W, C] → [B, OH, OW, C] to any size, as torch's F.interpolate(size=…,
+// mode="nearest") computes it: source index min(floor(o · (in/out)), in − 1) with f32 scale and product.
+// diffusers' UNet upsamples this way when the latent is not a multiple of 2^(levels−1).
+struct ResizeParams { n: u32, units: u32, w: u32, h: u32, ow: u32, oh: u32, sx: f32, sy: f32 }
+@group(0) @binding(0) var<storage, read> xsrc: array<{{ELEM}}>;
+@group(0) @binding(1) var<storage, read_write> outp: array<{{ELEM}}>;
+@group(0) @binding(2) var<uniform> params: ResizeParams;
+
+@compute @workgroup_size(256)
+fn resize_nearest(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat_index(gid, nwg);
+  if (i >= params.n) { return; }
+  let u = i % params.units;
+  let pixel = i / params.units;
+  let ox = pixel % params.ow;
+  let rest = pixel / params.ow;
+  let oy = rest % params.oh;
+  let b = rest / params.oh;
+  let x = min(u32(floor(f32(ox) * params.sx)), params.w - 1u);
+  let y = min(u32(floor(f32(oy) * params.sy)), params.h - 1u);
+  outp[i] = xsrc[((b * params.h + y) * params.w + x) * params.units + u];
+}
+//#endif
+
 //#if TIMESTEP_EMBEDDING
 // diffusers get_timestep_embedding: out[b] = cat(sin(t_b · f), cos(t_b · f)) (cos first when flipped), zero
 // padded to an odd dim. The frequency table f (f32, computed on the host exactly as torch does in f32) and the

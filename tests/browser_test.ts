@@ -7,7 +7,7 @@
 import { chromium } from "playwright-core";
 import { Buffer } from "node:buffer";
 import { decodeImage, encodeImage } from "../src/image/codec.ts";
-import { spawnTinyModelServer } from "./server_harness.ts";
+import { spawnTinyModelServer, waitReady } from "./server_harness.ts";
 
 const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
 
@@ -22,6 +22,9 @@ Deno.test({
     // image are real, and a cold shader cache stalls the server's event loop, never the one driving Chromium.
     // The page asks for 256²: warm that size rather than the default 512².
     const server = await spawnTinyModelServer(["--default-size", "256"]);
+    // "ready" means warm: on a fresh machine the warm-up compiles every kernel first (minutes on a loaded
+    // lavapipe host), so wait for it here rather than inside the page's own timeouts.
+    await waitReady(server.url, 600_000);
     const userDataDir = await Deno.makeTempDir({ prefix: "chromium-profile-" });
     const context = await chromium.launchPersistentContext(userDataDir, {
       executablePath: CHROMIUM,
@@ -44,8 +47,13 @@ Deno.test({
       page.on("pageerror", (e) => pageErrors.push(String(e)));
       await page.goto(server.url);
       await page.waitForFunction(() => document.getElementById("health")?.className === "ok", null, {
-        timeout: 120_000,
+        timeout: 30_000,
       });
+      // The fields start from the model's defaults: the tiny model's 50 steps and 7.5, --default-size 256.
+      const prefilled = await Promise.all(
+        ["#width", "#height", "#steps", "#guidance_scale"].map((f) => page.inputValue(f)),
+      );
+      if (prefilled.join() !== "256,256,50,7.5") throw new Error(`pre-filled fields: ${prefilled.join()}`);
 
       await page.fill("#prompt", "a lighthouse on a cliff at sunset, oil painting");
       await page.fill("#negative_prompt", "blurry");
@@ -56,8 +64,8 @@ Deno.test({
       await page.selectOption("#sampler", "euler_a");
       await page.click("#generate");
 
-      // Previews arrive while the job runs. Generous timeouts: on a fresh machine the first run compiles
-      // every kernel (no shader cache yet), which takes a minute or more on lavapipe.
+      // Previews arrive while the job runs. Generous timeouts: kernels of sizes other than the warmed one
+      // (the previews', the inpainting run's) still compile on first use, slowly on a loaded machine.
       await page.waitForFunction(() => document.querySelectorAll("#previews img").length >= 2, null, {
         timeout: 240_000,
       });

@@ -8,10 +8,18 @@ import { readJsonFile } from "../src/util/json.ts";
 const root = new URL("..", import.meta.url).pathname;
 const fixtures = `${root}tests/fixtures`;
 
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return cliEnv({}, ...args);
+}
+
+async function cliEnv(
+  env: Record<string, string>,
+  ...args: string[]
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "main.ts", ...args],
     cwd: root,
+    env,
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -156,6 +164,35 @@ Deno.test("generate writes the image and preview files", async () => {
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("generate --num-images 2 --seed-mode per-image writes out-1.png and out-2.png (seeds 5 and 6); model defaults", async () => {
+  const dir = await Deno.makeTempDir();
+  // SD_MODEL names the model; size, steps and guidance are the tiny model's defaults except --steps.
+  const r = await cliEnv(
+    { SD_MODEL: `${fixtures}/tiny_sd` },
+    "generate",
+    "--prompt",
+    "a red fox",
+    "--seed",
+    "5",
+    "--steps",
+    "2",
+    "--num-images",
+    "2",
+    "--seed-mode",
+    "per-image",
+    "--out",
+    `${dir}/out.png`,
+  );
+  if (r.code !== 0) throw new Error(r.stderr);
+  for (const [i, seed] of [[1, 5], [2, 6]]) {
+    const img = decodeImage(await Deno.readFile(`${dir}/out-${i}.png`));
+    if (img.width !== 128 || img.height !== 128) throw new Error(`image ${i} is ${img.width}×${img.height}`);
+    const p = img.text.parameters ?? "";
+    if (!p.includes(`Seed: ${seed},`) || !p.includes("CFG scale: 7.5")) throw new Error(`image ${i}: ${p}`);
+  }
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("generate --image --mask inpaints as diffusers does; an inpainting model without --mask is refused", async () => {
   const manifest = await readJsonFile(`${fixtures}/inpaint/manifest.json`) as {
     cases: { name: string; cli: string[]; image: string; mask: string; png: string }[];
@@ -270,5 +307,79 @@ Deno.test("generate --taesd: TAESD previews by default (half size) and --decoder
   if (bad.code === 0 || !bad.stderr.includes("--preview taesd needs TAESD weights")) {
     throw new Error(`expected a missing-TAESD error: ${bad.stderr}`);
   }
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("component unet --lora merges kohya and diffusers LoRAs (golden lora/unet_case); non-LoRA files fail", async () => {
+  const out = await Deno.makeTempFile({ suffix: ".safetensors" });
+  const unet = (...extra: string[]) =>
+    cli(
+      "component",
+      "unet",
+      "--config",
+      `${fixtures}/tiny_sd/unet/config.json`,
+      "--weights",
+      `${fixtures}/tiny_sd/unet/diffusion_pytorch_model.fp16.safetensors`,
+      "--in",
+      `${fixtures}/lora/unet_case.safetensors`,
+      "--out",
+      out,
+      ...extra,
+    );
+  // 0.8 as kohya 0.5 + the same LoRA in diffusers keys at 0.3.
+  const r = await unet(
+    "--lora",
+    `${fixtures}/lora/style_kohya.safetensors:0.5`,
+    "--lora",
+    `${fixtures}/lora/style_diffusers.safetensors:0.3`,
+  );
+  if (r.code !== 0) throw new Error(r.stderr);
+  if (!/merged style_kohya × 0.5, style_diffusers × 0.3 into 261 weights/.test(r.stdout)) {
+    throw new Error(r.stdout);
+  }
+  using got = await SafetensorsFile.open(out);
+  using ref = await SafetensorsFile.open(`${fixtures}/lora/unet_case.safetensors`);
+  assertClose(await got.readF32("out"), await ref.readF32("out"), 1e-3, "unet out with the LoRA at 0.8");
+  // A safetensors file that is no LoRA: every key is named in the error, nothing runs.
+  const bad = await unet("--lora", `${fixtures}/lora/lora_1.safetensors`);
+  if (bad.code === 0 || !/LoRA lora_1: 1 keys are no LoRA form this engine reads: image/.test(bad.stderr)) {
+    throw new Error(`expected an unknown-key error: ${bad.stderr}`);
+  }
+  const lenient = await unet("--lora", `${fixtures}/lora/lora_1.safetensors`, "--lora-strict=false");
+  if (lenient.code === 0 || !/skipped 1 keys .*image[\s\S]*no key applies/.test(lenient.stderr)) {
+    throw new Error(`expected a warning, then "no key applies": ${lenient.stderr}`);
+  }
+  await Deno.remove(out);
+});
+
+Deno.test("generate applies <lora:NAME:SCALE> tags from --lora-dir; unknown names fail", async () => {
+  const dir = await Deno.makeTempDir();
+  const run = (prompt: string, ...extra: string[]) =>
+    cli(
+      "generate",
+      "--model",
+      `${fixtures}/tiny_sd`,
+      "--prompt",
+      prompt,
+      "--seed",
+      "3",
+      "--steps",
+      "2",
+      "--width",
+      "64",
+      "--height",
+      "64",
+      "--quiet",
+      "--out",
+      `${dir}/out.png`,
+      ...extra,
+    );
+  const r = await run("a red fox <lora:style_kohya:0.7>", "--lora-dir", `${fixtures}/lora`);
+  if (r.code !== 0) throw new Error(r.stderr);
+  if (!r.stderr.includes("LoRAs: style_kohya × 0.7")) throw new Error(r.stderr);
+  const img = decodeImage(await Deno.readFile(`${dir}/out.png`));
+  if (!img.text.parameters?.includes("<lora:style_kohya:0.7>")) throw new Error(JSON.stringify(img.text));
+  const bad = await run("a red fox <lora:nope>", "--lora-dir", `${fixtures}/lora`);
+  if (bad.code === 0 || !bad.stderr.includes('unknown LoRA "nope"')) throw new Error(bad.stderr);
   await Deno.remove(dir, { recursive: true });
 });

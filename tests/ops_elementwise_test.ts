@@ -11,6 +11,7 @@ import {
   copyChannels,
   nchwToNhwc,
   nhwcToNchw,
+  resizeNearest,
   sliceChannels,
   upsampleNearest2x,
 } from "../src/ops/layout.ts";
@@ -190,6 +191,32 @@ Deno.test("upsampleNearest2x on NHWC maps", async () => {
       const out = emptyTensor(gpu, [b, 2 * h, 2 * w, c], act);
       const got = await run(gpu, upsampleNearest2x(gpu, { x, out, act }), out);
       assertClose(got, upsample2xRef(xs, b, h, w, c), 0, `upsample ${name} [${shape}]`);
+    }
+  }
+});
+
+Deno.test("resizeNearest to sizes that are not ×2 picks torch's nearest source pixel", async () => {
+  // torch: source = min(floor(o · (float)in/out), in − 1), e.g. 2 → 3 reads rows 0, 0, 1.
+  for (const { gpu, act, name } of await configs()) {
+    for (const [shape, oh, ow] of [[[2, 2, 3, 8], 3, 6], [[1, 5, 3, 7], 7, 4]] as const) {
+      const [b, h, w, c] = shape;
+      const [x, xs] = upload(gpu, randomArray(numel([...shape]), 12), [...shape], act);
+      const out = emptyTensor(gpu, [b, oh, ow, c], act);
+      const got = await run(gpu, resizeNearest(gpu, { x, out, act }), out);
+      const want = new Float32Array(b * oh * ow * c);
+      const src = (o: number, i: number, n: number) =>
+        Math.min(Math.floor(Math.fround(o * Math.fround(i / n))), i - 1);
+      for (let bb = 0; bb < b; bb++) {
+        for (let y = 0; y < oh; y++) {
+          for (let xx = 0; xx < ow; xx++) {
+            for (let ch = 0; ch < c; ch++) {
+              want[((bb * oh + y) * ow + xx) * c + ch] =
+                xs[((bb * h + src(y, h, oh)) * w + src(xx, w, ow)) * c + ch];
+            }
+          }
+        }
+      }
+      assertClose(got, want, 0, `resize ${name} [${shape}] → ${oh}×${ow}`);
     }
   }
 });

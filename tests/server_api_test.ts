@@ -740,3 +740,94 @@ Deno.test("prompt_weighting: none unless the request (or the route's default) sa
     "request over route default",
   );
 });
+
+Deno.test("LoRAs: GET /v1/loras lists the folder; loras and prompt tags reach the engine; bad names are 400s naming them", async () => {
+  const { LoraLibrary } = await import("../src/models/lora/library.ts");
+  const dir = await Deno.makeTempDir();
+  const lora = new URL("./fixtures/lora/", import.meta.url).pathname;
+  await Deno.copyFile(`${lora}style_kohya.safetensors`, `${dir}/style.safetensors`);
+  await Deno.copyFile(`${lora}style_diffusers.safetensors`, `${dir}/style.v2.safetensors`);
+  await Deno.writeTextFile(`${dir}/notes.txt`, "not a LoRA");
+  try {
+    await withServer({ engine: ENGINE }, async (s) => {
+      const none = await (await fetch(`${s.url}/v1/loras`)).json();
+      assertEquals(none, { object: "list", data: [] }, "no LoRA folder");
+      const res = await postJson(`${s.url}/v1/generate`, { prompt: "p", loras: [{ name: "style" }] });
+      const body = await res.json();
+      assertEquals([res.status, body.error.param], [400, "loras.0.name"], "no folder: 400");
+      assert(/no LoRA folder/.test(body.error.message), body.error.message);
+    });
+    await withServer({ engine: ENGINE, options: { loras: new LoraLibrary(dir) } }, async (s) => {
+      const list = await (await fetch(`${s.url}/v1/loras`)).json();
+      assertEquals(
+        list.data.map((l: Record<string, unknown>) => [l.name, l.keys, l.format]),
+        [["style", 783, "kohya"], ["style.v2", 522, "diffusers"]],
+        "listing",
+      );
+      assertEquals(list.data[0].size, (await Deno.stat(`${dir}/style.safetensors`)).size, "size");
+
+      const ok = await postJson(`${s.url}/v1/generate`, {
+        prompt: "a fox <lora:style.v2:0.3>",
+        steps: 2,
+        width: 16,
+        height: 16,
+        loras: [{ name: "style", scale: 0.5 }, { name: "style.v2" }],
+      });
+      assertEquals(ok.status, 200, "valid LoRAs");
+      const run = s.fake!.runs.at(-1)!.request;
+      assertEquals(
+        run.loras,
+        [{ name: "style", scale: 0.5 }, { name: "style.v2", scale: 1 }],
+        "loras passed on",
+      );
+      assertEquals(run.prompt, "a fox <lora:style.v2:0.3>", "tags stay in the prompt for the engine");
+
+      const cases: [Record<string, unknown>, string, RegExp][] = [
+        [{ loras: [{ name: "nope" }] }, "loras.0.name", /unknown LoRA "nope"; GET \/v1\/loras/],
+        [{ loras: [{ name: "style" }, { name: "../style" }] }, "loras.1.name", /without path separators/],
+        [{ loras: [{ name: "sub/style" }] }, "loras.0.name", /without path separators/],
+        [{ loras: [{ name: ".." }] }, "loras.0.name", /without path separators/],
+        [{ loras: [{ name: "style", scale: 11 }] }, "loras.0.scale", /between -10 and 10/],
+        [{ loras: [{ name: "style", weight: 1 }] }, "loras.0.weight", /unknown|unrecognized/i],
+        [{ loras: "style" }, "loras", /list/],
+        [{ prompt: "a fox <lora:nope:0.5>" }, "prompt", /unknown LoRA "nope".*<lora:…> tag/],
+        [{ prompt: "a fox <lora:../style>" }, "prompt", /path separators/],
+        [{ prompt: "a fox <lora:style:lots>" }, "prompt", /scale must be a number/],
+      ];
+      for (const [extra, param, message] of cases) {
+        const r = await postJson(`${s.url}/v1/generate`, { prompt: "p", ...extra });
+        const b = await r.json();
+        assertEquals([r.status, b.error?.param], [400, param], `${JSON.stringify(extra)}`);
+        assert(message.test(b.error.message), `${JSON.stringify(extra)}: ${b.error.message}`);
+      }
+      // Query strings (EventSource) carry LoRAs as prompt tags; jobs and the OpenAI route validate the same.
+      const q = await fetch(`${s.url}/v1/generate?${new URLSearchParams({ prompt: "x <lora:nope>" })}`);
+      assertEquals([q.status, (await q.json()).error.param], [400, "prompt"], "query tag");
+      const job = await postJson(`${s.url}/v1/jobs`, { prompt: "p", loras: [{ name: "nope" }] });
+      assertEquals([job.status, (await job.json()).error.param], [400, "loras.0.name"], "jobs");
+      const openai = await postJson(`${s.url}/v1/images/generations`, {
+        prompt: "p",
+        loras: [{ name: "nope" }],
+      });
+      assertEquals([openai.status, (await openai.json()).error.param], [400, "loras.0.name"], "openai");
+      const good = await postJson(`${s.url}/v1/images/generations`, {
+        prompt: "p",
+        size: "16x16",
+        steps: 1,
+        loras: [{ name: "style", scale: -1 }],
+      });
+      assertEquals(good.status, 200, "openai with a LoRA");
+      assertEquals(s.fake!.runs.at(-1)!.request.loras, [{ name: "style", scale: -1 }], "openai loras");
+      // The multipart edits form names LoRAs by prompt tag, checked the same way.
+      const form = new FormData();
+      const png = encodeImage(new Uint8Array(16 * 16 * 3).fill(200), 16, 16, "png").bytes;
+      form.append("image", new Blob([png.slice()], { type: "image/png" }), "i.png");
+      form.append("prompt", "a red door <lora:nope>");
+      const edit = await fetch(`${s.url}/v1/images/edits`, { method: "POST", body: form });
+      assertEquals([edit.status, (await edit.json()).error.param], [400, "prompt"], "edits tag");
+      assertEquals((await fetch(`${s.url}/v1/loras`, { method: "POST" })).status, 405, "POST /v1/loras");
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -89,6 +89,25 @@ Deno.test("serve config: flags win over environment variables; defaults; errors 
   assert(badEnv?.includes("PORT"), `env error names PORT: ${badEnv}`);
 });
 
+Deno.test("serve config: --lora-dir / LORA_DIR and --lora-strict / LORA_STRICT", () => {
+  const d = parseServeConfig([], {});
+  assertEquals([d.loraDir, d.loraStrict], [undefined, true], "defaults");
+  const e = parseServeConfig([], { LORA_DIR: "loras", LORA_STRICT: "false" });
+  assertEquals([e.loraDir, e.loraStrict], ["loras", false], "from env");
+  const f = parseServeConfig(["--lora-dir", "mine", "--lora-strict=true"], {
+    LORA_DIR: "loras",
+    LORA_STRICT: "false",
+  });
+  assertEquals([f.loraDir, f.loraStrict], ["mine", true], "flags win");
+  let message = "";
+  try {
+    parseServeConfig(["--lora-strict", "maybe"], {});
+  } catch (err) {
+    message = (err as Error).message;
+  }
+  assert(/--lora-strict must be true or false/.test(message), message || "no error");
+});
+
 Deno.test("SIGTERM: the running job finishes within the grace period, waiting jobs are cancelled, exit 0", async () => {
   const server = await spawnFakeServer(["--shutdown-grace", "20"], { FAKE_STEP_DELAY_MS: "20" });
   try {

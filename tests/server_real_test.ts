@@ -232,3 +232,38 @@ Deno.test("server with TAESD (--taesd, --decoder taesd): previews default to TAE
     await s.close();
   }
 });
+
+Deno.test("server on the tiny real model with a LoRA folder: the worker merges per job and restores between jobs", async () => {
+  const { LoraLibrary } = await import("../src/models/lora/library.ts");
+  const loraDir = new URL("./fixtures/lora", import.meta.url).pathname;
+  const s = await startTestServer({
+    engine: tinyModelEngineFactory({ loraDir }),
+    options: { loras: new LoraLibrary(loraDir) },
+  });
+  try {
+    const generate = async (extra: Record<string, unknown>) => {
+      const body = {
+        prompt: "a lighthouse",
+        width: 64,
+        height: 64,
+        steps: 2,
+        sampler: "ddim",
+        seed: 3,
+        ...extra,
+      };
+      const res = await postJson(`${s.url}/v1/generate`, body);
+      const json = await res.json();
+      assert(res.status === 200, `${JSON.stringify(extra)}: ${res.status} ${JSON.stringify(json)}`);
+      return json.image as string;
+    };
+    const plain = await generate({});
+    const listed = await generate({ loras: [{ name: "style_kohya", scale: 0.8 }] });
+    assert(!decodeSame(listed, Uint8Array.fromBase64(plain)), "the LoRA does not change the image");
+    const tagged = await generate({ prompt: "a lighthouse <lora:style_kohya:0.8>" });
+    assert(decodeSame(tagged, Uint8Array.fromBase64(listed)), "a prompt tag differs from the loras list");
+    const again = await generate({});
+    assert(decodeSame(again, Uint8Array.fromBase64(plain)), "a job without LoRA after one with differs");
+  } finally {
+    await s.close();
+  }
+});

@@ -2,7 +2,7 @@
 // of inputs, with the golden fixtures' tensor names (taesd-decode: latents → image; taesd-encode: image →
 // latents; NCHW).
 //   deno task component unet --config CONFIG.json --weights W.safetensors --in IN.safetensors --out OUT.safetensors
-//     [--precision f32|f16]
+//     [--precision f32|f16] [--lora FILE[:SCALE] ...] [--lora-strict=false]   (LoRAs: unet and clip)
 //   deno task component randn --seed S --shape 1,4,64,64 --out F.safetensors
 
 import { parseArgs } from "node:util";
@@ -13,10 +13,16 @@ import { readJsonFile } from "../util/json.ts";
 import { loadModel, NETWORK_ENTRIES, type NetworkEntry, runComponent } from "../models/harness.ts";
 import type { HostTensor } from "../util/host_tensor.ts";
 import { TorchGenerator } from "../schedulers/rng.ts";
+import type { UNet } from "../models/unet/unet.ts";
+import type { ClipTextModel } from "../models/clip/clip.ts";
+import { LoraAdapters } from "../models/lora/adapters.ts";
+import { LoraLibrary } from "../models/lora/library.ts";
+import { LORA_OPTIONS, parseLoraArgs } from "./lora_args.ts";
 
 const USAGE =
   `usage: component <${NETWORK_ENTRIES.join("|")}> --config CONFIG.json --weights WEIGHTS.safetensors ` +
   "--in INPUTS.safetensors --out OUTPUTS.safetensors [--precision f32|f16] [--gpu-choices SPEC]\n" +
+  "       [--lora FILE[:SCALE] ...] [--lora-strict=true|false]   (unet and clip: LoRAs merged first)\n" +
   "       component randn --seed S --shape 1,4,64,64 --out F.safetensors";
 
 export async function componentCommand(args: string[]): Promise<number> {
@@ -36,6 +42,8 @@ export async function componentCommand(args: string[]): Promise<number> {
       precision: { type: "string", default: "f32" },
       "no-f16": { type: "boolean" },
       "gpu-choices": { type: "string" },
+      lora: LORA_OPTIONS.lora,
+      "lora-strict": LORA_OPTIONS["lora-strict"],
     },
   });
   for (const k of ["config", "weights", "in", "out"] as const) {
@@ -54,6 +62,22 @@ export async function componentCommand(args: string[]): Promise<number> {
   const gpu = await Gpu.create({ disableF16: values["no-f16"], choices: gpuFlags(values).choices });
   using weights = await SafetensorsFile.open(values.weights!);
   const model = await loadModel(gpu, which as NetworkEntry, configDict, weights, precision);
+  const loras = parseLoraArgs(values, {});
+  if (loras.requests.length) {
+    if (which !== "unet" && which !== "clip") {
+      throw new Error(`--lora applies to unet and clip, not ${which}`);
+    }
+    const models = which === "unet" ? { unet: model as UNet } : { textEncoder: model as ClipTextModel };
+    const adapters = new LoraAdapters(gpu, models, new LoraLibrary(undefined, loras.files), {
+      strict: loras.strict,
+      warn: (m) => console.error(`warning: ${m}`),
+    });
+    const s = await adapters.use(loras.requests);
+    console.log(
+      `merged ${loras.requests.map((l) => `${l.name} × ${l.scale}`).join(", ")} into ` +
+        `${s.merged.unet + s.merged.text_encoder} weights in ${s.ms.toFixed(0)} ms`,
+    );
+  }
   using input = await SafetensorsFile.open(values.in!);
   const inputs = new Map<string, HostTensor>();
   for (const name of input.names()) {

@@ -9,6 +9,7 @@ import selftest from "../../shaders/selftest.wgsl" with { type: "text" };
 import matmul from "../../shaders/matmul.wgsl" with { type: "text" };
 import conv from "../../shaders/conv.wgsl" with { type: "text" };
 import gemm_io from "../../shaders/gemm_io.wgsl" with { type: "text" };
+import lora from "../../shaders/lora.wgsl" with { type: "text" };
 
 export const SHADERS: Record<string, string> = {
   attention,
@@ -19,4 +20,5 @@ export const SHADERS: Record<string, string> = {
   matmul,
   conv,
   gemm_io,
+  lora,
 };

@@ -12,7 +12,7 @@ import { conv2d, type Conv2dParams, convOutSize, convPadding } from "../ops/conv
 import { type Activation, geglu, linear } from "../ops/linear.ts";
 import { groupNorm, layerNorm } from "../ops/norm.ts";
 import { attention, attentionFlops } from "../ops/attention.ts";
-import { concatChannels, upsampleNearest2x } from "../ops/layout.ts";
+import { concatChannels, resizeNearest, upsampleNearest2x } from "../ops/layout.ts";
 import { type Activation as MapActivation, map, silu } from "../ops/elementwise.ts";
 import { timestepEmbedding } from "../ops/timestep.ts";
 import { embedding } from "../ops/embedding.ts";
@@ -75,7 +75,12 @@ class Graph {
   readonly probes = new Map<string, Value>();
   /** Every weight the forward reads (full names). */
   readonly weightsRead = new Set<string>();
+  /** Weights read by a GEMM kernel, and which one: their packed layout (LoRA merges into it). */
+  readonly gemmWeights = new Map<string, GemmKind>();
 }
+
+/** Which GEMM packing a weight gets: conv ([Cout, taps, Cin/8] texels) or linear ([N, K/8] texels). */
+export type GemmKind = "conv" | "linear";
 
 /** A compiled forward: the plan and the tensor of every input, output and probe. */
 export interface Compiled {
@@ -123,11 +128,17 @@ export class ModelBuilder {
     return this.graph.weightsRead;
   }
 
+  /** Weights the forward recorded so far reads through the conv or the linear GEMM (full names). */
+  gemmWeights(): ReadonlyMap<string, GemmKind> {
+    return this.graph.gemmWeights;
+  }
+
   /** The full name of a weight this scope reads; a forward naming an undeclared weight fails here. */
-  private weight(name: string): string {
+  private weight(name: string, gemm?: GemmKind): string {
     const full = this.prefix + name;
     if (!this.weights.has(full)) throw new Error(`model builder: weight "${full}" is not declared`);
     this.graph.weightsRead.add(full);
+    if (gemm) this.graph.gemmWeights.set(full, gemm);
     return full;
   }
 
@@ -187,7 +198,7 @@ export class ModelBuilder {
       relu?: boolean;
     } = {},
   ): Value {
-    const w = this.weight(`${name}.weight`);
+    const w = this.weight(`${name}.weight`, "conv");
     const [cout, cin, kh, kw] = this.weights.shape(w);
     const stride = o.stride ?? 1;
     const padding = o.padding ?? "same";
@@ -242,7 +253,7 @@ export class ModelBuilder {
    * optional fused activation and residual. A 1×1 conv weight [N, K, 1, 1] works as one (proj_in of SD 1.x).
    */
   linear(name: string, x: Value, o: { activation?: Activation; residual?: Value } = {}): Value {
-    const w = this.weight(`${name}.weight`);
+    const w = this.weight(`${name}.weight`, "linear");
     const [n, k] = this.weights.shape(w);
     const rows = numel(x.shape) / k;
     const out = this.value(this.prefix + name, [...x.shape.slice(0, -1), n]);
@@ -272,7 +283,7 @@ export class ModelBuilder {
 
   /** GEGLU projection `name` ([2D, K] weight: value and gate halves) in one kernel: [..., K] → [..., D]. */
   geglu(name: string, x: Value): Value {
-    const w = this.weight(`${name}.weight`);
+    const w = this.weight(`${name}.weight`, "linear");
     const bias = this.weight(`${name}.bias`);
     const [n2, k] = this.weights.shape(w);
     const rows = numel(x.shape) / k;
@@ -391,6 +402,18 @@ export class ModelBuilder {
     );
   }
 
+  /** Nearest upsampling NHWC to [h, w] (diffusers' Upsample2D given an output size; ×2 takes upsample2x's kernel). */
+  upsampleTo(x: Value, h: number, w: number): Value {
+    const [B, , , C] = x.shape;
+    const out = this.value(`${this.prefix}upsample`, [B, h, w, C]);
+    return this.node(
+      [x],
+      out,
+      0,
+      (c) => resizeNearest(c.gpu, { x: c.tensor(x), out: c.tensor(out), act: c.act }),
+    );
+  }
+
   /** Channel concatenation [B, H, W, Ca] ++ [B, H, W, Cb]. */
   concat(a: Value, b: Value): Value {
     const [B, H, W, ca] = a.shape;
@@ -461,6 +484,38 @@ export class ModelBuilder {
     });
     const probes = new Map([...this.graph.probes].map(([name, v]) => [name, tensor(v)]));
     return { plan, tensor, probes };
+  }
+
+  /**
+   * The activation bytes `compile` would allocate (its `Plan.bytes`), without a GPU: the same walk over the
+   * nodes with the same size rounding and reuse of released buffers.
+   */
+  activationBytes(): number {
+    const { nodes, inputs, pinned } = this.graph;
+    const sizes: number[] = [];
+    const free = new Map<number, number[]>();
+    const buffers = new Map<Storage, number>();
+    const lastRead = new Map<Storage, number>();
+    nodes.forEach((n, i) => n.reads.forEach((v) => lastRead.set(v.storage, i)));
+    const allocate = (s: Storage) => {
+      const size = Math.max(16, Math.ceil(s.bytes / 16) * 16);
+      const id = free.get(size)?.pop() ?? sizes.push(size) - 1;
+      buffers.set(s, id);
+    };
+    const release = (s: Storage) => {
+      const id = buffers.get(s)!;
+      const list = free.get(sizes[id]) ?? [];
+      if (!list.includes(id)) list.push(id);
+      free.set(sizes[id], list);
+    };
+    for (const v of inputs) allocate(v.storage);
+    nodes.forEach((n, i) => {
+      allocate(n.out.storage);
+      for (const s of new Set([...n.reads.map((v) => v.storage), n.out.storage])) {
+        if (!pinned.has(s) && (lastRead.get(s) ?? -1) <= i) release(s);
+      }
+    });
+    return sizes.reduce((a, b) => a + b, 0);
   }
 
   private value(label: string, shape: readonly number[], dtype: DType = this.act): Value {

@@ -54,8 +54,13 @@ export function nativeSize(unet: UNetConfig): ImageSize {
 }
 
 export interface TuneRequest extends TuneOptions {
-  /** Sizes whose shapes are tuned (default: the model's native size). */
+  /** Sizes whose shapes are tuned (none given: the model's native size). */
   sizes?: readonly ImageSize[];
+  /** Tune the native size too (the server warms its default size, the model's own). */
+  native?: boolean;
+  /** UNet batch (default 2: classifier-free guidance) and steps (its ops' weight; default 20). */
+  batch?: number;
+  steps?: number;
 }
 
 /** Autotunes the kernels of one generation's shapes on `gpu` (see ops/autotune.ts). */
@@ -65,6 +70,7 @@ export function tuneGeneration(
   act: ActDType,
   o: TuneRequest = {},
 ): Promise<TuneSummary> {
-  const sizes = o.sizes?.length ? o.sizes : [nativeSize(configs.unet)];
-  return autotune(gpu, generationOpShapes(configs, act, sizes), o);
+  const sizes = [...(o.sizes ?? [])];
+  if (o.native || sizes.length === 0) sizes.unshift(nativeSize(configs.unet));
+  return autotune(gpu, generationOpShapes(configs, act, sizes, { batch: o.batch, steps: o.steps }), o);
 }

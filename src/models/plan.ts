@@ -76,6 +76,12 @@ export class PlanCache<P extends { plan: Plan }> {
     return total;
   }
 
+  /** Releases one plan's activation buffers, if it was built. */
+  delete(key: string): void {
+    this.plans.get(key)?.plan.destroy();
+    this.plans.delete(key);
+  }
+
   /** Releases every plan's activation buffers (weights stay). */
   clear(): void {
     for (const p of this.plans.values()) p.plan.destroy();

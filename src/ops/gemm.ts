@@ -187,7 +187,9 @@ export function createOperand(gpu: Gpu, mode: GemmTiling["mode"], texels: number
     label,
     size: [TEXTURE_WIDTH, rows],
     format: TEXTURE_FORMAT,
-    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
+    // COPY_*: LoRA merging keeps a copy of a packed weight to restore it from (models/lora/merge.ts).
+    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.COPY_SRC |
+      GPUTextureUsage.COPY_DST,
   });
   return { storage: "texture", texels, resource: texture.createView({ label }), texture };
 }

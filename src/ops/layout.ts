@@ -135,6 +135,49 @@ export function upsampleNearest2x(
   });
 }
 
+/**
+ * Nearest resize NHWC [B, H, W, C] → [B, OH, OW, C] to any size (F.interpolate(size=(OH, OW), mode="nearest"):
+ * source = min(⌊o · in/out⌋, in − 1) in f32). An exact ×2 takes upsampleNearest2x (bands, same values).
+ */
+export function resizeNearest(gpu: Gpu, p: { x: Tensor; out: Tensor; act: ActDType }): Dispatch[] {
+  checkDType(p.x, p.act, "resize x");
+  checkDType(p.out, p.act, "resize out");
+  if (p.x.shape.length !== 4 || p.out.shape.length !== 4) {
+    throw new Error("resizeNearest: tensors must be 4-D");
+  }
+  const [b, h, w, c] = p.x.shape;
+  const [ob, oh, ow, oc] = p.out.shape;
+  if (ob !== b || oc !== c) {
+    throw new Error(`resizeNearest: out [${p.out.shape}] must be [${b}, OH, OW, ${c}]`);
+  }
+  if (oh === 2 * h && ow === 2 * w) return upsampleNearest2x(gpu, p);
+  for (const [t, what] of [[p.x, "x"], [p.out, "out"]] as const) {
+    if (t.byteLength > gpu.maxBinding) {
+      throw new Error(`resizeNearest: ${what} [${t.shape}] exceeds one storage binding (only ×2 is banded)`);
+    }
+  }
+  const vec = c % 4 === 0;
+  const units = vec ? c / 4 : c;
+  const pipeline = gpu.kernel(
+    "elementwise",
+    { ...unitDefines(p.act, vec), RESIZE_NEAREST: true },
+    "resize_nearest",
+  );
+  const n = b * oh * ow * units;
+  // torch: scale = (float)in / out, then floorf(o * scale).
+  const params = uniformOf(gpu, [
+    u(n),
+    u(units),
+    u(w),
+    u(h),
+    u(ow),
+    u(oh),
+    [Math.fround(w / ow), "f"],
+    [Math.fround(h / oh), "f"],
+  ]);
+  return [gpu.dispatch(pipeline, [p.x.buffer, p.out.buffer, params], grid(n), "resize_nearest")];
+}
+
 // ---- layout / dtype conversion ----
 
 function layout(gpu: Gpu, x: Tensor, out: Tensor, entry: "nchw_to_nhwc" | "nhwc_to_nchw"): Dispatch[] {

@@ -16,6 +16,7 @@ import { imageSize } from "../image/codec.ts";
 import { maskSizeProblem, preprocessMask } from "../image/mask.ts";
 import { img2imgSchedule, type Scheduler } from "../schedulers/index.ts";
 import type { TorchGenerator } from "../schedulers/rng.ts";
+import { repeat } from "./batch.ts";
 import { type GenerateRequest, RequestError } from "./types.ts";
 
 /** What the UNet's input channels say about it: an ordinary denoiser or an inpainting one. */
@@ -82,21 +83,28 @@ export interface InpaintHost {
 
 /** Where the denoising loop starts and what it adds to each evaluation. */
 export interface LoopStart {
+  /** NCHW [N, C, h, w]: one row per image of the batch. */
   latents: Float32Array;
   startIndex: number;
-  /** NCHW [1, C, h, w] appended to the scaled latents on every UNet evaluation (mask, masked latents). */
+  /** NCHW [N, Cc, h, w], image i's appended to its scaled latents on every UNet evaluation (mask, masked
+   * latents). */
   condition?: Float32Array;
   /** Applied to the latents after each scheduler step (evaluation index `i`). */
   afterStep?: (latents: Float32Array, i: number) => Float32Array;
 }
 
-/** The initial latents and per-step hooks of an inpainting run (request already validated). */
+/**
+ * The initial latents and per-step hooks of an inpainting run (request already validated), for `count`
+ * images from the one generator as diffusers' `num_images_per_prompt` draws them: the posterior samples are
+ * of the one image (repeated), the noise `[count, C, h, w]` at once.
+ */
 export async function inpaintingStart(
   host: InpaintHost,
   kind: UNetKind,
   req: GenerateRequest,
   scheduler: Scheduler,
   generator: TorchGenerator,
+  count = 1,
 ): Promise<LoopStart> {
   const { width, height } = req;
   const C = host.latentChannels;
@@ -122,10 +130,11 @@ export async function inpaintingStart(
   const fromNoise = strength === 1;
 
   // 1–2. Image latents and the initial latents.
-  const imageLatents = kind === "plain" || !fromNoise
+  const encoded = kind === "plain" || !fromNoise
     ? await host.encodeLatents(image, height, width, generator)
     : undefined;
-  const noise = generator.randn(shape);
+  const imageLatents = encoded && repeat(encoded, count);
+  const noise = generator.randn([count, ...shape.slice(1)]);
   const latents = fromNoise
     ? noise.map((v) => Math.fround(v * scheduler.initNoiseSigma))
     : scheduler.addNoise(imageLatents!, noise, startIndex);
@@ -158,5 +167,5 @@ export async function inpaintingStart(
   const condition = new Float32Array((1 + C) * plane);
   condition.set(mask, 0);
   condition.set(maskedLatents, plane);
-  return { latents, startIndex, condition };
+  return { latents, startIndex, condition: repeat(condition, count) };
 }

@@ -17,10 +17,13 @@ import { Vae } from "../models/vae/vae.ts";
 import { loadTaesd } from "../models/taesd/load.ts";
 import { ClipTokenizer } from "../text/tokenizer.ts";
 import { bundledClipTokenizer } from "../text/default_tokenizer.ts";
+import { LoraAdapters } from "../models/lora/adapters.ts";
+import { LoraLibrary } from "../models/lora/library.ts";
 import { StableDiffusionPipeline } from "./pipeline.ts";
 import { tuneGeneration, type TuneRequest } from "../models/op_shapes.ts";
 import type { TuneSummary } from "../ops/autotune.ts";
 import type { DecoderName, SamplerName } from "./types.ts";
+import { readModelDefaults } from "./defaults.ts";
 import type { SchedulerConfig } from "../schedulers/common.ts";
 
 export interface LoadOptions extends OpenModelOptions {
@@ -43,6 +46,16 @@ export interface LoadOptions extends OpenModelOptions {
   /** Sizes, budget and cache of the tuning pass; its summary goes to `onTuned`. */
   tuneOptions?: TuneRequest;
   onTuned?: (summary: TuneSummary) => void;
+  /** Folder of LoRA .safetensors files that requests name by file stem. */
+  loraDir?: string;
+  /** LoRA files also named by stem (the CLI's --lora FILE); they shadow the folder's. */
+  loraFiles?: string[];
+  /** false: LoRA keys that match nothing are skipped with a warning instead of failing the request. */
+  loraStrict?: boolean;
+  /** Where LoRA warnings go (default console.warn). */
+  onWarning?: (message: string) => void;
+  /** Activation budget of one batched UNet evaluation (pipeline/batch.ts). */
+  batchBudgetBytes?: number;
 }
 
 /** diffusers scheduler class → our sampler name (the folder's default sampler). */
@@ -119,19 +132,6 @@ export async function loadPipeline(
     const unetWeights = await loadWeights(gpu, model.unet!, progress("unet"));
     before += counts[1];
     const vaeWeights = await loadWeights(gpu, model.vae!, progress("vae"));
-    if (options.tune && options.tune !== "off") {
-      options.onProgress?.(1, "autotune");
-      const configs = {
-        unet: model.unet!.config,
-        vae: model.vae!.config,
-        textEncoder: model.textEncoder!.config,
-      };
-      const summary = await tuneGeneration(gpu, configs, act, {
-        ...options.tuneOptions,
-        retune: options.tune === "retune" || options.tuneOptions?.retune,
-      });
-      options.onTuned?.(summary);
-    }
     const taesd = options.taesd ? await loadTaesd(gpu, options.taesd, act) : undefined;
     const latentChannels = model.vae!.config.latent_channels;
     if (taesd && taesd.config.latent_channels !== latentChannels) {
@@ -141,17 +141,55 @@ export async function loadPipeline(
       );
     }
     const name = path.replace(/\/+$/, "").split("/").pop() ?? path;
+    const defaultSampler = defaultSamplerOf(model.scheduler);
+    const defaults = await readModelDefaults(path, {
+      sampleSize: model.unet!.config.sample_size ?? undefined,
+      vaeLevels: model.vae!.config.block_out_channels.length,
+      defaultSampler,
+    });
+    if (options.tune && options.tune !== "off") {
+      options.onProgress?.(1, "autotune");
+      const configs = {
+        unet: model.unet!.config,
+        vae: model.vae!.config,
+        textEncoder: model.textEncoder!.config,
+      };
+      const t = options.tuneOptions ?? {};
+      const sizes = [...(t.sizes ?? [])];
+      // The model's default size (what serve warms, and requests without a size get), unless sizes are named.
+      if (t.native || sizes.length === 0) sizes.unshift({ width: defaults.width, height: defaults.height });
+      const summary = await tuneGeneration(gpu, configs, act, {
+        ...t,
+        sizes,
+        native: false,
+        batch: t.batch ?? (defaults.guidanceScale > 1 ? 2 : 1),
+        steps: t.steps ?? defaults.steps,
+        retune: options.tune === "retune" || t.retune,
+      });
+      options.onTuned?.(summary);
+    }
+    const textEncoder = new ClipTextModel(gpu, model.textEncoder!.config, teWeights, act);
+    const unet = new UNet(gpu, model.unet!.config, unetWeights, act);
+    const loras = new LoraAdapters(
+      gpu,
+      { unet, textEncoder },
+      new LoraLibrary(options.loraDir, options.loraFiles),
+      { strict: options.loraStrict, warn: options.onWarning },
+    );
     return new StableDiffusionPipeline({
       gpu,
       name,
       tokenizer,
-      textEncoder: new ClipTextModel(gpu, model.textEncoder!.config, teWeights, act),
-      unet: new UNet(gpu, model.unet!.config, unetWeights, act),
+      textEncoder,
+      unet,
       vae: new Vae(gpu, model.vae!.config, vaeWeights, act),
+      loras,
       taesd,
       decoder: options.decoder,
       schedulerConfig: { ...model.scheduler, prediction_type: model.predictionType } as SchedulerConfig,
-      defaultSampler: defaultSamplerOf(model.scheduler),
+      defaultSampler: defaults.sampler ?? defaultSampler,
+      defaults,
+      batchBudgetBytes: options.batchBudgetBytes,
     });
   } finally {
     model.close();

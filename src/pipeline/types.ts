@@ -4,9 +4,11 @@
 import type { ImageFormat } from "../image/codec.ts";
 import type { MaskChannel } from "../image/mask.ts";
 import type { SamplerName } from "../schedulers/names.ts";
+import type { LoraRequest } from "../models/lora/tags.ts";
 import type { PromptWeighting } from "../text/prompt_weights.ts";
+import type { ModelDefaults } from "./defaults.ts";
 
-export type { ImageFormat, MaskChannel, PromptWeighting, SamplerName };
+export type { ImageFormat, MaskChannel, ModelDefaults, PromptWeighting, SamplerName };
 export { SAMPLER_NAMES } from "../schedulers/names.ts";
 export { PROMPT_WEIGHTINGS } from "../text/prompt_weights.ts";
 
@@ -51,9 +53,25 @@ export interface GenerateRequest {
   previewFormat?: ImageFormat;
   outputFormat?: ImageFormat;
   longPrompt?: "chunk" | "truncate";
+  /** LoRAs merged for this run, by name in the LoRA folder, each at its own scale (added to the prompt's
+   * `<lora:NAME:SCALE>` tags). */
+  loras?: LoraRequest[];
   /** "none" (the default: plain text, as diffusers) or "a1111": (word:1.2), [word], BREAK. */
   promptWeighting?: PromptWeighting;
+  /** Images from this one request, run as one UNet batch where memory allows (default 1). */
+  numImages?: number;
+  /** How a batch draws its noise (default "diffusers"); see SeedMode. */
+  seedMode?: SeedMode;
 }
+
+/**
+ * "diffusers": one generator seeded with `seed` makes every random draw of the whole batch, each draw taken
+ * at once for all images (the initial latents are one `randn([N, 4, h, w])`), as diffusers'
+ * `num_images_per_prompt` does. "per-image": image i has its own generator seeded with `seed + i` and is
+ * the image a single-image run with that seed gives (A1111's batches, OpenAI's `n`).
+ */
+export type SeedMode = "diffusers" | "per-image";
+export const SEED_MODES: readonly SeedMode[] = ["diffusers", "per-image"];
 
 export interface GenerationTimings {
   totalMs: number;
@@ -73,6 +91,8 @@ export interface StartedEvent {
   steps: number;
   width: number;
   height: number;
+  /** Only for a batch (more than one image). */
+  numImages?: number;
 }
 
 /** `step` counts denoising steps finished (1..steps); `etaMs` extrapolates the mean step time so far. */
@@ -84,7 +104,7 @@ export interface ProgressEvent {
   etaMs: number;
 }
 
-/** A partly denoised image after `step` steps. */
+/** A partly denoised image after `step` steps (of a batch: its first image). */
 export interface PreviewEvent {
   type: "preview";
   step: number;
@@ -96,7 +116,12 @@ export interface PreviewEvent {
 
 export interface DoneEvent {
   type: "done";
+  /** The image; of a batch, the first one (on the wire a batch answer carries `images` instead). */
   image: Uint8Array;
+  /** A batch's images in batch order (only when more than one was asked for; `images[0]` is `image`). */
+  images?: Uint8Array[];
+  /** A batch's seeds, one per image: `seed + i` in "per-image" mode, `seed` repeated in "diffusers" mode. */
+  seeds?: number[];
   mime: string;
   seed: number;
   width: number;
@@ -124,6 +149,8 @@ export interface Engine {
   /** The loaded model's name (e.g. the folder name). */
   readonly modelName: string;
   readonly defaultSampler: SamplerName;
+  /** The model's defaults for fields a request leaves out (pipeline/defaults.ts); absent: the server's. */
+  readonly defaults?: ModelDefaults;
   /** Runs one generation; aborting the signal stops it within a fraction of a step (the iterator then throws
    * an AbortError). */
   generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<GenerationEvent>;

@@ -63,12 +63,7 @@ export function unetForward(
   c: UNetConfig,
   { sample, timestep, context }: UNetInputs,
 ): Value {
-  const [, H, W] = sample.shape;
   const levels = unetAttentionLevels(c);
-  const m = 2 ** (c.block_out_channels.length - 1);
-  if (H % m || W % m) {
-    throw new Error(`UNet: latent ${H}×${W} must be a multiple of ${m} (image size a multiple of ${8 * m})`);
-  }
   const norm: ResnetOptions = { groups: c.norm_num_groups, eps: c.norm_eps };
   const attend = (bb: ModelBuilder, x: Value, s: TransformerShape) =>
     transformer2d(bb, x, context, {
@@ -124,11 +119,11 @@ export function unetForward(
       if (level.hasAttention) x = attend(block.at("attentions", j), x, level);
     }
     if (level.hasUpsampler) {
+      // To the size of the skip the next block concatenates: ×2, or (a latent that is no multiple of
+      // 2^(levels−1), whose stride-2 convs rounded up) the nearest resize diffusers does with upsample_size.
       const next = skips[skips.length - 1];
-      if (next && (next.shape[1] !== 2 * x.shape[1] || next.shape[2] !== 2 * x.shape[2])) {
-        throw new Error(`UNet: odd latent sizes are not supported (${H}×${W})`);
-      }
-      x = block.conv("upsamplers.0.conv", block.upsample2x(x));
+      const [h, w] = next ? [next.shape[1], next.shape[2]] : [2 * x.shape[1], 2 * x.shape[2]];
+      x = block.conv("upsamplers.0.conv", block.upsampleTo(x, h, w));
     }
     b.probe(`up_blocks.${i}`, x);
   });
@@ -199,6 +194,25 @@ export class UNet {
   dropPlans(): void {
     this.plans.clear();
   }
+
+  /** Releases one shape's plan, if built. */
+  dropPlan(batch: number, height: number, width: number, contextTokens: number): void {
+    this.plans.delete(`${batch}x${height}x${width}x${contextTokens}`);
+  }
+
+  /** The activation bytes the plan of this shape holds (built or not; recorded without a GPU). */
+  planBytes(batch: number, height: number, width: number, contextTokens: number): number {
+    const key = `${batch}x${height}x${width}x${contextTokens}`;
+    let bytes = this.planBytesCache.get(key);
+    if (bytes === undefined) {
+      const shape = { batch, height, width, contextTokens };
+      bytes = unetGraph(this.config, this.weights, this.act, shape).b.activationBytes();
+      this.planBytesCache.set(key, bytes);
+    }
+    return bytes;
+  }
+
+  private readonly planBytesCache = new Map<string, number>();
 
   get activationBytes(): number {
     return this.plans.bytes;

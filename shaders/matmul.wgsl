@@ -239,7 +239,7 @@ fn gemm_shared(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invo
 //#else
 //#if SPLITK
 // Split-K (linear/GEGLU with few rows and long K, e.g. the time embedding's M = 2, K = 1280): one workgroup
-// is one subgroup (WG = the adapter's fixed subgroup size, checked at start-up by gpu/subgroups.ts) and
+// is one subgroup (WG = the adapter's fixed subgroup size, checked at start-up by gpu/self_tests.ts) and
 // computes one TM×TN tile; lane l takes k-steps l, l + WG, …, and subgroupAdd sums the accumulators, so
 // every lane works even when the tile count is small. The early return is uniform (one tile per
 // workgroup), as subgroup operations need. Results match the register tile up to summation order.

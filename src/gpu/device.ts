@@ -7,7 +7,7 @@ import { BufferPool } from "./pool.ts";
 import { PipelineCache, type ShaderDefines } from "./pipelines.ts";
 import { GpuError } from "./errors.ts";
 import { formatGpuChoices, type GpuChoices, gpuChoicesFromEnv } from "./choices.ts";
-import { subgroupSelfTest } from "./subgroups.ts";
+import { f16SelfTest, subgroupSelfTest } from "./self_tests.ts";
 
 export { GpuError };
 
@@ -415,70 +415,6 @@ function ensureRuntimeDir(): void {
     Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync({ prefix: "sd-webgpu-xdg-" }));
   } catch {
     // no env/write permission: the driver only prints a warning
-  }
-}
-
-/**
- * Proves that f16 storage and f16 arithmetic give correct results. An earlier Deno returned zeros from
- * f16 shaders silently; this catches that class of failure before any weights are trusted to f16.
- */
-async function f16SelfTest(device: GPUDevice): Promise<boolean> {
-  const code = /* wgsl */ `
-enable f16;
-@group(0) @binding(0) var<storage, read> a: array<vec4<f16>>;
-@group(0) @binding(1) var<storage, read_write> outp: array<vec4<f16>>;
-@compute @workgroup_size(4)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = gid.x;
-  let x = a[i];
-  let h = f16(0.5);
-  outp[i] = x * x * h + vec4<f16>(f16(i), f16(1.0), -x.z, h) + exp(-x * x);
-}`;
-  const input = new Float32Array(16).map((_, i) => (i - 7.5) * 0.375);
-  const expected = new Float32Array(16);
-  for (let i = 0; i < 4; i++) {
-    for (let c = 0; c < 4; c++) {
-      const x = input[i * 4 + c];
-      const extra = [i, 1, -input[i * 4 + 2], 0.5][c];
-      expected[i * 4 + c] = x * x * 0.5 + extra + Math.exp(-x * x);
-    }
-  }
-  device.pushErrorScope("validation");
-  try {
-    const module = device.createShaderModule({ code });
-    const pipeline = device.createComputePipeline({
-      layout: "auto",
-      compute: { module, entryPoint: "main" },
-    });
-    const inBuf = device.createBuffer({ size: 32, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
-    device.queue.writeBuffer(inBuf, 0, f32ToF16Array(input));
-    const outBuf = device.createBuffer({ size: 32, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
-    const staging = device.createBuffer({
-      size: 32,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
-    const bindGroup = device.createBindGroup({
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [{ binding: 0, resource: { buffer: inBuf } }, { binding: 1, resource: { buffer: outBuf } }],
-    });
-    const enc = device.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(1);
-    pass.end();
-    enc.copyBufferToBuffer(outBuf, 0, staging, 0, 32);
-    device.queue.submit([enc.finish()]);
-    await staging.mapAsync(GPUMapMode.READ);
-    const got = f16ToF32Array(new Uint16Array(staging.getMappedRange().slice(0)));
-    staging.unmap();
-    for (const b of [inBuf, outBuf, staging]) b.destroy();
-    const err = await device.popErrorScope();
-    if (err) return false;
-    return got.every((v, i) => Math.abs(v - expected[i]) <= 2e-3 * Math.max(1, Math.abs(expected[i])));
-  } catch {
-    await device.popErrorScope().catch(() => null);
-    return false;
   }
 }
 

@@ -6,7 +6,7 @@
 //   - workgroup sizes 64-256: register tiles on storage buffers at 64, 128 and 256 invocations; the
 //     workgroup-memory kernel is 256 threads with block heights 32, 64 and 128 (tm 2, 4, 8).
 //   - subgroup reductions: split-K linear/GEGLU (one subgroup per tile, subgroupAdd) where the adapter has
-//     the subgroups feature with a fixed subgroup size (gpu/subgroups.ts checks it at start-up).
+//     the subgroups feature with a fixed subgroup size (gpu/self_tests.ts checks it at start-up).
 //   - vec4 loads: not a candidate, every kernel already loads whole 16-byte texels (vec4<u32>: 8 f16
 //     weights or 4 f32 activations per load) in every mode.
 //   - f16 accumulators: not implemented; every kernel accumulates in f32 (the fixtures' tolerances were

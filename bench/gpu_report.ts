@@ -49,14 +49,20 @@ const log = (line: string) =>
 // ---------------------------------------------------------------- device
 
 const info = gpu.adapter.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
-const limits: Record<string, number> = {};
-for (const k in gpu.device.limits) limits[k] = (gpu.device.limits as unknown as Record<string, number>)[k];
+const limitsOf = (l: GPUSupportedLimits) => {
+  const out: Record<string, number> = {};
+  for (const k in l) out[k] = (l as unknown as Record<string, number>)[k];
+  return out;
+};
+// The device's limits are what the engine requested (its storage and buffer sizes at the adapter's maximum).
+const limits = limitsOf(gpu.device.limits);
 const device = {
   ...gpu.report,
   subgroupSizes: [info.subgroupMinSize ?? null, info.subgroupMaxSize ?? null],
   adapterFeatures: [...gpu.adapter.features].sort(),
   deviceFeatures: [...gpu.device.features].sort(),
   deviceLimits: limits,
+  adapterLimits: limitsOf(gpu.adapter.limits),
   gemmTiling: gemmTiling(gpu),
   notTuned: NOT_TUNED,
 };
@@ -266,8 +272,7 @@ table([
 ]);
 if (e2e) {
   console.log("");
-  table([
-    ["synthetic SD 1.5", "value"],
+  const rows: [string, string][] = [
     ["size, steps", `${e2e.size}, ${e2e.steps} (${e2e.precision}, guidance ${e2e.guidance})`],
     ["cold start (s)", `${e2e.coldStartSeconds} (autotune ${e2e.tuneSeconds})`],
     ["s per UNet step", String(e2e.secondsPerUnetStep)],
@@ -277,7 +282,10 @@ if (e2e) {
     ["readbacks per step", String(e2e.readbacksPerStep)],
     ["GPU bytes", `${e2e.gpuBytes} (${(e2e.gpuBytes / 2 ** 30).toFixed(2)} GiB)`],
     ["autotune", e2e.tune ? JSON.stringify({ ...e2e.tune, picks: undefined }) : "-"],
-  ]);
+  ];
+  console.log("synthetic SD 1.5");
+  const w = Math.max(...rows.map((r) => r[0].length));
+  for (const [k, v] of rows) console.log(`  ${k.padEnd(w)}  ${v}`);
 }
 console.log(`\nwrote ${out} (${report.seconds} s)`);
 gpu.destroy();

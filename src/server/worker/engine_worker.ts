@@ -8,6 +8,7 @@
 // (buffers, bind groups) are built on first use. After it, "ready" means warm.
 
 import { Gpu } from "../../gpu/device.ts";
+import { lowerThreadPriority } from "../../util/thread_priority.ts";
 import type { StableDiffusionPipeline } from "../../pipeline/pipeline.ts";
 import { greyPng } from "../../pipeline/inpaint.ts";
 import { type GenerateRequest, RequestError } from "../../pipeline/types.ts";
@@ -21,6 +22,9 @@ import {
   type WarmupSize,
   type WorkerJobError,
 } from "./protocol.ts";
+
+/** The engine's nice value: below the HTTP thread, so requests are answered first while it computes. */
+const ENGINE_NICE = 10;
 
 const scope = self as unknown as {
   onmessage: ((e: MessageEvent<ToWorker>) => void) | null;
@@ -78,6 +82,8 @@ function shutdown(): void {
 }
 
 async function start(init: InitMessage): Promise<void> {
+  // Before the device exists, so that the driver's threads inherit it (see util/thread_priority.ts).
+  lowerThreadPriority(ENGINE_NICE);
   try {
     gpu = await Gpu.create({ disableF16: init.disableF16 });
   } catch (e) {

@@ -10,12 +10,12 @@
 import type { SamplerName } from "../../../schedulers/names.ts";
 import { sniffImageMime } from "../../../image/codec.ts";
 import { checkLoras, type RequestLimits } from "../../schemas.ts";
+import { bound, coerce, type FieldType } from "./coerce.ts";
 import { issue, type ValidationIssue } from "./errors.ts";
 import { resolveSampler } from "./samplers.ts";
 
 export type A1111Kind = "txt2img" | "img2img";
 
-type FieldType = "int" | "float" | "bool" | "str" | "list" | "dict";
 /** used: this server acts on it; noop: nothing to do (no warning); ignored: a warning unless default. */
 type Treatment = "used" | "noop" | "ignored";
 
@@ -187,7 +187,7 @@ export function parseA1111(
   const given = new Set<string>();
   for (const [key, raw] of Object.entries(body)) {
     if (!Object.hasOwn(fields, key)) {
-      warnings.push(`ignored field: ${key}`);
+      warnings.push(`ignored field: ${printable(key)}`);
       continue;
     }
     if (raw === null || raw === undefined) continue;
@@ -242,13 +242,12 @@ export function parseA1111(
   let sampler: SamplerName | undefined;
   if (samplerName !== undefined) {
     const choice = resolveSampler(samplerName, scheduler);
-    if (choice.ok) sampler = choice.sampler;
-    else {issues.push(
-        issue(
-          [choice.field === "sampler_name" && fromIndex ? "sampler_index" : choice.field],
-          choice.message,
-        ),
-      );}
+    if (choice.ok) {
+      sampler = choice.sampler;
+    } else {
+      const field = choice.field === "sampler_name" && fromIndex ? "sampler_index" : choice.field;
+      issues.push(issue([field], choice.message));
+    }
   } else if (scheduler !== undefined) {
     // A schedule for the model's own sampler: only the ones that change nothing.
     const choice = resolveSampler("Euler", scheduler);
@@ -294,7 +293,18 @@ export function parseA1111(
     maskInvert: false,
   };
   if (kind === "img2img") img2imgFields(request, issues);
+  if (warnings.length > MAX_WARNINGS) {
+    warnings.splice(MAX_WARNINGS - 1, Infinity, `… and ${warnings.length - MAX_WARNINGS + 1} more warnings`);
+  }
   return issues.length ? { ok: false, issues } : { ok: true, request };
+}
+
+/** Warnings kept per request (a body of a thousand unknown keys gets a short list). */
+const MAX_WARNINGS = 32;
+
+/** A client's key as a warning shows it: plain names as they are, anything else quoted and cut. */
+function printable(key: string): string {
+  return /^[\w.-]{1,64}$/.test(key) ? key : JSON.stringify(key.slice(0, 64));
 }
 
 /** img2img's own fields: the images, the strength, the mask's treatment. */
@@ -400,7 +410,7 @@ function checkOverrides(
         );
       }
     } else if (!(key === "CLIP_stop_at_last_layers" && value === 1)) {
-      warnings.push(`ignored field: override_settings.${key}`);
+      warnings.push(`ignored field: override_settings.${printable(key)}`);
     }
   }
 }
@@ -417,72 +427,4 @@ function isNeutral(key: string, value: unknown, dflt: unknown): boolean {
 
 function deepEqual(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
-}
-
-/** pydantic 1's message for a bound: "ensure this value is greater than or equal to 1". */
-function bound(key: string, op: ">=" | "<=" | ">", limit: number): ValidationIssue {
-  const [words, type] = op === ">="
-    ? ["greater than or equal to", "not_ge"]
-    : op === "<="
-    ? ["less than or equal to", "not_le"]
-    : ["greater than", "not_gt"];
-  return {
-    loc: ["body", key],
-    msg: `ensure this value is ${words} ${limit}`,
-    type: `value_error.number.${type}`,
-    ctx: { limit_value: limit },
-  };
-}
-
-const BOOL_TEXT: Record<string, boolean> = {
-  "0": false,
-  off: false,
-  f: false,
-  false: false,
-  n: false,
-  no: false,
-  "1": true,
-  on: true,
-  t: true,
-  true: true,
-  y: true,
-  yes: true,
-};
-
-const INT_TEXT = /^\s*[-+]?\d+\s*$/;
-const FLOAT_TEXT = /^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/;
-
-/** pydantic 1's coercion of one value, or undefined after adding the issue. */
-function coerce(v: unknown, type: FieldType, path: string[], issues: ValidationIssue[]): unknown {
-  const fail = (msg: string, t: string) => {
-    issues.push({ loc: ["body", ...path], msg, type: t });
-    return undefined;
-  };
-  switch (type) {
-    case "int":
-      if (typeof v === "number" && Number.isFinite(v)) return Math.trunc(v);
-      if (typeof v === "string" && INT_TEXT.test(v)) return Number(v);
-      return fail("value is not a valid integer", "type_error.integer");
-    case "float":
-      if (typeof v === "number" && Number.isFinite(v)) return v;
-      if (typeof v === "string" && FLOAT_TEXT.test(v)) return Number(v);
-      return fail("value is not a valid float", "type_error.float");
-    case "bool":
-      if (typeof v === "boolean") return v;
-      if (v === 0 || v === 1) return v === 1;
-      if (typeof v === "string" && Object.hasOwn(BOOL_TEXT, v.trim().toLowerCase())) {
-        return BOOL_TEXT[v.trim().toLowerCase()];
-      }
-      return fail("value could not be parsed to a boolean", "type_error.bool");
-    case "str":
-      if (typeof v === "string") return v;
-      if (typeof v === "number" && Number.isFinite(v)) return String(v);
-      return fail("str type expected", "type_error.str");
-    case "list":
-      return Array.isArray(v) ? v : fail("value is not a valid list", "type_error.list");
-    case "dict":
-      return typeof v === "object" && v !== null && !Array.isArray(v)
-        ? v
-        : fail("value is not a valid dict", "type_error.dict");
-  }
 }

@@ -14,25 +14,11 @@
 import { type Context, Hono } from "hono";
 import type { AppEnv, AppState } from "../../context.ts";
 import { readJsonBody } from "./body.ts";
+import { BOOL_TEXT } from "./coerce.ts";
 import { a1111Error, detailResponse, issue, validationError } from "./errors.ts";
 import { isLoadedCheckpoint, listLoras, loadedCheckpoint } from "./models.ts";
 import { A1111_SCHEDULERS, samplerList } from "./samplers.ts";
 import type { A1111Tasks } from "./tasks.ts";
-
-const BOOL_QUERY: Record<string, boolean> = {
-  "0": false,
-  off: false,
-  f: false,
-  false: false,
-  n: false,
-  no: false,
-  "1": true,
-  on: true,
-  t: true,
-  true: true,
-  y: true,
-  yes: true,
-};
 
 export function statusRoutes(state: AppState, tasks: A1111Tasks): Hono<AppEnv> {
   const { engineHost, options } = state;
@@ -40,7 +26,8 @@ export function statusRoutes(state: AppState, tasks: A1111Tasks): Hono<AppEnv> {
 
   app.get("/sdapi/v1/progress", (c) => {
     const raw = c.req.query("skip_current_image");
-    const skip = raw === undefined ? false : BOOL_QUERY[raw.trim().toLowerCase()];
+    const key = raw?.trim().toLowerCase() ?? "false";
+    const skip = Object.hasOwn(BOOL_TEXT, key) ? BOOL_TEXT[key] : undefined;
     if (skip === undefined) {
       return validationError([{
         loc: ["query", "skip_current_image"],

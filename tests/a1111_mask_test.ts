@@ -1,11 +1,19 @@
 // CPU tests of A1111's mask handling (src/image/mask_blur.ts) and of the fill and overlay around inpainting
 // (src/image/inpaint_fill.ts): the blur's kernel and borders, what binarising a blurred mask keeps, the
-// mask's alpha / luminance / rounding / invert rules, and the two pixel steps.
+// mask's alpha / luminance / rounding / invert rules, the two pixel steps, and the engine's A1111 steps
+// around a run (src/pipeline/a1111_inpaint.ts) against the HTTP-side code they replaced.
 
-import { encodeImage } from "../src/image/codec.ts";
-import { decodeImage } from "../src/image/codec.ts";
+import { decodeImage, encodeImage, readPngText } from "../src/image/codec.ts";
 import { a1111Mask, blurMask, gaussianKernel, gaussianRadius, reflect101 } from "../src/image/mask_blur.ts";
 import { fillMasked, overlayMasked } from "../src/image/inpaint_fill.ts";
+import { resizeLanczos } from "../src/image/resize.ts";
+import { a1111InputProblem, checkA1111Inpaint, withA1111Inpaint } from "../src/pipeline/a1111_inpaint.ts";
+import {
+  type DoneEvent,
+  type GenerateRequest,
+  type GenerationEvent,
+  RequestError,
+} from "../src/pipeline/types.ts";
 import { assert, assertEquals } from "./util.ts";
 
 Deno.test("gaussian kernel: A1111's 2·⌊2.5σ + 0.5⌋ + 1 taps, normalised, symmetric", () => {
@@ -145,3 +153,161 @@ Deno.test("overlayMasked: the original where the mask is 0, the generated image 
   const mixed = Math.round((200 * 128 + 10 * 127) / 255);
   assertEquals([out[0], out[3], out[6], out[9]], [10, mixed, 200, 200], "per mask value");
 });
+
+/** The HTTP-side preparation and overlay as the A1111 route had them before they moved into the engine
+ * (src/server/routes/a1111/inpaint.ts at 08abad2), kept as the reference the engine's must equal. */
+function formerPrepare(
+  initImage: Uint8Array,
+  maskBytes: Uint8Array,
+  width: number,
+  height: number,
+  o: { round: boolean; invert: boolean; blurX: number; blurY: number; fill: number },
+) {
+  const img = decodeImage(initImage, 16);
+  const n = img.width * img.height;
+  const rgb = new Uint8Array(n * 3);
+  for (let p = 0; p < n; p++) rgb.set(img.rgba.subarray(p * 4, p * 4 + 3), p * 3);
+  const original = resizeLanczos(rgb, img.width, img.height, 3, width, height);
+  const m = a1111Mask(decodeImage(maskBytes, 16), width, height, o);
+  const start = o.fill === 0 ? fillMasked(original, m, width, height) : original;
+  const grey = new Uint8Array(width * height * 3);
+  for (let p = 0; p < m.length; p++) grey.fill(m[p], p * 3, p * 3 + 3);
+  return {
+    image: encodeImage(start, width, height, "png").bytes,
+    mask: encodeImage(grey, width, height, "png").bytes,
+    overlay(png: Uint8Array): Uint8Array {
+      const out = decodeImage(png);
+      const rgb = new Uint8Array(width * height * 3);
+      for (let p = 0; p < width * height; p++) rgb.set(out.rgba.subarray(p * 4, p * 4 + 3), p * 3);
+      const merged = overlayMasked(rgb, original, m, width, height);
+      return encodeImage(merged, width, height, "png", { parameters: readPngText(png).parameters }).bytes;
+    },
+  };
+}
+
+Deno.test("withA1111Inpaint: the engine's image, mask and composited outputs equal the former HTTP-side ones", async () => {
+  // A 96×72 gradient, a mask at twice its size (a disc, blurred, inverted), output 64×48, fill 0, a batch of 2.
+  const iw = 96;
+  const ih = 72;
+  const pic = new Uint8Array(iw * ih * 3);
+  for (let p = 0; p < iw * ih; p++) pic.set([(p % iw) * 2, Math.floor(p / iw) * 3, (p * 7) % 256], p * 3);
+  const initImage = encodeImage(pic, iw, ih, "png").bytes;
+  const maskRgb = new Uint8Array(4 * iw * ih * 3);
+  for (let p = 0; p < 4 * iw * ih; p++) {
+    const x = p % (2 * iw) - iw;
+    const y = Math.floor(p / (2 * iw)) - ih;
+    if (x * x + y * y < 60 * 60) maskRgb.fill(255, p * 3, p * 3 + 3);
+  }
+  const maskBytes = encodeImage(maskRgb, 2 * iw, 2 * ih, "png").bytes;
+  const [width, height] = [64, 48];
+  const options = { round: true, invert: true, blurX: 6, blurY: 3, fill: 0 as const };
+  const req: GenerateRequest = {
+    prompt: "p",
+    width,
+    height,
+    steps: 2,
+    guidanceScale: 7,
+    initImage,
+    mask: maskBytes,
+    strength: 0.6,
+    numImages: 2,
+    a1111Inpaint: { ...options, overlay: true },
+  };
+  // A stand-in engine: two "generated" PNGs with their own parameters, recording the request it ran.
+  const seen: GenerateRequest[] = [];
+  const generated = [0, 1].map((i) => {
+    const rgb = new Uint8Array(width * height * 3);
+    for (let k = 0; k < rgb.length; k++) rgb[k] = (k * 13 + i * 101) % 256;
+    return encodeImage(rgb, width, height, "png", { parameters: `p\nSeed: ${5 + i}` }).bytes;
+  });
+  async function* run(r: GenerateRequest): AsyncGenerator<GenerationEvent> {
+    seen.push(r);
+    yield { type: "started", seed: 5, steps: 2, width, height, numImages: 2 };
+    const timings = { totalMs: 1, textEncoderMs: 0, denoiseMs: 1, vaeMs: 0, stepsPerSecond: 1 };
+    yield {
+      type: "done",
+      image: generated[0],
+      images: generated,
+      seeds: [5, 6],
+      mime: "image/png",
+      seed: 5,
+      width,
+      height,
+      parameters: "p\nSeed: 5",
+      timings,
+    };
+  }
+  const events: GenerationEvent[] = [];
+  for await (const e of withA1111Inpaint(req, run)) events.push(e);
+
+  const former = formerPrepare(initImage, maskBytes, width, height, options);
+  const ran = seen[0];
+  assertEquals(ran.initImage, former.image, "the engine's start image");
+  assertEquals(ran.mask, former.mask, "the engine's mask");
+  assertEquals([ran.a1111Inpaint, ran.strength, ran.numImages], [undefined, 0.6, 2], "the rest as asked");
+  const done = events[1] as DoneEvent;
+  assertEquals(
+    done.images,
+    generated.map((png) => former.overlay(png)),
+    "the composited outputs, byte for byte",
+  );
+  assert(done.image === done.images![0], "image is images[0]");
+  assertEquals(readPngText(done.images![1]).parameters, "p\nSeed: 6", "each keeps its parameters");
+  const kept = rgbOf(done.images![0]);
+  assert(!samePixels(kept, rgbOf(generated[0])), "the overlay changed something");
+  // Without the options the run gets the request untouched.
+  seen.length = 0;
+  const plain = { ...req, a1111Inpaint: undefined };
+  for await (const _ of withA1111Inpaint(plain, run)) { /* drain */ }
+  assert(seen[0] === plain, "no A1111 options: the same request");
+});
+
+Deno.test("checkA1111Inpaint: header-level refusals name A1111's fields", () => {
+  const png = encodeImage(new Uint8Array(8 * 8 * 3), 8, 8, "png").bytes;
+  const base: GenerateRequest = {
+    prompt: "",
+    width: 8,
+    height: 8,
+    steps: 1,
+    guidanceScale: 1,
+    initImage: png,
+    mask: png,
+    a1111Inpaint: {},
+  };
+  const fieldOf = (req: GenerateRequest) => {
+    try {
+      checkA1111Inpaint(req);
+      return "ok";
+    } catch (e) {
+      assert(e instanceof RequestError, `${e}`);
+      return e.field;
+    }
+  };
+  // A PNG header claiming 5000×5000 (25 MP): refused without decoding.
+  const huge = png.slice();
+  new DataView(huge.buffer).setUint32(16, 5000);
+  new DataView(huge.buffer).setUint32(20, 5000);
+  assertEquals(
+    [
+      fieldOf(base),
+      fieldOf({ ...base, mask: undefined }),
+      fieldOf({ ...base, a1111Inpaint: { blurX: 65 } }),
+      fieldOf({ ...base, a1111Inpaint: { fill: 2 }, strength: 0.5 }),
+      fieldOf({ ...base, a1111Inpaint: { fill: 3 } }),
+      fieldOf({ ...base, initImage: huge }),
+      fieldOf({ ...base, mask: huge }),
+    ],
+    ["ok", "mask", "mask_blur_x", "inpainting_fill", "ok", "image", "mask"],
+    "fields",
+  );
+  assert(a1111InputProblem(huge)!.startsWith("image too large (5000x5000"), "the header's size");
+});
+
+function rgbOf(png: Uint8Array): Uint8Array {
+  const d = decodeImage(png);
+  return d.rgba.filter((_, i) => i % 4 !== 3);
+}
+
+function samePixels(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}

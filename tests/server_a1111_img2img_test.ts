@@ -209,7 +209,16 @@ Deno.test("img2img 422s: missing or bad images, strength out of range, several i
     ]], "strength 0");
     assertEquals(await locs({ mask: "AAAA" }), [["body.mask", "value_error"]], "bad mask");
     assertEquals(await locs({ mask_blur: 65 }), [["body.mask_blur", "value_error.number.not_le"]], "blur");
+    // Sizes come from the headers on the HTTP thread: a mask claiming 5000×5000 is refused undecoded.
+    const huge = leftMask();
+    new DataView(huge.buffer).setUint32(16, 5000);
+    new DataView(huge.buffer).setUint32(20, 5000);
+    assertEquals(await locs({ mask: huge.toBase64() }), [["body.mask", "value_error"]], "too large");
     assertEquals(s.fake!.runs.length, 0, "nothing ran");
+    // Pixels are decoded in the engine: a mask whose header reads but whose data does not is its 422.
+    const corrupt = leftMask();
+    corrupt.fill(0, 40, corrupt.length - 12);
+    assertEquals(await locs({ mask: corrupt.toBase64() }), [["body.mask", "value_error"]], "undecodable");
     // A data: URL is an image too.
     const dataUrl = await img2img(s, {
       init_images: [`data:image/png;base64,${picture().toBase64()}`],

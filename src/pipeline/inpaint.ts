@@ -14,6 +14,7 @@
 import { decodeImage, encodeImage, resizeRgb, rgbToNchw } from "../image/convert.ts";
 import { imageSize } from "../image/codec.ts";
 import { maskSizeProblem, preprocessMask } from "../image/mask.ts";
+import { checkA1111Inpaint } from "./a1111_inpaint.ts";
 import { img2imgSchedule, type Scheduler } from "../schedulers/index.ts";
 import type { TorchGenerator } from "../schedulers/rng.ts";
 import { repeat } from "./batch.ts";
@@ -48,6 +49,8 @@ export function checkInpaintRequest(req: GenerateRequest, kind: UNetKind): void 
         "masked image): it needs an image and a mask (white repaints)",
     );
   }
+  // A1111's mask is stretched to the output whatever its shape (a1111_inpaint.ts).
+  if (req.a1111Inpaint) return checkA1111Inpaint(req);
   if (!req.mask || !req.initImage) return;
   const image = imageSize(req.initImage);
   if (!image) throw new RequestError("image", "image: not a readable PNG or JPEG");

@@ -22,6 +22,7 @@ import { encodePrompts, type TextContext } from "./text_encoding.ts";
 import { a1111Parameters, decodedToRgb, encodeImage, latentPreview, mimeOf } from "../image/convert.ts";
 import type { ModelDefaults } from "./defaults.ts";
 import { checkInpaintRequest, type UNetKind, unetKind } from "./inpaint.ts";
+import { withA1111Inpaint } from "./a1111_inpaint.ts";
 import { BatchRandom, DEFAULT_BATCH_BUDGET_BYTES, imagesPerCall, splitBatch } from "./batch.ts";
 import { batchStart } from "./start.ts";
 import {
@@ -147,6 +148,12 @@ export class StableDiffusionPipeline implements Engine {
 
   async *generate(req: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
     this.validate(req);
+    // A1111's mask steps, when asked for, around the run, in this (the engine's) thread.
+    yield* withA1111Inpaint(req, (r) => this.#run(r, signal));
+  }
+
+  /** One validated run (an A1111 request's as a1111_inpaint.ts prepared it). */
+  async *#run(req: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
     const { vae } = this.parts;
     const t0 = performance.now();
     const prompt = await this.useLoras(req);

@@ -9,7 +9,7 @@
 import { type Context, Hono } from "hono";
 import { readPngText } from "../../../image/codec.ts";
 import type { AppEnv, AppState } from "../../context.ts";
-import { effectiveDefaults, type RequestDraft } from "../../defaults.ts";
+import type { RequestDraft } from "../../defaults.ts";
 import { UnavailableError } from "../../engine_host.ts";
 import { QueueFullError } from "../../queue.ts";
 import type { JobHandle } from "../../queue/types.ts";
@@ -17,7 +17,7 @@ import { cancelOnAbort } from "../submit.ts";
 import { readJsonBody } from "./body.ts";
 import { a1111Error, jobErrorResponse, validationError } from "./errors.ts";
 import { buildInfo, echoValues, usedValues } from "./info.ts";
-import { applyOverlay, type PreparedInpaint, prepareInpaint } from "./inpaint.ts";
+import { a1111InpaintOf, checkInpaintImages } from "./inpaint.ts";
 import { isLoadedCheckpoint } from "./models.ts";
 import { type A1111Kind, type A1111Request, parseA1111, type SchemaContext } from "./schema.ts";
 import { A1111Task, type A1111Tasks, timestamp } from "./tasks.ts";
@@ -47,15 +47,12 @@ export function generateRoutes(state: AppState, tasks: A1111Tasks): Hono<AppEnv>
     const seed = r.seed === -1 ? randomSeed() : r.seed;
     const subseed = r.subseed === -1 ? randomSeed() : r.subseed;
 
-    let inpaint: PreparedInpaint | undefined;
     if (r.mask) {
-      // The mask is prepared here at the output size: the model's default size when none is given.
-      const d = effectiveDefaults(engineHost.current?.defaults, options);
-      const prepared = prepareInpaint(r, r.width ?? d.width, r.height ?? d.height);
-      if (Array.isArray(prepared)) return validationError(prepared);
-      inpaint = prepared;
+      // Headers only: the engine decodes, blurs and overlays (inpaint.ts).
+      const issues = checkInpaintImages(r);
+      if (issues.length) return validationError(issues);
     }
-    const base = draftOf(r, inpaint, options.taesd);
+    const base = draftOf(r, options.taesd);
     const drafts = Array.from({ length: r.nIter }, (_, k) => ({ ...base, seed: seed + k * r.batchSize }));
 
     let jobs: JobHandle[];
@@ -87,7 +84,7 @@ export function generateRoutes(state: AppState, tasks: A1111Tasks): Hono<AppEnv>
     const infotexts: string[] = [];
     for (const done of outcome.done) {
       for (const png of done.images ?? [done.image]) {
-        images.push(inpaint ? applyOverlay(png, inpaint) : png);
+        images.push(png);
         infotexts.push(readPngText(png).parameters ?? done.parameters);
       }
     }
@@ -113,12 +110,12 @@ export function generateRoutes(state: AppState, tasks: A1111Tasks): Hono<AppEnv>
 }
 
 /** The engine request of every iteration (the seed is each iteration's own). */
-function draftOf(r: A1111Request, inpaint: PreparedInpaint | undefined, taesd: boolean): RequestDraft {
+function draftOf(r: A1111Request, taesd: boolean): RequestDraft {
   return {
     prompt: r.prompt,
     negativePrompt: r.negativePrompt || undefined,
-    width: inpaint?.width ?? r.width,
-    height: inpaint?.height ?? r.height,
+    width: r.width,
+    height: r.height,
     steps: r.steps,
     guidanceScale: r.cfgScale,
     sampler: r.sampler,
@@ -130,9 +127,9 @@ function draftOf(r: A1111Request, inpaint: PreparedInpaint | undefined, taesd: b
     autoPreviews: PREVIEWS_PER_RUN,
     ...(r.kind === "img2img"
       ? {
-        initImage: inpaint?.image ?? r.initImage,
+        initImage: r.initImage,
         strength: r.denoisingStrength,
-        ...(inpaint ? { mask: inpaint.mask } : {}),
+        ...(r.mask ? { mask: r.mask, a1111Inpaint: a1111InpaintOf(r) } : {}),
       }
       : {}),
     ...(r.batchSize > 1 ? { numImages: r.batchSize, seedMode: "per-image" as const } : {}),

@@ -10,9 +10,9 @@
 // shapes in another (Call). Everything is f32 math; one invocation per element, so reads of an element's
 // history happen before its writes.
 //
-// Measured: at 512² (N = 1, CFG) pack is 16 Ki invocations and update 16 Ki, against ~1.6 TFLOP of UNet per
-// step: too small to show in a profile. Host-side the loop now spends its time encoding the UNet plan
-// (bench: `host ms/step`).
+// Measured on lavapipe (gpu.profile, 512², one image with CFG, 64×64×4 latents): pack 0.45 ms, update
+// 0.3 ms (euler_a) to 0.55 ms (unipc, 3 history slots), f16 or f32 alike; a step of the tiny test UNet
+// takes 3–4 s there, of SD 1.5 minutes. Scalar (not vec4) access keeps one kernel for every shape.
 
 struct Step {
   // x0 = x0.x·x + x0.y·e, clamped to ±x0.z when x0.w ≠ 0 (clip_sample)

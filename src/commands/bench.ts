@@ -66,15 +66,10 @@ export async function benchCommand(args: string[]): Promise<number> {
   const pipeline = await loadPipeline(gpu, model, { precision });
   await gpu.sync();
   const coldStart = (performance.now() - t0) / 1000;
-  // Every GPU → host copy goes through readBytes: count those between the first and the last step.
-  let readbacks = 0;
-  const readBytes = gpu.readBytes.bind(gpu);
-  gpu.readBytes = (...a: Parameters<typeof readBytes>) => {
-    readbacks++;
-    return readBytes(...a);
-  };
-  let readbacksAtFirstStep = 0;
-  let readbacksAtLastStep = 0;
+  const probe = instrument(gpu);
+  const snapshot = () => ({ ...probe, at: performance.now() });
+  let atFirstStep = snapshot();
+  let atLastStep = snapshot();
   const t1 = performance.now();
   let evaluations = 0;
   let firstStepMs = 0;
@@ -96,17 +91,17 @@ export async function benchCommand(args: string[]): Promise<number> {
     if (ev.type === "progress") {
       evaluations = ev.steps;
       if (ev.step === 1) firstStepMs = ev.elapsedMs;
-      if (ev.step === 1) readbacksAtFirstStep = readbacks;
+      if (ev.step === 1) atFirstStep = snapshot();
       lastStepAt = ev.elapsedMs;
-      readbacksAtLastStep = readbacks;
+      atLastStep = snapshot();
     }
     if (ev.type === "done") denoiseMs = ev.timings.denoiseMs;
   }
   const endToEnd = (performance.now() - t1) / 1000;
   const perStep = evaluations > 1 ? (lastStepAt - firstStepMs) / (evaluations - 1) / 1000 : denoiseMs / 1000;
-  const later = (xs: number[]) => xs.length > 1 ? xs.slice(1) : xs;
-  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
-  const loop = pipeline.lastLoop ?? { hostMs: [], gpuWaitMs: [] };
+  // Steps 2 … N (between the first and the last progress event): the first builds the plans.
+  const later = Math.max(1, evaluations - 1);
+  const gpuMs = atLastStep.gpuMs - atFirstStep.gpuMs;
   const report = {
     adapter: gpu.report.adapter.description || gpu.report.adapter.vendor,
     precision: pipeline.parts.unet.act,
@@ -117,9 +112,10 @@ export async function benchCommand(args: string[]): Promise<number> {
     secondsPerUnetStep: +perStep.toFixed(3),
     firstStepSeconds: +(firstStepMs / 1000).toFixed(2),
     previewEvery,
-    readbacksPerStep: evaluations > 1 ? (readbacksAtLastStep - readbacksAtFirstStep) / (evaluations - 1) : 0,
-    hostMsPerStep: +mean(later(loop.hostMs)).toFixed(3),
-    gpuWaitMsPerStep: +mean(later(loop.gpuWaitMs)).toFixed(1),
+    readbacksPerStep: +((atLastStep.readbacks - atFirstStep.readbacks) / later).toFixed(2),
+    hostMsPerStep: +((atLastStep.at - atFirstStep.at - gpuMs) / later).toFixed(2),
+    encodeMsPerStep: +((atLastStep.encodeMs - atFirstStep.encodeMs) / later).toFixed(2),
+    gpuMsPerStep: +(gpuMs / later).toFixed(1),
     endToEndSeconds: +endToEnd.toFixed(2),
     gpuBytes: pipeline.gpuBytes(),
     rssBytes: Deno.memoryUsage().rss,
@@ -136,7 +132,8 @@ export async function benchCommand(args: string[]): Promise<number> {
     }; GPU → host copies)`,
   );
   console.log(
-    `host ms/step:       ${report.hostMsPerStep} (outside awaits on the GPU; waiting ${report.gpuWaitMsPerStep} ms)`,
+    `host ms/step:       ${report.hostMsPerStep} (${report.encodeMsPerStep} encoding compute passes; the rest of ` +
+      `${report.gpuMsPerStep} ms in submits and GPU waits)`,
   );
   console.log(
     `end to end:         ${report.endToEndSeconds} s for ${report.size}, ${steps} steps, guidance ${guidance}`,
@@ -147,4 +144,43 @@ export async function benchCommand(args: string[]): Promise<number> {
   console.log(`process RSS:        ${(report.rssBytes / 2 ** 30).toFixed(2)} GiB`);
   console.log(JSON.stringify(report));
   return 0;
+}
+
+/**
+ * Counts readbacks (every GPU → host copy goes through `gpu.readBytes`) and the milliseconds spent on the GPU's
+ * side: inside `queue.submit` (lavapipe runs the work there) and awaiting `onSubmittedWorkDone` and buffer
+ * maps. Wall time minus that is the host's own time, of which `encodeMs` records compute passes (`gpu.run`).
+ */
+function instrument(gpu: Gpu): { readbacks: number; gpuMs: number; encodeMs: number } {
+  const probe = { readbacks: 0, gpuMs: 0, encodeMs: 0 };
+  const run = gpu.run.bind(gpu);
+  gpu.run = (...a: Parameters<typeof run>) => {
+    const t = performance.now();
+    const gpuBefore = probe.gpuMs;
+    run(...a);
+    probe.encodeMs += performance.now() - t - (probe.gpuMs - gpuBefore);
+  };
+  const readBytes = gpu.readBytes.bind(gpu);
+  gpu.readBytes = (...a: Parameters<typeof readBytes>) => {
+    probe.readbacks++;
+    return readBytes(...a);
+  };
+  const queue = gpu.device.queue;
+  const submit = queue.submit.bind(queue);
+  queue.submit = (buffers) => {
+    const t = performance.now();
+    submit(buffers);
+    probe.gpuMs += performance.now() - t;
+  };
+  const done = queue.onSubmittedWorkDone.bind(queue);
+  queue.onSubmittedWorkDone = () => {
+    const t = performance.now();
+    return done().finally(() => probe.gpuMs += performance.now() - t);
+  };
+  const mapAsync = GPUBuffer.prototype.mapAsync;
+  GPUBuffer.prototype.mapAsync = function (this: GPUBuffer, ...a: Parameters<typeof mapAsync>) {
+    const t = performance.now();
+    return mapAsync.apply(this, a).finally(() => probe.gpuMs += performance.now() - t);
+  };
+  return probe;
 }

@@ -32,17 +32,6 @@ export interface DenoiseOptions {
   /** Images per UNet call (default all). */
   imagesPerCall?: number;
   signal?: AbortSignal;
-  /** Filled as the loop runs (bench). */
-  stats?: LoopStats;
-}
-
-/** Where each evaluation's time went. */
-export interface LoopStats {
-  /** Host milliseconds outside awaits on the GPU (encoding the UNet plan and the sampler's dispatches,
-   * the step's scalars and noise draw, timestep writes). */
-  hostMs: number[];
-  /** Milliseconds awaiting the GPU. */
-  gpuWaitMs: number[];
 }
 
 /** One finished evaluation. */
@@ -79,7 +68,6 @@ export async function* denoiseOnGpu(gpu: Gpu, unet: UNet, o: DenoiseOptions): As
   }
   const startIndex = o.startIndex ?? 0;
   const end = o.scheduler.timesteps.length;
-  const stats = o.stats;
   const sampler = new GpuSampler(gpu, {
     scheduler: o.scheduler,
     startIndex,
@@ -118,8 +106,6 @@ export async function* denoiseOnGpu(gpu: Gpu, unet: UNet, o: DenoiseOptions): As
     sampler.prepare(startIndex);
     for (let i = startIndex; i < end; i++) {
       if (o.signal?.aborted) throw new AbortError();
-      const t0 = performance.now();
-      let waited = 0;
       for (const call of calls) {
         gpu.run(call.pack, "sampler input");
         gpu.device.queue.writeBuffer(
@@ -127,19 +113,13 @@ export async function* denoiseOnGpu(gpu: Gpu, unet: UNet, o: DenoiseOptions): As
           0,
           call.timesteps.fill(o.scheduler.timesteps[i]),
         );
-        const run = call.plan.plan.runCancellable("unet", o.signal);
-        const w0 = performance.now();
-        await run;
-        waited += performance.now() - w0;
+        await call.plan.plan.runCancellable("unet", o.signal);
         gpu.run(call.update, "sampler step");
       }
       // The next evaluation's scalars and noise draw while the GPU works (queued after this evaluation).
       if (i + 1 < end) sampler.prepare(i + 1);
-      const w1 = performance.now();
+      // Progress events and cancels follow the GPU, one evaluation at a time.
       await gpu.sync("denoise step");
-      waited += performance.now() - w1;
-      stats?.hostMs.push(performance.now() - t0 - waited);
-      stats?.gpuWaitMs.push(waited);
       yield { index: i, read: (first = 0, k = count) => sampler.read(first, k) };
     }
   } finally {

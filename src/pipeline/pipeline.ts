@@ -24,7 +24,7 @@ import type { ModelDefaults } from "./defaults.ts";
 import { checkInpaintRequest, type UNetKind, unetKind } from "./inpaint.ts";
 import { BatchRandom, DEFAULT_BATCH_BUDGET_BYTES, imagesPerCall, splitBatch } from "./batch.ts";
 import { batchStart } from "./start.ts";
-import { denoiseOnGpu, type DenoiseOptions, type DenoiseStep, type LoopStats } from "./denoise.ts";
+import { denoiseOnGpu, type DenoiseOptions, type DenoiseStep } from "./denoise.ts";
 import {
   AbortError,
   type DecoderName,
@@ -74,8 +74,6 @@ export class StableDiffusionPipeline implements Engine {
   readonly defaults?: ModelDefaults;
   /** "inpainting" for a 9-channel UNet (every request needs image and mask); throws for other widths. */
   readonly unetKind: UNetKind;
-  /** The last run's denoising loop: host and GPU-wait time (bench). */
-  lastLoop?: LoopStats;
 
   constructor(readonly parts: PipelineParts) {
     this.modelName = parts.name;
@@ -201,7 +199,6 @@ export class StableDiffusionPipeline implements Engine {
     const tLoop = performance.now();
     // The latents stay on the GPU: read back for a preview (the first image) and once at the end.
     let latents: Float32Array | undefined;
-    this.lastLoop = { hostMs: [], gpuWaitMs: [] };
     try {
       const loop = this.denoise({
         context,
@@ -216,7 +213,6 @@ export class StableDiffusionPipeline implements Engine {
         noise: () => random.randn(shape),
         imagesPerCall: perCall,
         signal,
-        stats: this.lastLoop,
       });
       for await (const step of loop) {
         const done = step.index - startIndex + 1;

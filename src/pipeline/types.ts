@@ -189,3 +189,11 @@ export class RequestError extends Error {
     this.name = "RequestError";
   }
 }
+
+/** A generation stopped by its signal between steps. */
+export class AbortError extends Error {
+  constructor() {
+    super("generation cancelled");
+    this.name = "AbortError";
+  }
+}

@@ -63,13 +63,14 @@ for (const which of ["cfg7.5", "nocfg"] as const) {
         },
       })
     ) {
+      // The latents stay on the GPU: read back here for the comparison.
+      latents = await step.read();
       assertClose(
-        step.latents,
+        latents,
         stepLatents.subarray(step.index * n, (step.index + 1) * n),
         2e-3,
         `step ${step.index}`,
       );
-      latents = step.latents;
     }
     const image = await p["vaeDecode"](latents.map((v) => Math.fround(v / 0.18215)), 16, 16);
     assertClose(image, ref.get("decoded")!, 2e-3, "decoded");

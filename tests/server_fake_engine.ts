@@ -5,8 +5,9 @@
 //
 // Special prompts drive the error paths: "[fake:request-error]" throws RequestError("prompt", …) and
 // "[fake:crash]" throws a plain Error after the first step. Inpainting follows the real request rules
-// (src/pipeline/inpaint.ts; `unetKind: "inpainting"` plays a 9-channel model) and the real mask
-// preprocessing: outside the mask the output is the init image's pixels, so tests can see what was masked.
+// (src/pipeline/inpaint.ts; `unetKind: "inpainting"` plays a 9-channel model), the real mask preprocessing
+// and A1111's steps around it (src/pipeline/a1111_inpaint.ts): outside the mask the output is the init
+// image's pixels, so tests can see what was masked.
 
 import {
   type Engine,
@@ -21,6 +22,7 @@ import type { EngineLoader, GpuInfo } from "../src/server/engine_host.ts";
 import { decodeImage, encodeImage } from "../src/image/codec.ts";
 import { preprocessMask } from "../src/image/mask.ts";
 import { checkInpaintRequest, type UNetKind } from "../src/pipeline/inpaint.ts";
+import { withA1111Inpaint } from "../src/pipeline/a1111_inpaint.ts";
 
 export interface FakeEngineOptions {
   /** Sleep per denoising step. */
@@ -60,7 +62,12 @@ export class FakeEngine implements Engine {
     return 123_456_789;
   }
 
-  async *generate(request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+  generate(request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+    // A1111's mask steps around the run, as the real pipeline has them: `runs` records the prepared request.
+    return withA1111Inpaint(request, (r) => this.#record(r, signal));
+  }
+
+  async *#record(request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
     const run: FakeRun = { request, stepsDone: 0, outcome: "running", startedAt: performance.now() };
     this.runs.push(run);
     try {

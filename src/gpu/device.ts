@@ -65,8 +65,6 @@ export class Gpu {
   /** Unmapped MAP_READ buffers by size, for readBytes. */
   private readonly stagingFree = new Map<number, GPUBuffer[]>();
   private uncaptured: string | null = null;
-  /** Host readbacks so far (readBytes calls): reports count them per denoising step. */
-  readbacks = 0;
 
   private constructor(
     readonly adapter: GPUAdapter,
@@ -373,7 +371,6 @@ export class Gpu {
     offset = 0,
     label = "readback",
   ): Promise<ArrayBuffer> {
-    this.readbacks++;
     const size = Math.ceil(byteLength / 4) * 4;
     // Staging buffers are kept per size and reused: the sampling loop reads the UNet output every step.
     const staging = this.stagingFree.get(size)?.pop() ??

@@ -9,8 +9,8 @@
 // Memory. The UNet runs `rows = N × (CFG ? 2 : 1)` rows per evaluation. The images are split into calls of at
 // most `imagesPerCall` images, the largest count whose UNet plan activation bytes (`UNet.planBytes`, exactly
 // what the plan allocates) fit in the batch budget (`batchBudgetBytes`, default 1 GiB; at least one image per
-// call whatever the budget). The split is only of the UNet evaluation: the sampler steps the whole batch on
-// the host, so a split batch gives the same images as an unsplit one.
+// call whatever the budget). The split is only of the UNet evaluation: the sampler's step is elementwise per
+// image (on the GPU, after each call), so a split batch gives the same images as an unsplit one.
 
 import { TorchGenerator } from "../schedulers/rng.ts";
 import type { LoopStart } from "./inpaint.ts";
@@ -48,18 +48,20 @@ export class BatchRandom {
 /** Per-image starts (each from its own generator) as one batch start. */
 export function combineStarts(starts: LoopStart[]): LoopStart {
   if (starts.length === 1) return starts[0];
-  const n = starts[0].latents.length;
-  const hooks = starts.map((s) => s.afterStep);
-  const afterStep = hooks.every((h) => h !== undefined)
-    ? (latents: Float32Array, i: number) =>
-      concat(hooks.map((hook, k) => hook!(latents.slice(k * n, (k + 1) * n), i)))
-    : undefined;
+  const blends = starts.map((s) => s.blend);
   const conditions = starts.map((s) => s.condition);
   return {
     latents: concat(starts.map((s) => s.latents)),
     startIndex: starts[0].startIndex,
     condition: conditions.every((c) => c !== undefined) ? concat(conditions as Float32Array[]) : undefined,
-    afterStep,
+    // Each image's own original and noise; the mask is the request's.
+    blend: blends.every((b) => b !== undefined)
+      ? {
+        original: concat(blends.map((b) => b!.original)),
+        noise: concat(blends.map((b) => b!.noise)),
+        mask: blends[0]!.mask,
+      }
+      : undefined,
   };
 }
 

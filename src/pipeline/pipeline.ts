@@ -12,7 +12,7 @@ import type { Taesd } from "../models/taesd/taesd.ts";
 import { nchwToNhwc, nhwcToNchw } from "../util/host_tensor.ts";
 import type { TorchGenerator } from "../schedulers/rng.ts";
 import { createScheduler } from "../schedulers/index.ts";
-import type { NoiseSource, Scheduler, SchedulerConfig } from "../schedulers/common.ts";
+import type { SchedulerConfig } from "../schedulers/common.ts";
 import type { ClipTokenizer } from "../text/tokenizer.ts";
 import type { LoraAdapters } from "../models/lora/adapters.ts";
 import { LoraError } from "../models/lora/file.ts";
@@ -22,9 +22,12 @@ import { encodePrompts, type TextContext } from "./text_encoding.ts";
 import { a1111Parameters, decodedToRgb, encodeImage, latentPreview, mimeOf } from "../image/convert.ts";
 import type { ModelDefaults } from "./defaults.ts";
 import { checkInpaintRequest, type UNetKind, unetKind } from "./inpaint.ts";
+import { withA1111Inpaint } from "./a1111_inpaint.ts";
 import { BatchRandom, DEFAULT_BATCH_BUDGET_BYTES, imagesPerCall, splitBatch } from "./batch.ts";
 import { batchStart } from "./start.ts";
+import { denoiseOnGpu, type DenoiseOptions, type DenoiseStep } from "./denoise.ts";
 import {
+  AbortError,
   type DecoderName,
   type Engine,
   type GenerateRequest,
@@ -59,12 +62,7 @@ export interface PipelineParts {
   defaults?: ModelDefaults;
 }
 
-export class AbortError extends Error {
-  constructor() {
-    super("generation cancelled");
-    this.name = "AbortError";
-  }
-}
+export { AbortError };
 
 /** Latent channels × 8 pixels per latent: the UNet needs the latent divisible by 2^(levels-1). */
 export function sizeMultiple(unet: UNet): number {
@@ -147,6 +145,12 @@ export class StableDiffusionPipeline implements Engine {
 
   async *generate(req: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
     this.validate(req);
+    // A1111's mask steps, when asked for, around the run, in this (the engine's) thread.
+    yield* withA1111Inpaint(req, (r) => this.#run(r, signal));
+  }
+
+  /** One validated run (an A1111 request's as a1111_inpaint.ts prepared it). */
+  async *#run(req: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
     const { vae } = this.parts;
     const t0 = performance.now();
     const prompt = await this.useLoras(req);
@@ -188,7 +192,6 @@ export class StableDiffusionPipeline implements Engine {
     // inpainting's start with its per-step additions (inpaint.ts); per-image seeds start each image from its
     // own generator (batch.ts).
     const start = await batchStart(this, this.unetKind, req, scheduler, random);
-    let latents = start.latents;
     const startIndex = start.startIndex;
 
     // Denoising loop: the whole batch, the UNet evaluated in calls that fit the memory budget.
@@ -201,27 +204,29 @@ export class StableDiffusionPipeline implements Engine {
       (rows) => this.parts.unet.planBytes(rows, h, w, tokens),
     );
     const tLoop = performance.now();
+    // The latents stay on the GPU: read back for a preview (the first image) and once at the end.
+    let latents: Float32Array | undefined;
     try {
       const loop = this.denoise({
         context,
         tokens,
         guidanceScale: req.guidanceScale,
-        latents,
+        latents: start.latents,
         latentSize: [h, w],
         scheduler,
         startIndex,
         condition: start.condition,
-        afterStep: start.afterStep,
+        blend: start.blend,
         noise: () => random.randn(shape),
         imagesPerCall: perCall,
         signal,
       });
       for await (const step of loop) {
-        latents = step.latents;
         const done = step.index - startIndex + 1;
         yield progressEvent(done, evaluations, performance.now() - t0);
+        if (done === evaluations) latents = await step.read();
         if (req.previewEvery && req.previewEvery > 0 && done % req.previewEvery === 0 && done < evaluations) {
-          yield await this.preview(latents.subarray(0, n), h, w, done, req);
+          yield await this.preview(await step.read(0, 1), h, w, done, req);
         }
       }
     } finally {
@@ -229,6 +234,7 @@ export class StableDiffusionPipeline implements Engine {
     }
     const tDenoise = performance.now();
     checkAbort();
+    if (!latents) throw new Error("denoise: the loop ended before its last evaluation");
 
     // Decode each image: latents / scaling_factor → VAE → clamp(x/2 + 0.5) → 8-bit; TAESD takes the latents
     // as they are.
@@ -324,104 +330,12 @@ export class StableDiffusionPipeline implements Engine {
 
   /**
    * The denoising loop on given text embeddings (`context` [B, T, C] of one image, unconditional rows first
-   * when guidanceScale > 1) from `latents` (NCHW [N, C, h, w], N images); yields the latents after every
-   * scheduler step. Per evaluation the images run in UNet calls of at most `imagesPerCall` images (default
-   * all), each call one recorded plan of `N' × B` rows: uncond rows of its images, then their cond rows, as
-   * diffusers batches them. The sampler steps the whole batch at once, so the split changes nothing.
-   * Inpainting: image i's `condition` ([N, Cc, h, w]) is appended to its rows' scaled latents (a 9-channel
-   * UNet: C + Cc = in_channels), and `afterStep` rewrites the latents after each step (the 4-channel blend).
+   * when guidanceScale > 1) from `latents` (NCHW [N, C, h, w], N images), on the GPU (denoise.ts): yields
+   * after every scheduler step, with a reader of the latents. Inpainting: `condition` ([N, Cc, h, w]) is
+   * appended to each image's scaled latents (a 9-channel UNet), `blend` applied after each step (4-channel).
    */
-  async *denoise(o: {
-    context: Float32Array;
-    tokens: number;
-    guidanceScale: number;
-    latents: Float32Array;
-    /** Latent [height, width]. */
-    latentSize: [number, number];
-    scheduler: Scheduler;
-    startIndex?: number;
-    condition?: Float32Array;
-    afterStep?: (latents: Float32Array, index: number) => Float32Array;
-    noise: NoiseSource;
-    imagesPerCall?: number;
-    signal?: AbortSignal;
-  }): AsyncGenerator<{ index: number; latents: Float32Array }> {
-    const { gpu, unet } = this.parts;
-    const cfg = o.guidanceScale > 1;
-    const B = cfg ? 2 : 1;
-    const C = unet.config.out_channels;
-    const inC = unet.config.in_channels;
-    const [h, w] = o.latentSize;
-    const n = C * h * w;
-    const nIn = inC * h * w;
-    const nCond = nIn - n;
-    const count = o.latents.length / n;
-    if (!Number.isInteger(count) || count < 1) {
-      throw new Error(`denoise: ${o.latents.length} latent values are not [N, ${C}, ${h}, ${w}]`);
-    }
-    if ((o.condition?.length ?? 0) !== count * nCond) {
-      throw new Error(
-        `denoise: latents and condition give ${n + (o.condition?.length ?? 0) / count} of ${nIn} inputs`,
-      );
-    }
-    const rowContext = o.context.length / B;
-    // One plan per call size, its context rows [uncond × k, cond × k] written once (calls of one size share
-    // the plan and the context).
-    const calls = splitBatch(count, o.imagesPerCall ?? count).map((k) => {
-      const plan = unet.plan(B * k, h, w, o.tokens);
-      const context = new Float32Array(B * k * rowContext);
-      for (let r = 0; r < B; r++) {
-        for (let j = 0; j < k; j++) {
-          context.set(o.context.subarray(r * rowContext, (r + 1) * rowContext), (r * k + j) * rowContext);
-        }
-      }
-      writeActivation(gpu, plan.context, context);
-      return { k, plan, input: new Float32Array(B * k * nIn), timesteps: new Float32Array(B * k) };
-    });
-    let latents = o.latents;
-    for (let i = o.startIndex ?? 0; i < o.scheduler.timesteps.length; i++) {
-      if (o.signal?.aborted) throw new AbortError();
-      const t = o.scheduler.timesteps[i];
-      const x = o.scheduler.scaleModelInput(latents, i);
-      const noisePred = new Float32Array(count * n);
-      let first = 0;
-      for (const call of calls) {
-        const { k, plan, input } = call;
-        // [B·k, inC, h, w]: row r·k + j is image first + j's scaled latents, then its condition channels.
-        for (let r = 0; r < B; r++) {
-          for (let j = 0; j < k; j++) {
-            const image = first + j;
-            const row = (r * k + j) * nIn;
-            input.set(x.subarray(image * n, (image + 1) * n), row);
-            if (o.condition) input.set(o.condition.subarray(image * nCond, (image + 1) * nCond), row + n);
-          }
-        }
-        writeActivation(gpu, plan.sample, nchwToNhwc({ shape: [B * k, inC, h, w], data: input }).data);
-        gpu.device.queue.writeBuffer(plan.timestep.buffer, 0, call.timesteps.fill(t));
-        await plan.plan.runCancellable("unet", o.signal);
-        const out = nhwcToNchw({ shape: [B * k, h, w, C], data: await readTensor(gpu, plan.out) }).data;
-        if (cfg) {
-          // noise_pred = uncond + g·(cond − uncond), in float32 as torch computes it.
-          const g = o.guidanceScale;
-          for (let j = 0; j < k; j++) {
-            const dst = (first + j) * n;
-            const u0 = j * n;
-            const c0 = (k + j) * n;
-            for (let e = 0; e < n; e++) {
-              const u = out[u0 + e];
-              noisePred[dst + e] = Math.fround(u + Math.fround(g * Math.fround(out[c0 + e] - u)));
-            }
-          }
-        } else {
-          noisePred.set(out, first * n);
-        }
-        first += k;
-      }
-      // noisePred is fresh each step: multistep samplers keep earlier model outputs in their history.
-      latents = o.scheduler.step(noisePred, i, latents, o.noise).prevSample;
-      if (o.afterStep) latents = o.afterStep(latents, i);
-      yield { index: i, latents };
-    }
+  async *denoise(o: DenoiseOptions): AsyncGenerator<DenoiseStep> {
+    yield* denoiseOnGpu(this.parts.gpu, this.parts.unet, o);
   }
 
   private async preview(

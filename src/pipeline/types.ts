@@ -45,6 +45,11 @@ export interface GenerateRequest {
   /** Inpainting with a mask that repaints every pixel, instead of `mask` (OpenAI's edits without a mask;
    * the only way an inpainting model edits a whole image). */
   maskAll?: boolean;
+  /** Inpainting AUTOMATIC1111's way around this run (a1111_inpaint.ts): `mask` is then A1111's (any size,
+   * stretched; alpha where it has transparent pixels, else luminance; `maskChannel` does not apply), and the
+   * engine, not its caller, prepares the image and mask and lays each output over the original, so that
+   * the server's HTTP thread decodes no pixels. Needs `initImage` and `mask`. */
+  a1111Inpaint?: A1111Inpaint;
   /** Emit a preview every K steps (0 or undefined: none). */
   previewEvery?: number;
   /** cheap: fixed 4→3 latent→RGB map, upscaled; vae: full VAE decode; taesd: TAESD decode at half size
@@ -62,6 +67,25 @@ export interface GenerateRequest {
   numImages?: number;
   /** How a batch draws its noise (default "diffusers"); see SeedMode. */
   seedMode?: SeedMode;
+}
+
+/** A1111's mask steps around inpainting (their img2img fields in brackets); left out: no effect. */
+export interface A1111Inpaint {
+  /** Gaussian σ of the mask's blur along x and y, in the mask's own pixels, 0..64 (`mask_blur_x`,
+   * `mask_blur_y`; default 0). */
+  blurX?: number;
+  blurY?: number;
+  /** Round the mask to black and white first, above 128 → white (`mask_round`; default true). */
+  round?: boolean;
+  /** Repaint where the mask is black (`inpainting_mask_invert`; default false). */
+  invert?: boolean;
+  /** `inpainting_fill`: 0 paints the area to repaint from its surroundings before encoding; 1 (default)
+   * starts from the original; 2 (latent noise) and 3 (latent nothing) need strength 1, where the area
+   * starts from pure noise (what both come to at full strength). */
+  fill?: 0 | 1 | 2 | 3;
+  /** Lay each output over the original through the blurred mask doubled and clipped (A1111's overlay, so
+   * kept pixels are the original's exactly and the edge is soft; default true). */
+  overlay?: boolean;
 }
 
 /**
@@ -163,5 +187,13 @@ export class RequestError extends Error {
   constructor(readonly field: string, message: string) {
     super(message);
     this.name = "RequestError";
+  }
+}
+
+/** A generation stopped by its signal between steps. */
+export class AbortError extends Error {
+  constructor() {
+    super("generation cancelled");
+    this.name = "AbortError";
   }
 }

@@ -10,9 +10,10 @@
 //   GET  /v1/jobs/:id/events      its events as SSE, replayed from Last-Event-ID
 //   DELETE /v1/jobs/:id           cancel a job
 //   GET  /v1/loras                the LoRAs requests may name                   routes/loras.ts
+//   /sdapi/v1/*                   A1111's API: txt2img, img2img, progress, …    routes/a1111/
 //
-// Errors everywhere are OpenAI-shaped (errors.ts); /v1/* and /metrics need the bearer token when one is
-// configured. The engine is injected (`createApp({ engine, gpu, options })`): a ready `Engine` or an
+// Errors are OpenAI-shaped (errors.ts), FastAPI/A1111-shaped under /sdapi; /v1/*, /sdapi/* and /metrics
+// need the token when one is configured (under /sdapi also as HTTP Basic auth's password). The engine is injected (`createApp({ engine, gpu, options })`): a ready `Engine` or an
 // `EngineLoader` that builds one in the background, so tests run the same app on a test double or a tiny
 // real model.
 
@@ -29,6 +30,8 @@ import { DEFAULT_SERVER_OPTIONS, type ServerOptions } from "./options.ts";
 import { GenerationQueue } from "./queue.ts";
 import { LocalJobQueue } from "./queue/local.ts";
 import type { JobQueue } from "./queue/types.ts";
+import { a1111Routes } from "./routes/a1111/index.ts";
+import { detailResponse } from "./routes/a1111/errors.ts";
 import { debugRoutes } from "./routes/debug.ts";
 import { editRoutes } from "./routes/edits.ts";
 import { jobRoutes } from "./routes/jobs.ts";
@@ -111,6 +114,21 @@ export function createApp(init: CreateAppInit = {}): ServerApp {
     });
     app.use("/v1/*", auth);
     app.use("/metrics", auth);
+    // A1111's clients send HTTP Basic credentials (its --api-auth user:password): the password is the token.
+    app.use(
+      "/sdapi/*",
+      bearerAuth({
+        token: options.token,
+        realm: "sd-webgpu",
+        basic: true,
+        reject: (why, headers) =>
+          detailResponse(
+            401,
+            why === "missing" ? "Not authenticated" : "Incorrect username or password",
+            headers,
+          ),
+      }),
+    );
   }
   app.route("/", webRoutes());
   app.route("/", statusRoutes(state));
@@ -119,6 +137,7 @@ export function createApp(init: CreateAppInit = {}): ServerApp {
   app.route("/", editRoutes(state));
   app.route("/", jobRoutes(state));
   app.route("/", loraRoutes(state));
+  app.route("/", a1111Routes(state));
   if (options.testHooks) app.route("/", debugRoutes(state));
   app.notFound(notFound);
   app.onError(onError);

@@ -70,7 +70,8 @@ export const SERVE_USAGE =
                                       default preview is taesd
   --decoder NAME      DECODER         vae (default) or taesd: what decodes the final image; taesd is faster
                                       and lower quality (drafts, CPU-only hosts)
-  --token T           API_TOKEN       require "Authorization: Bearer T" on /v1/* and /metrics
+  --token T           API_TOKEN       require "Authorization: Bearer T" on /v1/*, /sdapi/* and /metrics
+                                      (/sdapi/* also takes HTTP Basic auth with T as the password)
   --queue-length N    QUEUE_LENGTH    jobs allowed to wait behind the running one (default ${DEFAULT_SERVER_OPTIONS.maxQueued})
   --max-size PX       MAX_SIZE        largest width/height (default ${DEFAULT_SERVER_OPTIONS.maxSize})
   --max-steps N       MAX_STEPS       most denoising steps per request (default ${DEFAULT_SERVER_OPTIONS.maxSteps})

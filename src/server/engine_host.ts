@@ -45,6 +45,8 @@ export type EngineStatus =
 export interface EngineHost {
   /** False when the server runs without a model (generation answers 503). */
   readonly hasModel: boolean;
+  /** The model's folder or checkpoint file, where the host knows it (A1111's sd-models lists it). */
+  readonly modelPath?: string;
   /** Starts loading (idempotent). */
   start(): void;
   /** The engine once it is ready (it waits through loading and recovery); rejects with UnavailableError

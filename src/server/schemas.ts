@@ -219,13 +219,13 @@ const lorasField = z.array(
   { error: "must be a list of {name, scale}" },
 ).max(16, "at most 16 LoRAs");
 
-interface IssueSink {
+export interface IssueSink {
   addIssue(issue: { code: "custom"; path: (string | number)[]; message: string }): void;
 }
 
 /** Every LoRA a request names (its `loras` and the prompt's <lora:NAME:SCALE> tags) must be a file of the
  * LoRA folder: the HTTP side answers 400 naming it before anything is queued (the worker loads the files). */
-function checkLoras(
+export function checkLoras(
   limits: RequestLimits,
   prompt: string,
   loras: readonly { name: string }[] | null | undefined,

@@ -10,6 +10,7 @@
 import { Gpu } from "../../gpu/device.ts";
 import { resolveGpuChoices } from "../../gpu/choices.ts";
 import { tuneLine } from "../../ops/autotune.ts";
+import { lowerThreadPriority } from "../../util/thread_priority.ts";
 import type { StableDiffusionPipeline } from "../../pipeline/pipeline.ts";
 import { greyPng } from "../../pipeline/inpaint.ts";
 import { type GenerateRequest, RequestError } from "../../pipeline/types.ts";
@@ -23,6 +24,9 @@ import {
   type WarmupSize,
   type WorkerJobError,
 } from "./protocol.ts";
+
+/** The engine's nice value: below the HTTP thread, so requests are answered first while it computes. */
+const ENGINE_NICE = 10;
 
 const scope = self as unknown as {
   onmessage: ((e: MessageEvent<ToWorker>) => void) | null;
@@ -80,6 +84,8 @@ function shutdown(): void {
 }
 
 async function start(init: InitMessage): Promise<void> {
+  // Before the device exists, so that the driver's threads inherit it (see util/thread_priority.ts).
+  lowerThreadPriority(ENGINE_NICE);
   try {
     gpu = await Gpu.create({ disableF16: init.disableF16, choices: resolveGpuChoices(init.gpuChoices) });
   } catch (e) {

@@ -65,6 +65,7 @@ const NO_MODEL = "the server runs without a model (--no-model): start it with --
 
 export class WorkerEngineHost implements EngineHost {
   readonly hasModel: boolean;
+  readonly modelPath?: string;
   #worker?: Worker;
   #state: EngineStatus = { status: "starting" };
   #gpuInfo?: GpuInfo;
@@ -78,6 +79,7 @@ export class WorkerEngineHost implements EngineHost {
 
   constructor(private readonly options: WorkerHostOptions) {
     this.hasModel = options.model !== undefined;
+    this.modelPath = options.model;
     this.#engine = new WorkerEngine(this);
   }
 

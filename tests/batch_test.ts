@@ -3,7 +3,7 @@
 // one, and per-image seeds give each image the single-image run of seed + i. Also the pure parts: the memory
 // rule, the split, and the plan byte count the rule relies on.
 
-import { assertClose, psnr, testGpu } from "./util.ts";
+import { assertClose, assertEquals, psnr, testGpu } from "./util.ts";
 import { loadPipeline } from "../src/pipeline/load.ts";
 import type { StableDiffusionPipeline } from "../src/pipeline/pipeline.ts";
 import { decodeImage, encodeImage } from "../src/image/convert.ts";
@@ -15,12 +15,6 @@ import { TorchGenerator } from "../src/schedulers/rng.ts";
 import { unetGraph } from "../src/models/unet/unet.ts";
 
 const fixtures = new URL("./fixtures/", import.meta.url).pathname;
-
-function assertEquals<T>(actual: T, expected: T, what: string): void {
-  const a = JSON.stringify(actual);
-  const e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`${what}: got ${a}, want ${e}`);
-}
 
 let loaded: Promise<StableDiffusionPipeline> | undefined;
 function pipeline(): Promise<StableDiffusionPipeline> {

@@ -8,20 +8,11 @@ import { createHash } from "node:crypto";
 import { DIFFUSERS_FP16_FILES, HUB_MODELS } from "../src/weights/download/index.ts";
 import { decodeImage } from "../src/image/codec.ts";
 import { postJson, type ServerProcess, spawnServer } from "./server_harness.ts";
+import { assert, assertEquals } from "./util.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const tiny = `${root}tests/fixtures/tiny_sd`;
 const REPO = HUB_MODELS["sd-turbo"].repo;
-
-function assert(cond: unknown, message: string): asserts cond {
-  if (!cond) throw new Error(message);
-}
-
-function assertEquals<T>(actual: T, expected: T, what: string): void {
-  const a = JSON.stringify(actual);
-  const e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`${what}: got ${a}, want ${e}`);
-}
 
 /** The tiny model's files under the Hub's URL layout; the UNet weights answer after `delayMs`. */
 async function fakeHub(delayMs: number): Promise<{ endpoint: string; close(): Promise<void> }> {

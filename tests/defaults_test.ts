@@ -7,14 +7,9 @@ import { effectiveDefaults, resolveRequest } from "../src/server/defaults.ts";
 import { DEFAULT_LIMITS } from "../src/server/schemas.ts";
 import { parseServeConfig } from "../src/server/config.ts";
 import { chooseDefaultModel, downloadAdvice } from "../src/weights/download/index.ts";
+import { assertEquals } from "./util.ts";
 
 const tiny = new URL("./fixtures/tiny_sd", import.meta.url).pathname;
-
-function assertEquals<T>(actual: T, expected: T, what: string): void {
-  const a = JSON.stringify(actual);
-  const e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`${what}: got ${a}, want ${e}`);
-}
 
 async function rejects(fn: () => Promise<unknown>, pattern: RegExp): Promise<void> {
   try {

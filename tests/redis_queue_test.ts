@@ -18,16 +18,7 @@ import {
   type TestServer,
   waitFor,
 } from "./server_harness.ts";
-
-function assert(cond: unknown, message: string): asserts cond {
-  if (!cond) throw new Error(message);
-}
-
-function assertEquals<T>(actual: T, expected: T, what: string): void {
-  const a = JSON.stringify(actual);
-  const e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`${what}: got ${a}, want ${e}`);
-}
+import { assert, assertEquals } from "./util.ts";
 
 const SMALL = { width: 16, height: 16 };
 

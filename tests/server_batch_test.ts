@@ -13,16 +13,7 @@ import {
   type TestServer,
 } from "./server_harness.ts";
 import type { ModelDefaults } from "../src/pipeline/types.ts";
-
-function assert(cond: unknown, message: string): asserts cond {
-  if (!cond) throw new Error(message);
-}
-
-function assertEquals<T>(actual: T, expected: T, what: string): void {
-  const a = JSON.stringify(actual);
-  const e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`${what}: got ${a}, want ${e}`);
-}
+import { assert, assertEquals } from "./util.ts";
 
 async function withServer(
   init: Parameters<typeof startTestServer>[0],

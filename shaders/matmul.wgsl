@@ -31,7 +31,10 @@
 // Other adapters use gemm_shared below (mode "shared": classic workgroup-memory tiling from storage buffers,
 // which NVIDIA-class GPUs reward). Mode "buffer" runs the generated register-tile body on storage buffers
 // (no barriers; the fallback where workgroup memory is too small). Only lavapipe was available to measure:
-// the shared kernel's 64×64 block / 4×4-per-thread / K-tile 32 shape is the textbook choice, untuned here.
+// the shared kernel's 64×64 block / 4×4-per-thread / K-tile 32 shape is the textbook choice; the autotuner
+// (src/ops/autotune.ts) times it against other block heights, register tiles and split-K on the adapter in
+// use. SPLITK (texture or buffer operands, subgroups feature): one subgroup per tile, lanes split K and
+// subgroupAdd reduces; any path can be forced with SD_GPU_FORCE (src/gpu/choices.ts).
 
 //#if GEMM
 struct Params {
@@ -239,6 +242,52 @@ fn gemm_shared(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invo
   }
 }
 //#else
+//#if SPLITK
+// Split-K (linear/GEGLU with few rows and long K, e.g. the time embedding's M = 2, K = 1280): one workgroup
+// is one subgroup (WG = the adapter's fixed subgroup size, checked at start-up by gpu/self_tests.ts) and
+// computes one TM×TN tile; lane l takes k-steps l, l + WG, …, and subgroupAdd sums the accumulators, so
+// every lane works even when the tile count is small. The early return is uniform (one tile per
+// workgroup), as subgroup operations need. Results match the register tile up to summation order.
+@compute @workgroup_size({{WG}})
+fn gemm(
+  @builtin(local_invocation_index) li: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= p.tiles) { return; }
+  let col0 = (tile % p.tilesN) * {{TN}}u;
+  let row0 = (tile / p.tilesN) * {{TM}}u;
+{{SETUP}}
+  for (var k = li; k < p.K8; k += {{WG}}u) {
+{{STEP}}
+  }
+  var o: array<vec4<f32>, {{TILE_VEC4S}}>;
+  var og: array<vec4<f32>, {{TILE_VEC4S}}>;
+{{COLLECT}}
+  for (var q = 0u; q < {{TILE_VEC4S}}u; q++) {
+    o[q] = subgroupAdd(o[q]);
+//#if GEGLU
+    og[q] = subgroupAdd(og[q]);
+//#endif
+  }
+  // Lane l stores the groups of 4 columns q ≡ l (mod WG).
+  for (var q = li; q < {{TILE_VEC4S}}u; q += {{WG}}u) {
+    let row = row0 + q / {{TN4}}u;
+    let col = col0 + (q % {{TN4}}u) * 4u;
+//#if VEC_OUT
+    store4(row, col, o[q], og[q]);
+//#else
+    let a = o[q];
+    let g = og[q];
+    store1(row, col, a.x, g.x);
+    store1(row, col + 1u, a.y, g.y);
+    store1(row, col + 2u, a.z, g.z);
+    store1(row, col + 3u, a.w, g.w);
+//#endif
+  }
+}
+//#else
 @compute @workgroup_size({{WG}})
 fn gemm(
   @builtin(local_invocation_index) li: u32,
@@ -278,6 +327,7 @@ fn gemm(
 //#endif
   }
 }
+//#endif
 //#endif
 //#endif
 

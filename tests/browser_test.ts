@@ -49,6 +49,11 @@ Deno.test({
       await page.waitForFunction(() => document.getElementById("health")?.className === "ok", null, {
         timeout: 30_000,
       });
+      // The fields start from the model's defaults: the tiny model's 50 steps and 7.5, --default-size 256.
+      const prefilled = await Promise.all(
+        ["#width", "#height", "#steps", "#guidance_scale"].map((f) => page.inputValue(f)),
+      );
+      if (prefilled.join() !== "256,256,50,7.5") throw new Error(`pre-filled fields: ${prefilled.join()}`);
 
       await page.fill("#prompt", "a lighthouse on a cliff at sunset, oil painting");
       await page.fill("#negative_prompt", "blurry");

@@ -8,10 +8,18 @@ import { readJsonFile } from "../src/util/json.ts";
 const root = new URL("..", import.meta.url).pathname;
 const fixtures = `${root}tests/fixtures`;
 
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return cliEnv({}, ...args);
+}
+
+async function cliEnv(
+  env: Record<string, string>,
+  ...args: string[]
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "main.ts", ...args],
     cwd: root,
+    env,
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -152,6 +160,35 @@ Deno.test("generate writes the image and preview files", async () => {
   const previews = [...Deno.readDirSync(`${dir}/previews`)].length;
   if (previews !== 2) {
     throw new Error(`${previews} previews for 3 steps with --preview-every 1 (the last step has none)`);
+  }
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("generate --num-images 2 --seed-mode per-image writes out-1.png and out-2.png (seeds 5 and 6); model defaults", async () => {
+  const dir = await Deno.makeTempDir();
+  // SD_MODEL names the model; size, steps and guidance are the tiny model's defaults except --steps.
+  const r = await cliEnv(
+    { SD_MODEL: `${fixtures}/tiny_sd` },
+    "generate",
+    "--prompt",
+    "a red fox",
+    "--seed",
+    "5",
+    "--steps",
+    "2",
+    "--num-images",
+    "2",
+    "--seed-mode",
+    "per-image",
+    "--out",
+    `${dir}/out.png`,
+  );
+  if (r.code !== 0) throw new Error(r.stderr);
+  for (const [i, seed] of [[1, 5], [2, 6]]) {
+    const img = decodeImage(await Deno.readFile(`${dir}/out-${i}.png`));
+    if (img.width !== 128 || img.height !== 128) throw new Error(`image ${i} is ${img.width}×${img.height}`);
+    const p = img.text.parameters ?? "";
+    if (!p.includes(`Seed: ${seed},`) || !p.includes("CFG scale: 7.5")) throw new Error(`image ${i}: ${p}`);
   }
   await Deno.remove(dir, { recursive: true });
 });

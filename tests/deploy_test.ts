@@ -146,3 +146,29 @@ Deno.test("systemd unit: ExecStart runs the binary's serve command; its environm
   const stopSeconds = Number(/^(\d+)s?$/.exec(one("TimeoutStopSec"))?.[1]);
   assert(stopSeconds * 1000 > config.shutdownGraceMs, `TimeoutStopSec ${stopSeconds}s > grace`);
 });
+
+Deno.test("compose: Redis, GPU workers and a front end whose serve commands share one queue", () => {
+  const text = read("deploy/compose.yaml");
+  // The commands are JSON-style flow sequences (deno fmt may break them over lines, with a trailing comma).
+  const commands = [...text.matchAll(/command:\s*(\[[\s\S]*?\])/g)]
+    .map((m) => JSON.parse(m[1].replace(/,\s*\]$/, "]")) as string[]);
+  const serves = commands.filter((c) => c[1] === "serve");
+  assertEquals(serves.length, 2, "the workers' command and the front end's");
+  for (const c of serves) assert(c[0] === "sd-webgpu", `runs the image's binary: ${c[0]}`);
+  const configs = serves.map((c) => parseServeConfig(c.slice(2), {}));
+  const worker = configs.find((c) => c.redis?.worker);
+  const front = configs.find((c) => c.redis?.worker === false);
+  assert(worker?.model && front, "a worker with a model and a --no-worker front end");
+  assertEquals(worker.redis!.url, front.redis!.url, "one Redis");
+  const redisHost = new URL(worker.redis!.url).hostname;
+  assert(new RegExp(`\\n  ${redisHost}:\\n`).test(text), `a "${redisHost}" service`);
+  assert(/--appendonly", "yes"/.test(text), "Redis persists its data");
+  const workers = [...text.matchAll(/\n {2}(worker-\d+):\n {4}<<: \*gpu-worker\n/g)].map((m) => m[1]);
+  assertEquals(workers, ["worker-1", "worker-2"], "two workers");
+  const devices = [...text.matchAll(/device_ids: \["(\d+)"\]/g)].map((m) => m[1]);
+  assertEquals(devices, ["0", "1"], "one GPU each");
+  assert(text.includes(`- "${front.port}:${front.port}"`), "the front end publishes its port");
+  for (const name of text.matchAll(/^ {4}([A-Z_]+): /gm)) {
+    assert(new RegExp(`\\s${name[1]}\\s`).test(SERVE_USAGE), `${name[1]} is a serve setting`);
+  }
+});

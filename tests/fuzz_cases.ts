@@ -134,9 +134,13 @@ export interface FuzzShape {
 
 /** A valid small request with one to three fields replaced by something hostile. */
 export function mutatedRequest(r: Rng, shape: FuzzShape, openai: boolean): Record<string, unknown> {
-  const base: Record<string, unknown> = { ...(openai ? shape.openai : shape.native) };
+  return mutated(r, { ...(openai ? shape.openai : shape.native) }, FIELDS);
+}
+
+/** `base` with one to three of `fields` deleted or replaced by random values. */
+function mutated(r: Rng, base: Record<string, unknown>, fields: readonly string[]): Record<string, unknown> {
   for (let k = 0; k <= r.int(3); k++) {
-    const field = r.pick(FIELDS);
+    const field = r.pick(fields);
     if (r.next() < 0.15) delete base[field];
     // defineProperty: "__proto__" must become an own key of the JSON, not the object's prototype.
     else {Object.defineProperty(base, field, {
@@ -147,6 +151,45 @@ export function mutatedRequest(r: Rng, shape: FuzzShape, openai: boolean): Recor
       });}
   }
   return base;
+}
+
+/** The fields of A1111's txt2img / img2img bodies the fuzzer replaces. */
+export const A1111_FIELDS = [
+  "prompt",
+  "negative_prompt",
+  "width",
+  "height",
+  "steps",
+  "cfg_scale",
+  "sampler_name",
+  "scheduler",
+  "seed",
+  "batch_size",
+  "n_iter",
+  "init_images",
+  "mask",
+  "mask_blur",
+  "denoising_strength",
+  "inpainting_fill",
+  "inpainting_mask_invert",
+  "override_settings",
+  "send_images",
+  "enable_hr",
+  "__proto__",
+];
+
+/** A valid A1111 body (txt2img, or img2img with a small image and maybe a mask) at the native shape's size,
+ * with one to three fields replaced. */
+export function mutatedA1111Request(r: Rng, shape: FuzzShape, img2img: boolean): Record<string, unknown> {
+  const { prompt, width, height, steps } = shape.native;
+  const w = typeof width === "number" ? width : 32;
+  const h = typeof height === "number" ? height : 32;
+  const png = encodeImage(new Uint8Array(w * h * 3).fill(90), w, h, "png").bytes.toBase64();
+  const base: Record<string, unknown> = { prompt, width, height, steps };
+  if (img2img) {
+    Object.assign(base, { init_images: [png], ...(r.next() < 0.5 ? { mask: png, mask_blur: 4 } : {}) });
+  }
+  return mutated(r, base, A1111_FIELDS);
 }
 
 /** A PNG as a Blob part (a copy: Blob takes ArrayBuffer-backed views only). */
@@ -191,6 +234,7 @@ export const HOSTILE_KINDS = [
   "mutated-native",
   "mutated-openai",
   "mutated-edits",
+  "mutated-a1111",
   "bytes",
   "truncated-json",
   "content-type",
@@ -237,6 +281,12 @@ export function hostileRequest(kind: HostileKind, r: Rng, shape: FuzzShape): Hos
       // fetch sets the multipart Content-Type with its boundary.
       init = { method: "POST", body: mutatedEditForm(r, shape) };
       break;
+    case "mutated-a1111": {
+      const img2img = r.next() < 0.5;
+      path = img2img ? "/sdapi/v1/img2img" : "/sdapi/v1/txt2img";
+      init.body = JSON.stringify(mutatedA1111Request(r, shape, img2img));
+      break;
+    }
     case "bytes":
       init.body = Uint8Array.from({ length: r.int(300) }, () => r.int(256));
       break;
@@ -259,7 +309,16 @@ export function hostileRequest(kind: HostileKind, r: Rng, shape: FuzzShape): Hos
       break;
     case "method":
       init = { method: r.pick(["PUT", "DELETE", "PATCH", "OPTIONS", "GET"]) };
-      path = r.pick(["/v1/generate", "/v1/images/generations", "/v1/models", "/metrics", "/healthz", "/"]);
+      path = r.pick([
+        "/v1/generate",
+        "/v1/images/generations",
+        "/v1/models",
+        "/metrics",
+        "/healthz",
+        "/",
+        "/sdapi/v1/txt2img",
+        "/sdapi/v1/progress",
+      ]);
       break;
     case "query": {
       const params = Array.from({ length: r.int(6) }, () => {

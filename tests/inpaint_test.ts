@@ -90,12 +90,12 @@ for (const c of manifest.cases) {
       const p = await pipeline(modelOf(c), precision);
       if (p.unetKind !== (c.unet_in_channels === 9 ? "inpainting" : "plain")) throw new Error(p.unetKind);
       const ref = await tensors(`${fixtures}inpaint/${c.name}.safetensors`);
-      // Capture the latents after every step (wrapping this instance's loop; restored below).
+      // Read back the latents after every step (wrapping this instance's loop; restored below).
       const steps: Float32Array[] = [];
       const denoise = p.denoise;
       p.denoise = async function* (o) {
         for await (const s of denoise.call(p, o)) {
-          steps.push(s.latents);
+          steps.push(await s.read());
           yield s;
         }
       };

@@ -5,13 +5,15 @@
 //
 // Special prompts drive the error paths: "[fake:request-error]" throws RequestError("prompt", …) and
 // "[fake:crash]" throws a plain Error after the first step. Inpainting follows the real request rules
-// (src/pipeline/inpaint.ts; `unetKind: "inpainting"` plays a 9-channel model) and the real mask
-// preprocessing: outside the mask the output is the init image's pixels, so tests can see what was masked.
+// (src/pipeline/inpaint.ts; `unetKind: "inpainting"` plays a 9-channel model), the real mask preprocessing
+// and A1111's steps around it (src/pipeline/a1111_inpaint.ts): outside the mask the output is the init
+// image's pixels, so tests can see what was masked.
 
 import {
   type Engine,
   type GenerateRequest,
   type GenerationEvent,
+  type ModelDefaults,
   progressEvent,
   RequestError,
   type SamplerName,
@@ -20,6 +22,7 @@ import type { EngineLoader, GpuInfo } from "../src/server/engine_host.ts";
 import { decodeImage, encodeImage } from "../src/image/codec.ts";
 import { preprocessMask } from "../src/image/mask.ts";
 import { checkInpaintRequest, type UNetKind } from "../src/pipeline/inpaint.ts";
+import { withA1111Inpaint } from "../src/pipeline/a1111_inpaint.ts";
 
 export interface FakeEngineOptions {
   /** Sleep per denoising step. */
@@ -27,6 +30,8 @@ export interface FakeEngineOptions {
   modelName?: string;
   /** "inpainting": every request needs an image and a mask, as with a 9-channel UNet. */
   unetKind?: UNetKind;
+  /** The model's defaults, as a real model reports them (absent: the server's fallback applies). */
+  defaults?: ModelDefaults;
 }
 
 /** One generate() call as the fake saw it, for assertions (e.g. "stopped within one step"). */
@@ -44,8 +49,10 @@ export class FakeEngine implements Engine {
   readonly runs: FakeRun[] = [];
   readonly stepDelayMs: number;
   readonly unetKind: UNetKind;
+  readonly defaults?: ModelDefaults;
 
   constructor(options: FakeEngineOptions = {}) {
+    this.defaults = options.defaults;
     this.stepDelayMs = options.stepDelayMs ?? 5;
     this.unetKind = options.unetKind ?? "plain";
     this.modelName = options.modelName ?? "fake-sd-test-double";
@@ -55,7 +62,12 @@ export class FakeEngine implements Engine {
     return 123_456_789;
   }
 
-  async *generate(request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+  generate(request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+    // A1111's mask steps around the run, as the real pipeline has them: `runs` records the prepared request.
+    return withA1111Inpaint(request, (r) => this.#record(r, signal));
+  }
+
+  async *#record(request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
     const run: FakeRun = { request, stepsDone: 0, outcome: "running", startedAt: performance.now() };
     this.runs.push(run);
     try {
@@ -100,9 +112,19 @@ export class FakeEngine implements Engine {
     const strength = request.strength ?? (mask || request.maskAll ? 1 : 0.75);
     const steps = request.initImage ? Math.max(1, Math.floor(request.steps * strength)) : request.steps;
     const { width, height } = request;
-    yield { type: "started", seed, steps, width, height };
-    const target = paint(width, height, seed, request.prompt);
-    if (initImage) blendInto(target, initImage, 1 - strength, mask);
+    const count = request.numImages ?? 1;
+    yield { type: "started", seed, steps, width, height, ...(count > 1 ? { numImages: count } : {}) };
+    // A batch: image i is painted from seed + i ("per-image", what a single run of that seed paints) or
+    // from the seed and its index ("diffusers": one generator for all).
+    const perImage = request.seedMode === "per-image";
+    const targets = Array.from({ length: count }, (_, i) => {
+      const t = perImage || i === 0
+        ? paint(width, height, seed + (perImage ? i : 0), request.prompt)
+        : paint(width, height, seed, `${request.prompt}#${i}`);
+      if (initImage) blendInto(t, initImage, 1 - strength, mask);
+      return t;
+    });
+    const target = targets[0];
     const denoiseStart = performance.now();
     for (let s = 1; s <= steps; s++) {
       await sleep(this.stepDelayMs, signal);
@@ -127,11 +149,22 @@ export class FakeEngine implements Engine {
       }, CFG scale: ${request.guidanceScale}, ` +
       `Seed: ${seed}, Size: ${width}x${height}, Model: ${this.modelName}`;
     const vaeStart = performance.now();
-    const { bytes, mime } = encodeImage(target, width, height, request.outputFormat ?? "png", { parameters });
+    const encoded = targets.map((t, i) =>
+      encodeImage(t, width, height, request.outputFormat ?? "png", {
+        parameters: perImage ? parameters.replace(`Seed: ${seed},`, `Seed: ${seed + i},`) : parameters,
+      })
+    );
+    const { bytes, mime } = encoded[0];
     const vaeMs = performance.now() - vaeStart;
     yield {
       type: "done",
       image: bytes,
+      ...(count > 1
+        ? {
+          images: encoded.map((e) => e.bytes),
+          seeds: Array.from({ length: count }, (_, i) => perImage ? seed + i : seed),
+        }
+        : {}),
       mime,
       seed,
       width,

@@ -6,7 +6,7 @@
 // passed instead with the same shape.
 
 import type { Engine } from "../src/pipeline/types.ts";
-import { createApp, type ServerApp, type ServerOptions } from "../src/server/app.ts";
+import { createApp, type CreateAppInit, type ServerApp, type ServerOptions } from "../src/server/app.ts";
 import type { EngineHost, EngineLoader, GpuInfo } from "../src/server/engine_host.ts";
 import { serveApp, type ServeHandle } from "../src/server/serve.ts";
 import { WorkerEngineHost, type WorkerHostOptions } from "../src/server/worker/host.ts";
@@ -57,7 +57,13 @@ export interface TestServer {
 }
 
 export async function startTestServer(
-  init: { engine?: TestEngineFactory; options?: Partial<ServerOptions>; waitReady?: boolean } = {},
+  init: {
+    engine?: TestEngineFactory;
+    options?: Partial<ServerOptions>;
+    waitReady?: boolean;
+    /** A shared queue (e.g. `redisJobQueue(…)`). */
+    jobs?: CreateAppInit["jobs"];
+  } = {},
 ): Promise<TestServer> {
   const made = init.engine?.();
   const sd = createApp({
@@ -65,6 +71,7 @@ export async function startTestServer(
     engine: made?.engine,
     gpu: made?.gpu,
     options: { heartbeatMs: 1000, ...init.options },
+    jobs: init.jobs,
   });
   const handle = serveApp(sd, { hostname: "127.0.0.1", port: 0, shutdownGraceMs: 2000 });
   const server: TestServer = {
@@ -219,7 +226,11 @@ export function spawnTinyModelServer(
   ], env);
 }
 
-async function spawnServer(runArgs: string[], env: Record<string, string> = {}): Promise<ServerProcess> {
+/** Runs `deno run -A ...runArgs` from the repository root; resolves once it prints "listening on URL". */
+export async function spawnServer(
+  runArgs: string[],
+  env: Record<string, string> = {},
+): Promise<ServerProcess> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", ...runArgs],
     cwd: `${testsDir}..`,

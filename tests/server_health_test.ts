@@ -1,5 +1,6 @@
 // The run command starts a server that answers GET /healthz with the adapter and the f16 self-test
-// result, honours --port/--host and PORT/HOST, and exits cleanly on SIGTERM.
+// result, honours --port/--host and PORT/HOST, and exits cleanly on SIGTERM. It runs with --no-model (the
+// model-less server answers 503 to generation; without --model it would fetch the default model).
 
 const root = new URL("..", import.meta.url).pathname;
 
@@ -30,7 +31,7 @@ async function waitReady(url: string, timeoutMs = 60_000): Promise<Record<string
 for (const how of ["flags", "env"] as const) {
   Deno.test(`server answers /healthz (port and host via ${how})`, async () => {
     const port = freePort();
-    const args = ["run", "-A", "main.ts", "serve"];
+    const args = ["run", "-A", "main.ts", "serve", "--no-model"];
     const env: Record<string, string> = {};
     if (how === "flags") args.push("--port", String(port), "--host", "127.0.0.1");
     else Object.assign(env, { PORT: String(port), HOST: "127.0.0.1" });

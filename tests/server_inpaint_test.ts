@@ -145,8 +145,13 @@ Deno.test("OpenAI images.edit: alpha 0 repaints, the rest is kept; no mask edits
         "halves",
       );
     }
-    const [a, b] = s.fake!.runs.slice(-2).map((r) => r.request);
-    assertEquals([a.seed, b.seed, a.maskChannel, a.strength], [5, 6, "alpha", 1], "requests");
+    // n = 2: one batched job, image k of seed 5 + k.
+    const a = s.fake!.runs.at(-1)!.request;
+    assertEquals(
+      [a.seed, a.numImages, a.seedMode, a.maskChannel, a.strength],
+      [5, 2, "per-image", "alpha", 1],
+      "request",
+    );
 
     // No mask: the whole image is edited, guided by it (strength 0.75); auto size: rounded down to 64s.
     const whole = await client.images.edit({

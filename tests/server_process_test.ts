@@ -4,16 +4,7 @@
 
 import { parseServeConfig } from "../src/server/config.ts";
 import { collectSse, postJson, spawnFakeServer, waitReady } from "./server_harness.ts";
-
-function assert(cond: unknown, message: string): asserts cond {
-  if (!cond) throw new Error(message);
-}
-
-function assertEquals<T>(actual: T, expected: T, what: string): void {
-  const a = JSON.stringify(actual);
-  const e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`${what}: got ${a}, want ${e}`);
-}
+import { assert, assertEquals } from "./util.ts";
 
 Deno.test("serve config: flags win over environment variables; defaults; errors name the flag", () => {
   const d = parseServeConfig([], {});

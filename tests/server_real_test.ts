@@ -7,14 +7,10 @@
 
 import OpenAI from "openai";
 import { decodeImage, encodeImage } from "../src/image/codec.ts";
-import { psnr } from "./util.ts";
+import { assert, psnr } from "./util.ts";
 import { collectSse, postJson, readSse, startTestServer, tinyModelEngineFactory } from "./server_harness.ts";
 import { loadPipeline } from "../src/pipeline/load.ts";
 import { testGpu } from "./util.ts";
-
-function assert(cond: unknown, message: string): asserts cond {
-  if (!cond) throw new Error(message);
-}
 
 const SSE = { accept: "text/event-stream" };
 

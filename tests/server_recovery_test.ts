@@ -5,10 +5,7 @@
 
 import { decodeImage } from "../src/image/codec.ts";
 import { collectSse, postJson, readSse, spawnTinyModelServer, waitReady } from "./server_harness.ts";
-
-function assert(cond: unknown, message: string): asserts cond {
-  if (!cond) throw new Error(message);
-}
+import { assert } from "./util.ts";
 
 Deno.test("a lost GPU device fails the running job, the server recovers, and the next job succeeds", async () => {
   const server = await spawnTinyModelServer(["--default-size", "64", "--max-steps", "1000"], {

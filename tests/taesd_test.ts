@@ -164,8 +164,9 @@ Deno.test("serve config: --taesd / TAESD, else found beside the model; --decoder
     assertEquals([found.taesd, found.decoder, found.options.taesd], [`${root}/taesd`, "taesd", true]);
     const fromEnv = parseServeConfig([], { MODEL: `${root}/sd15`, TAESD: TAESD, DECODER: "taesd" });
     assertEquals([fromEnv.taesd, fromEnv.decoder], [TAESD, "taesd"]);
-    // Without a model nothing loads, TAESD included.
-    assertEquals(parseServeConfig(["--taesd", TAESD], {}).options.taesd, false);
+    // Without a model (--no-model) nothing loads, TAESD included; without --model, the default model gets it.
+    assertEquals(parseServeConfig(["--no-model", "--taesd", TAESD], {}).options.taesd, false);
+    assertEquals(parseServeConfig(["--taesd", TAESD], {}).options.taesd, true);
   } finally {
     await Deno.remove(root, { recursive: true });
   }

@@ -7,6 +7,7 @@
 
 import { parseArgs } from "node:util";
 import { Gpu } from "../gpu/device.ts";
+import { gpuFlags } from "./gpu_flags.ts";
 import { SafetensorsFile, writeSafetensors } from "../weights/safetensors.ts";
 import { readJsonFile } from "../util/json.ts";
 import { loadModel, NETWORK_ENTRIES, type NetworkEntry, runComponent } from "../models/harness.ts";
@@ -20,7 +21,7 @@ import { LORA_OPTIONS, parseLoraArgs } from "./lora_args.ts";
 
 const USAGE =
   `usage: component <${NETWORK_ENTRIES.join("|")}> --config CONFIG.json --weights WEIGHTS.safetensors ` +
-  "--in INPUTS.safetensors --out OUTPUTS.safetensors [--precision f32|f16]\n" +
+  "--in INPUTS.safetensors --out OUTPUTS.safetensors [--precision f32|f16] [--gpu-choices SPEC]\n" +
   "       [--lora FILE[:SCALE] ...] [--lora-strict=true|false]   (unet and clip: LoRAs merged first)\n" +
   "       component randn --seed S --shape 1,4,64,64 --out F.safetensors";
 
@@ -40,6 +41,7 @@ export async function componentCommand(args: string[]): Promise<number> {
       out: { type: "string" },
       precision: { type: "string", default: "f32" },
       "no-f16": { type: "boolean" },
+      "gpu-choices": { type: "string" },
       lora: LORA_OPTIONS.lora,
       "lora-strict": LORA_OPTIONS["lora-strict"],
     },
@@ -57,7 +59,7 @@ export async function componentCommand(args: string[]): Promise<number> {
   const config = await readJsonFile(values.config!);
   // A manifest holds the config under config_full / config_passed; a config.json is the dict itself.
   const configDict = (config as Record<string, unknown>).config_full ?? config;
-  const gpu = await Gpu.create({ disableF16: values["no-f16"] });
+  const gpu = await Gpu.create({ disableF16: values["no-f16"], choices: gpuFlags(values).choices });
   using weights = await SafetensorsFile.open(values.weights!);
   const model = await loadModel(gpu, which as NetworkEntry, configDict, weights, precision);
   const loras = parseLoraArgs(values, {});

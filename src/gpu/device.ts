@@ -6,12 +6,19 @@
 import { BufferPool } from "./pool.ts";
 import { PipelineCache, type ShaderDefines } from "./pipelines.ts";
 import { GpuError } from "./errors.ts";
+import { formatGpuChoices, type GpuChoices, gpuChoicesFromEnv } from "./choices.ts";
+import { f16SelfTest, subgroupSelfTest } from "./self_tests.ts";
 
 export { GpuError };
 
 export interface GpuOptions {
   /** Refuse shader-f16 even where offered: exercises the f32 + unpack2x16float path. */
   disableF16?: boolean;
+  /**
+   * Forced choices (tiling, tiles, f16, subgroups, tuning; see choices.ts). Default: the SD_GPU_FORCE
+   * environment variable, so every Gpu of a process (tests, the engine worker) takes the forced paths.
+   */
+  choices?: GpuChoices;
   powerPreference?: GPUPowerPreference;
   /**
    * Caps `gpu.maxBinding` below the device's storage binding limit, as if the device allowed only this many
@@ -28,6 +35,16 @@ export interface GpuReport {
   f16SelfTest: "pass" | "fail" | "not-offered" | "disabled";
   /** f16 is used in shaders (weights read as f16, optional f16 activations). */
   f16: boolean;
+  /**
+   * The subgroups feature: "pass" when granted and its self-test passed (Deno's adapter.features does not
+   * list it even where requestDevice grants it, so it is requested and the refusal caught), "fail" when the
+   * self-test failed, "not-offered" when the device refused it, "disabled" by `subgroups=off`.
+   */
+  subgroups: "pass" | "fail" | "not-offered" | "disabled";
+  /** The fixed subgroup size kernels may rely on (adapter min = max size), else null. */
+  subgroupSize: number | null;
+  /** The forced choices in effect (canonical spec; "" when nothing is forced). */
+  forced: string;
   limits: { maxStorageBufferBindingSize: number; maxBufferSize: number };
 }
 
@@ -54,6 +71,8 @@ export class Gpu {
     readonly device: GPUDevice,
     readonly f16: boolean,
     readonly report: GpuReport,
+    /** Forced choices (from the options or SD_GPU_FORCE): the ops read tiling, tile and attention here. */
+    readonly choices: GpuChoices,
     private readonly bindingCap: number | null = null,
   ) {
     this.pipelines = new PipelineCache(device, f16);
@@ -83,8 +102,13 @@ export class Gpu {
     if (cap !== undefined && !(Number.isInteger(cap) && cap >= 16)) {
       throw new GpuError("device creation", `maxBindingBytes must be an integer ≥ 16, got ${cap}`);
     }
+    const choices = options.choices ?? gpuChoicesFromEnv();
+    const disableF16 = options.disableF16 || choices.f16 === false;
     const f16Offered = adapter.features.has("shader-f16");
-    const wantF16 = f16Offered && !options.disableF16;
+    if (choices.f16 === true && !disableF16 && !f16Offered) {
+      throw new GpuError("device creation", "f16=on was forced, but the adapter does not offer shader-f16");
+    }
+    const wantF16 = f16Offered && !disableF16;
     const limits = {
       maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
       maxBufferSize: adapter.limits.maxBufferSize,
@@ -100,18 +124,44 @@ export class Gpu {
     const features: GPUFeatureName[] = wantF16 ? ["shader-f16"] : [];
     // Timestamps let benchmarks time every dispatch (gpu.profile); only requested where offered.
     if (adapter.features.has("timestamp-query")) features.push("timestamp-query");
-    const device = await adapter.requestDevice({
-      requiredFeatures: features,
-      requiredLimits: limits,
-    });
-    const info = adapter.info;
-    let selfTest: GpuReport["f16SelfTest"] = !f16Offered
-      ? "not-offered"
-      : options.disableF16
-      ? "disabled"
-      : "fail";
+    // Subgroups: Deno's adapter.features omits the feature even where the device grants it (lavapipe grants
+    // it, subgroupAdd then works), so it is requested whenever not disabled, and a refusal means not offered.
+    let device: GPUDevice | null = null;
+    let subgroups: GpuReport["subgroups"] = choices.subgroups === false ? "disabled" : "not-offered";
+    if (choices.subgroups !== false) {
+      try {
+        device = await adapter.requestDevice({
+          requiredFeatures: [...features, "subgroups" as GPUFeatureName],
+          requiredLimits: limits,
+        });
+        subgroups = device.features.has("subgroups") ? "fail" : "not-offered";
+      } catch {
+        device = null;
+      }
+    }
+    device ??= await adapter.requestDevice({ requiredFeatures: features, requiredLimits: limits });
+    const info = adapter.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
+    // A fixed subgroup size lets a workgroup of exactly that many invocations be one subgroup (split-K).
+    const fixedSize = info.subgroupMinSize !== undefined && info.subgroupMinSize === info.subgroupMaxSize
+      ? info.subgroupMinSize
+      : null;
+    let subgroupSize: number | null = null;
+    if (subgroups === "fail") {
+      const size = await subgroupSelfTest(device, fixedSize);
+      subgroups = size === false ? "fail" : "pass";
+      subgroupSize = size === false ? null : size;
+    }
+    if (choices.subgroups === true && subgroups !== "pass") {
+      device.destroy();
+      throw new GpuError("device creation", `subgroups=on was forced, but subgroups are ${subgroups}`);
+    }
+    let selfTest: GpuReport["f16SelfTest"] = !f16Offered ? "not-offered" : disableF16 ? "disabled" : "fail";
     if (wantF16) selfTest = (await f16SelfTest(device)) ? "pass" : "fail";
     const f16 = selfTest === "pass";
+    if (choices.f16 === true && !disableF16 && !f16) {
+      device.destroy();
+      throw new GpuError("device creation", "f16=on was forced, but the shader-f16 self-test failed");
+    }
     const report: GpuReport = {
       adapter: {
         vendor: info.vendor,
@@ -123,12 +173,15 @@ export class Gpu {
       f16Offered,
       f16SelfTest: selfTest,
       f16,
+      subgroups,
+      subgroupSize,
+      forced: formatGpuChoices(choices),
       limits: {
         maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
         maxBufferSize: limits.maxBufferSize,
       },
     };
-    return new Gpu(adapter, device, f16, report, cap ?? null);
+    return new Gpu(adapter, device, f16, report, choices, cap ?? null);
   }
 
   /** Storage binding limit ops plan for: the device's, or the smaller `maxBindingBytes` the Gpu was made with. */
@@ -359,70 +412,6 @@ function ensureRuntimeDir(): void {
     Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync({ prefix: "sd-webgpu-xdg-" }));
   } catch {
     // no env/write permission: the driver only prints a warning
-  }
-}
-
-/**
- * Proves that f16 storage and f16 arithmetic give correct results. An earlier Deno returned zeros from
- * f16 shaders silently; this catches that class of failure before any weights are trusted to f16.
- */
-async function f16SelfTest(device: GPUDevice): Promise<boolean> {
-  const code = /* wgsl */ `
-enable f16;
-@group(0) @binding(0) var<storage, read> a: array<vec4<f16>>;
-@group(0) @binding(1) var<storage, read_write> outp: array<vec4<f16>>;
-@compute @workgroup_size(4)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = gid.x;
-  let x = a[i];
-  let h = f16(0.5);
-  outp[i] = x * x * h + vec4<f16>(f16(i), f16(1.0), -x.z, h) + exp(-x * x);
-}`;
-  const input = new Float32Array(16).map((_, i) => (i - 7.5) * 0.375);
-  const expected = new Float32Array(16);
-  for (let i = 0; i < 4; i++) {
-    for (let c = 0; c < 4; c++) {
-      const x = input[i * 4 + c];
-      const extra = [i, 1, -input[i * 4 + 2], 0.5][c];
-      expected[i * 4 + c] = x * x * 0.5 + extra + Math.exp(-x * x);
-    }
-  }
-  device.pushErrorScope("validation");
-  try {
-    const module = device.createShaderModule({ code });
-    const pipeline = device.createComputePipeline({
-      layout: "auto",
-      compute: { module, entryPoint: "main" },
-    });
-    const inBuf = device.createBuffer({ size: 32, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
-    device.queue.writeBuffer(inBuf, 0, f32ToF16Array(input));
-    const outBuf = device.createBuffer({ size: 32, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
-    const staging = device.createBuffer({
-      size: 32,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
-    const bindGroup = device.createBindGroup({
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [{ binding: 0, resource: { buffer: inBuf } }, { binding: 1, resource: { buffer: outBuf } }],
-    });
-    const enc = device.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(1);
-    pass.end();
-    enc.copyBufferToBuffer(outBuf, 0, staging, 0, 32);
-    device.queue.submit([enc.finish()]);
-    await staging.mapAsync(GPUMapMode.READ);
-    const got = f16ToF32Array(new Uint16Array(staging.getMappedRange().slice(0)));
-    staging.unmap();
-    for (const b of [inBuf, outBuf, staging]) b.destroy();
-    const err = await device.popErrorScope();
-    if (err) return false;
-    return got.every((v, i) => Math.abs(v - expected[i]) <= 2e-3 * Math.max(1, Math.abs(expected[i])));
-  } catch {
-    await device.popErrorScope().catch(() => null);
-    return false;
   }
 }
 

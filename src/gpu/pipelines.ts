@@ -86,8 +86,20 @@ function expandIncludes(
   });
 }
 
+/** What a cached pipeline was built from: tests and reports check which kernel variant a plan runs. */
+export interface PipelineInfo {
+  shader: string;
+  entryPoint: string;
+  defines: Readonly<ShaderDefines>;
+  /** The prelude read weights as f16 (shader-f16) rather than through unpack2x16float. */
+  f16Weights: boolean;
+}
+
 export class PipelineCache {
   private readonly cache = new Map<string, GPUComputePipeline>();
+  private readonly infos = new WeakMap<GPUComputePipeline, PipelineInfo>();
+  private readonly failed = new WeakSet<GPUComputePipeline>();
+  private pending: Promise<void>[] = [];
   compiled = 0;
 
   /** `f16`: whether the device has shader-f16 (the shader prelude enables it). */
@@ -114,14 +126,31 @@ export class PipelineCache {
       label: `${name}:${entryPoint}`,
     });
     // Compilation errors are reported asynchronously; surface them on the next healthy-check.
-    device.popErrorScope().then((err) => {
-      if (err) {
-        this.cache.delete(key);
-        console.error(`shader ${name} failed to compile: ${err.message}`);
-      }
-    });
+    this.pending.push(
+      device.popErrorScope().then((err) => {
+        if (err) {
+          this.cache.delete(key);
+          this.failed.add(pipeline);
+          console.error(`shader ${name} failed to compile: ${err.message}`);
+        }
+      }),
+    );
+    this.infos.set(pipeline, { shader: name, entryPoint, defines: { ...defines }, f16Weights: this.f16 });
     this.cache.set(key, pipeline);
     this.compiled++;
     return pipeline;
+  }
+
+  /** The shader, entry point and defines a pipeline of this cache was compiled from. */
+  info(pipeline: GPUComputePipeline): PipelineInfo | undefined {
+    return this.infos.get(pipeline);
+  }
+
+  /** Waits for every compilation check so far; true when `pipeline` failed to compile (autotuning skips it). */
+  async failedToCompile(pipeline: GPUComputePipeline): Promise<boolean> {
+    const pending = this.pending;
+    this.pending = [];
+    await Promise.all(pending);
+    return this.failed.has(pipeline);
   }
 }

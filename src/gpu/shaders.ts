@@ -10,6 +10,7 @@ import matmul from "../../shaders/matmul.wgsl" with { type: "text" };
 import conv from "../../shaders/conv.wgsl" with { type: "text" };
 import gemm_io from "../../shaders/gemm_io.wgsl" with { type: "text" };
 import lora from "../../shaders/lora.wgsl" with { type: "text" };
+import sampler from "../../shaders/sampler.wgsl" with { type: "text" };
 
 export const SHADERS: Record<string, string> = {
   attention,
@@ -21,4 +22,5 @@ export const SHADERS: Record<string, string> = {
   conv,
   gemm_io,
   lora,
+  sampler,
 };

@@ -249,6 +249,26 @@ export function readITxt(png: Uint8Array): Record<string, string> {
   return out;
 }
 
+/** A PNG's text chunks (tEXt, Latin-1; uncompressed iTXt, UTF-8) as keyword → text, without decoding its
+ * pixels; {} for anything else. */
+export function readPngText(png: Uint8Array): Record<string, string> {
+  if (sniffImageMime(png) !== "image/png") return {};
+  const out: Record<string, string> = {};
+  const view = new DataView(png.buffer, png.byteOffset, png.byteLength);
+  const latin1 = new TextDecoder("latin1");
+  for (let at = 8; at + 12 <= png.length;) {
+    const length = view.getUint32(at);
+    const type = latin1.decode(png.subarray(at + 4, at + 8));
+    const data = png.subarray(at + 8, Math.min(png.length, at + 8 + length));
+    if (type === "tEXt") {
+      const k = data.indexOf(0);
+      if (k > 0) out[latin1.decode(data.subarray(0, k))] = latin1.decode(data.subarray(k + 1));
+    }
+    at += 12 + length;
+  }
+  return { ...out, ...readITxt(png) };
+}
+
 let crcTable: Uint32Array | undefined;
 
 function crc32(bytes: Uint8Array): number {

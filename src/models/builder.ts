@@ -10,7 +10,15 @@
 import type { Dispatch, Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
 import { bytesPerElement, type DType, numel, Tensor } from "../gpu/tensor.ts";
-import { conv2d, type Conv2dParams, convInputOperand, convOutSize, convPadding } from "../ops/conv.ts";
+import {
+  conv2d,
+  type Conv2dParams,
+  type ConvInput,
+  convInputOperand,
+  convOutSize,
+  convPadding,
+  convTakesPackedInput,
+} from "../ops/conv.ts";
 import { type Activation, geglu, linear } from "../ops/linear.ts";
 import { groupNorm, layerNorm } from "../ops/norm.ts";
 import { attention, attentionFlops, attentionWritesOperand } from "../ops/attention.ts";
@@ -18,7 +26,8 @@ import { concatChannels, resizeNearest, upsampleNearest2x } from "../ops/layout.
 import { type Activation as MapActivation, map, silu } from "../ops/elementwise.ts";
 import { timestepEmbedding } from "../ops/timestep.ts";
 import { embedding } from "../ops/embedding.ts";
-import { linearInputOperand, type PackedActivations } from "../ops/operand.ts";
+import { linearInputOperand, linearTakesPackedInput, type PackedActivations } from "../ops/operand.ts";
+import type { OpShape } from "../ops/tuning.ts";
 import type { WeightShapes } from "./declare.ts";
 import {
   type Compiled,
@@ -28,6 +37,7 @@ import {
   type GraphOptions,
   JointGemm,
   type Node,
+  planBytes,
   type RecordContext,
   Storage,
   Value,
@@ -121,6 +131,11 @@ export class ModelBuilder {
     this.graph.pinned.add(v.storage);
   }
 
+  /** The GEMM, conv and attention shapes recorded so far, in order (the autotuner tunes these). */
+  opShapes(): OpShape[] {
+    return this.graph.nodes.flatMap((n) => (n.op ? [n.op] : []));
+  }
+
   /** Sum of the GEMM-like work recorded so far (convs, linears, attention; a multiply-add = 2 FLOPs). */
   flops(): number {
     return this.graph.nodes.reduce((a, n) => a + n.flops, 0);
@@ -170,23 +185,42 @@ export class ModelBuilder {
         relu: o.relu,
         act: c.act,
       });
+    const op: OpShape = {
+      kind: "conv",
+      b: B,
+      h: H,
+      w: W,
+      cin,
+      cout,
+      kh,
+      kw,
+      stride,
+      padding,
+      act: this.act,
+      bias: !!bias,
+      timeBias: !!o.timeBias,
+      residual: !!o.residual,
+      relu: !!o.relu,
+    };
+    const input = (act: ActDType): ConvInput => ({
+      x: x.shape,
+      weight: [cout, cin, kh, kw],
+      stride,
+      padding,
+      residual: !!o.residual,
+      act,
+    });
     return this.node(
       [x, o.timeBias, o.residual],
       out,
       2 * numel(out.shape) * cin * kh * kw,
       (c) => run(c, c.tensor(x)),
       {
+        op,
         gemmInput: {
           x,
-          operand: (c) =>
-            convInputOperand(c.gpu, {
-              x: x.shape,
-              weight: [cout, cin, kh, kw],
-              stride,
-              padding,
-              residual: !!o.residual,
-              act: c.act,
-            }),
+          accepts: (gpu, act) => convTakesPackedInput(gpu, input(act)),
+          operand: (c) => convInputOperand(c.gpu, input(c.act)),
           record: run,
         },
       },
@@ -224,9 +258,31 @@ export class ModelBuilder {
         out: c.tensor(out.rows()),
         act: c.act,
       });
+    const op: OpShape = {
+      kind: "linear",
+      m: rows,
+      k,
+      n,
+      act: this.act,
+      geglu: false,
+      bias: !!bias,
+      residual: !!o.residual,
+      activation: o.activation ?? "none",
+    };
     return this.node([x, o.residual], out, 2 * rows * k * n, (c) => run(c, c.tensor(x.rows())), {
-      gemmInput: { x, operand: (c) => linearInputOperand(c.gpu, x.rows().shape, c.act), record: run },
+      op,
+      gemmInput: this.linearInput(x, run),
     });
+  }
+
+  /** How a linear or GEGLU over x reads x written as its operand by the producer before it. */
+  private linearInput(x: Value, record: (c: RecordContext, input: PackedActivations) => Dispatch[]) {
+    return {
+      x,
+      accepts: (gpu: Gpu) => linearTakesPackedInput(gpu, x.rows().shape),
+      operand: (c: RecordContext) => linearInputOperand(c.gpu, x.rows().shape, c.act),
+      record,
+    };
   }
 
   /** Weight names each joint GEMM of two or more linears reads: the model declares them to its Weights. */
@@ -259,13 +315,26 @@ export class ModelBuilder {
           out: new Tensor(c.buffer(gemm.out), [rows, gemm.width], c.act, gemm.out.label),
           act: c.act,
         });
+      // The autotuner tunes the joint GEMM's shape: n grows with the members below.
+      gemm.op = {
+        kind: "linear",
+        m: rows,
+        k,
+        n: 0,
+        act: this.act,
+        geglu: false,
+        bias: false,
+        residual: false,
+        activation: "none",
+      };
       this.node(
         [x],
         new Value(gemm.out, [rows, n], this.act, gemm.out.label),
         0,
         (c) => run(c, c.tensor(x.rows())),
         {
-          gemmInput: { x, operand: (c) => linearInputOperand(c.gpu, x.rows().shape, c.act), record: run },
+          op: gemm.op,
+          gemmInput: this.linearInput(x, run),
         },
       );
       gemm.node = this.graph.nodes[this.graph.nodes.length - 1];
@@ -275,6 +344,8 @@ export class ModelBuilder {
     g.width += n;
     g.out.bytes = rows * g.width * bytesPerElement(this.act);
     g.node!.flops += 2 * rows * k * n;
+    g.op!.n = g.width;
+    g.op!.bias ||= this.has(`${name}.bias`);
     return new Value(g.out, [...x.shape.slice(0, -1), n], this.act, this.prefix + name, { offset, of: g });
   }
 
@@ -293,8 +364,20 @@ export class ModelBuilder {
         out: c.tensor(out.rows()),
         act: c.act,
       });
+    const op: OpShape = {
+      kind: "linear",
+      m: rows,
+      k,
+      n: n2 / 2,
+      act: this.act,
+      geglu: true,
+      bias: true,
+      residual: false,
+      activation: "none",
+    };
     return this.node([x], out, 2 * rows * k * n2, (c) => run(c, c.tensor(x.rows())), {
-      gemmInput: { x, operand: (c) => linearInputOperand(c.gpu, x.rows().shape, c.act), record: run },
+      op,
+      gemmInput: this.linearInput(x, run),
     });
   }
 
@@ -313,7 +396,9 @@ export class ModelBuilder {
         silu: o.silu,
         act: c.act,
       });
-    return this.node([x], out, 0, (c) => run(c, c.tensor(out)), { packInto: run });
+    return this.node([x], out, 0, (c) => run(c, c.tensor(out)), {
+      writesOperand: { able: () => true, record: run },
+    });
   }
 
   /** LayerNorm `name` over the last axis. */
@@ -329,7 +414,9 @@ export class ModelBuilder {
         eps,
         act: c.act,
       });
-    return this.node([x], out, 0, (c) => run(c, c.tensor(out.rows())), { packInto: run });
+    return this.node([x], out, 0, (c) => run(c, c.tensor(out.rows())), {
+      writesOperand: { able: () => true, record: run },
+    });
   }
 
   /** Multi-head attention of q [B, Nq, H·D] over k, v [B, Nk, H·D] (flash-style: no Nq×Nk matrix). */
@@ -349,8 +436,19 @@ export class ModelBuilder {
         causal: o.causal,
         act: c.act,
       });
+    const op: OpShape = {
+      kind: "attention",
+      batch: B,
+      nq,
+      nk,
+      heads: o.heads,
+      headDim: o.headDim,
+      act: this.act,
+      causal: o.causal ?? false,
+    };
     return this.node([q, k, v], out, flops, (c) => run(c, c.tensor(out)), {
-      packInto: (c, to) => (attentionWritesOperand(o.heads, o.headDim, c.act) ? run(c, to) : null),
+      op,
+      writesOperand: { able: (act) => attentionWritesOperand(o.heads, o.headDim, act), record: run },
     });
   }
 
@@ -446,6 +544,14 @@ export class ModelBuilder {
     return compileGraph(this.graph, gpu, weights, this.act);
   }
 
+  /**
+   * The activation bytes `compile` would allocate on `gpu` (its `Plan.bytes`), without GPU work: the same
+   * walk over the nodes, sizes and reuse of released buffers. Without a GPU, as if nothing were fused.
+   */
+  activationBytes(gpu?: Gpu): number {
+    return planBytes(this.graph, gpu, this.act);
+  }
+
   private value(label: string, shape: readonly number[], dtype: DType = this.act): Value {
     return new Value(new Storage(numel(shape) * bytesPerElement(dtype), label), shape, dtype, label);
   }
@@ -455,14 +561,14 @@ export class ModelBuilder {
     out: Value,
     flops: number,
     record: (ctx: RecordContext) => Dispatch[],
-    fusion: Pick<Node, "packInto" | "gemmInput"> = {},
+    extra: Pick<Node, "op" | "writesOperand" | "gemmInput"> = {},
   ): Value {
     this.graph.nodes.push({
       reads: reads.filter((v): v is Value => v !== undefined),
       out,
       flops,
       record,
-      ...fusion,
+      ...extra,
     });
     return out;
   }

@@ -13,6 +13,7 @@ import type { Dispatch, Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
 import { type DType, numel, Tensor } from "../gpu/tensor.ts";
 import type { PackedActivations } from "../ops/operand.ts";
+import type { OpShape } from "../ops/tuning.ts";
 import { Plan } from "./plan.ts";
 import type { Weights } from "./weights.ts";
 
@@ -31,6 +32,8 @@ export class JointGemm {
   readonly names: string[] = [];
   width = 0;
   node?: Node;
+  /** Its shape for the autotuner (n = width, bias if any member has one). */
+  op?: Extract<OpShape, { kind: "linear" }>;
   constructor(readonly x: Value, readonly out: Storage) {}
 }
 
@@ -89,16 +92,22 @@ export interface Node {
   reads: Value[];
   out: Value;
   flops: number;
+  /** The GEMM, conv or attention shape, for the autotuner (ops/tuning.ts). */
+  op?: OpShape;
   record(ctx: RecordContext): Dispatch[];
-  /**
-   * A producer (norm, attention) that can write its output straight into the x operand of the GEMM after
-   * it (ops/operand.ts); null where it cannot for this shape.
-   */
-  packInto?(ctx: RecordContext, out: PackedActivations): Dispatch[] | null;
-  /** A GEMM that can read `x` already packed: where it wants it (null: no pack to save), and its dispatches. */
+  /** A producer (norm, attention) that can write its output straight into the x operand of the GEMM after it. */
+  writesOperand?: {
+    /** Whether it can at this precision (pure: plans are sized ahead with it). */
+    able(act: ActDType): boolean;
+    record(ctx: RecordContext, out: PackedActivations): Dispatch[];
+  };
+  /** A GEMM that can read `x` already packed (ops/operand.ts). */
   gemmInput?: {
     x: Value;
-    operand(ctx: RecordContext): PackedActivations | null;
+    /** Whether it packs x as a whole on this adapter, so that a producer should write it (pure). */
+    accepts(gpu: Gpu, act: ActDType): boolean;
+    /** Where the producer writes it. */
+    operand(ctx: RecordContext): PackedActivations;
     record(ctx: RecordContext, x: PackedActivations): Dispatch[];
   };
 }
@@ -144,19 +153,107 @@ export interface Compiled {
   probes: Map<string, Tensor>;
 }
 
+/**
+ * The nodes i whose output node i + 1 (a GEMM) reads as an operand they write: nothing else reads it and it
+ * is not pinned. Without a GPU (sizing without an adapter) nothing is fused.
+ */
+function fusedPairs(graph: Graph, gpu: Gpu | undefined, act: ActDType): Set<number> {
+  const fused = new Set<number>();
+  if (!graph.fuse || !gpu) return fused;
+  const readers = new Map<Storage, number>();
+  for (const n of graph.nodes) {
+    for (const s of new Set(n.reads.map((v) => v.storage))) {
+      readers.set(s, (readers.get(s) ?? 0) + 1);
+    }
+  }
+  graph.nodes.forEach((n, i) => {
+    const next = graph.nodes[i + 1];
+    if (
+      n.writesOperand?.able(act) && next?.gemmInput && next.gemmInput.x.storage === n.out.storage &&
+      !graph.pinned.has(n.out.storage) && readers.get(n.out.storage) === 1 && next.gemmInput.accepts(gpu, act)
+    ) fused.add(i);
+  });
+  return fused;
+}
+
+/**
+ * The allocation order of a plan, shared by compileGraph and planBytes so that sizing ahead gives the bytes
+ * the plan will hold: inputs first, then per node its output (a fused producer's output gets none), the
+ * node's dispatches, and the release of every buffer whose last reader it was.
+ */
+function walkPlan(
+  graph: Graph,
+  fused: ReadonlySet<number>,
+  on: {
+    allocate(s: Storage): void;
+    release(s: Storage): void;
+    record(n: Node): void;
+    /** A producer writing the operand of `gemm`, then (after the producer's releases) `gemm` itself. */
+    recordProducer(n: Node, gemm: Node): void;
+    recordGemm(gemm: Node): void;
+  },
+): void {
+  const { nodes, inputs, pinned } = graph;
+  const lastRead = new Map<Storage, number>();
+  nodes.forEach((n, i) => n.reads.forEach((v) => lastRead.set(v.storage, i)));
+  const live = new Set<Storage>();
+  const allocate = (s: Storage) => (live.add(s), on.allocate(s));
+  const releaseAfter = (n: Node, i: number) => {
+    for (const s of new Set([...n.reads.map((v) => v.storage), n.out.storage])) {
+      if (live.has(s) && !pinned.has(s) && (lastRead.get(s) ?? -1) <= i) {
+        live.delete(s);
+        on.release(s);
+      }
+    }
+  };
+  for (const v of inputs) allocate(v.storage);
+  for (let i = 0; i < nodes.length; i++) {
+    const n = nodes[i];
+    if (fused.has(i)) {
+      const gemm = nodes[i + 1];
+      on.recordProducer(n, gemm);
+      releaseAfter(n, i);
+      allocate(gemm.out.storage);
+      on.recordGemm(gemm);
+      releaseAfter(gemm, ++i);
+      continue;
+    }
+    allocate(n.out.storage);
+    on.record(n);
+    releaseAfter(n, i);
+  }
+}
+
+/**
+ * The activation bytes compileGraph would allocate (its Plan.bytes) for this adapter, without GPU work: the
+ * same walk, sizes and reuse of released buffers.
+ */
+export function planBytes(graph: Graph, gpu: Gpu | undefined, act: ActDType): number {
+  const sizes: number[] = [];
+  const free = new Map<number, number[]>();
+  const ids = new Map<Storage, number>();
+  walkPlan(graph, fusedPairs(graph, gpu, act), {
+    allocate(s) {
+      const size = Plan.roundSize(s.bytes);
+      ids.set(s, free.get(size)?.pop() ?? sizes.push(size) - 1);
+    },
+    release(s) {
+      const id = ids.get(s)!;
+      const list = free.get(sizes[id]) ?? [];
+      if (!list.includes(id)) list.push(id);
+      free.set(sizes[id], list);
+    },
+    record() {},
+    recordProducer() {},
+    recordGemm() {},
+  });
+  return sizes.reduce((a, b) => a + b, 0);
+}
+
 /** Compiles a recorded graph (see the header). */
 export function compileGraph(graph: Graph, gpu: Gpu, weights: Weights, act: ActDType): Compiled {
-  const { nodes, inputs, pinned } = graph;
   const plan = new Plan(gpu, act);
   const buffers = new Map<Storage, GPUBuffer>();
-  const lastRead = new Map<Storage, number>();
-  const readers = new Map<Storage, Set<number>>();
-  nodes.forEach((n, i) =>
-    n.reads.forEach((v) => {
-      lastRead.set(v.storage, i);
-      readers.set(v.storage, (readers.get(v.storage) ?? new Set()).add(i));
-    })
-  );
   const buffer = (s: Storage): GPUBuffer => {
     const b = buffers.get(s);
     if (!b) throw new Error(`model builder: ${s.label} is used before it is computed`);
@@ -165,12 +262,7 @@ export function compileGraph(graph: Graph, gpu: Gpu, weights: Weights, act: ActD
   const columns = (v: Value): Columns => {
     const n = v.shape[v.shape.length - 1];
     const width = v.slice?.of.width ?? n;
-    const tensor = new Tensor(
-      buffer(v.storage),
-      [...v.shape.slice(0, -1), width],
-      v.dtype,
-      v.storage.label,
-    );
+    const tensor = new Tensor(buffer(v.storage), [...v.shape.slice(0, -1), width], v.dtype, v.storage.label);
     return { tensor, offset: v.slice?.offset ?? 0, rowStride: width };
   };
   const tensor = (v: Value): Tensor => {
@@ -179,37 +271,19 @@ export function compileGraph(graph: Graph, gpu: Gpu, weights: Weights, act: ActD
     }
     return new Tensor(buffer(v.storage), v.shape, v.dtype, v.label);
   };
-  const allocate = (v: Value) => buffers.set(v.storage, plan.allocate(v.storage.bytes, v.storage.label));
-  const releaseAfter = (n: Node, i: number) => {
-    for (const s of new Set([...n.reads.map((v) => v.storage), n.out.storage])) {
-      const buffer = buffers.get(s);
-      if (buffer && !pinned.has(s) && (lastRead.get(s) ?? -1) <= i) plan.release(buffer);
-    }
-  };
-  for (const v of inputs) allocate(v);
-  const ctx: RecordContext = { gpu, weights, act: act, tensor, columns, buffer };
-  for (let i = 0; i < nodes.length; i++) {
-    const n = nodes[i];
-    const next = nodes[i + 1];
-    const packed = graph.fuse && n.packInto && next?.gemmInput &&
-        next.gemmInput.x.storage === n.out.storage && !pinned.has(n.out.storage) &&
-        readers.get(n.out.storage)?.size === 1
-      ? next.gemmInput.operand(ctx)
-      : null;
-    const producer = packed && n.packInto!(ctx, packed);
-    if (packed && producer) {
-      // n's output never gets a buffer: it exists only as next's x operand.
-      plan.add(producer);
-      releaseAfter(n, i);
-      allocate(next.out);
-      plan.add(next.gemmInput!.record(ctx, packed));
-      releaseAfter(next, ++i);
-      continue;
-    }
-    allocate(n.out);
-    plan.add(n.record(ctx));
-    releaseAfter(n, i);
-  }
+  const ctx: RecordContext = { gpu, weights, act, tensor, columns, buffer };
+  let operand: PackedActivations | undefined;
+  walkPlan(graph, fusedPairs(graph, gpu, act), {
+    allocate: (s) => buffers.set(s, plan.allocate(s.bytes, s.label)),
+    release: (s) => plan.release(buffers.get(s)!),
+    record: (n) => plan.add(n.record(ctx)),
+    // The producer's output never gets a buffer: it exists only as the GEMM's x operand.
+    recordProducer: (n, gemm) => {
+      operand = gemm.gemmInput!.operand(ctx);
+      plan.add(n.writesOperand!.record(ctx, operand));
+    },
+    recordGemm: (gemm) => plan.add(gemm.gemmInput!.record(ctx, operand!)),
+  });
   const probes = new Map([...graph.probes].map(([name, v]) => [name, tensor(v)]));
   return { plan, tensor, probes };
 }

@@ -13,9 +13,14 @@ export class Plan {
 
   constructor(readonly gpu: Gpu, readonly act: ActDType) {}
 
+  /** The size a buffer of `bytes` gets (a 16-byte multiple, at least 16). */
+  static roundSize(bytes: number): number {
+    return Math.max(16, Math.ceil(bytes / 16) * 16);
+  }
+
   /** A storage buffer of at least `bytes` (16-byte multiple), reusing a released one of that size. */
   allocate(bytes: number, label = ""): GPUBuffer {
-    const size = Math.max(16, Math.ceil(bytes / 16) * 16);
+    const size = Plan.roundSize(bytes);
     const reused = this.free.get(size)?.pop();
     if (reused) return reused;
     const buffer = this.gpu.storage(size, label);
@@ -74,6 +79,12 @@ export class PlanCache<P extends { plan: Plan }> {
     let total = 0;
     for (const p of this.plans.values()) total += p.plan.bytes;
     return total;
+  }
+
+  /** Releases one plan's activation buffers, if it was built. */
+  delete(key: string): void {
+    this.plans.get(key)?.plan.destroy();
+    this.plans.delete(key);
   }
 
   /** Releases every plan's activation buffers (weights stay). */

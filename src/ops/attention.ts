@@ -16,6 +16,7 @@ import type { Dispatch, Gpu } from "../gpu/device.ts";
 import type { ActDType, ShaderDefines } from "../gpu/pipelines.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import type { PackedActivations } from "./operand.ts";
+import { attentionKey, tunedChoice } from "./tuning.ts";
 
 /** A [B, N, ·] token tensor or a channel slice of one (offset and strides in elements). */
 export interface TokenSlice {
@@ -51,6 +52,8 @@ export interface AttentionParams {
   /** out = attention + residual; same layout (offset, strides) as out. */
   residual?: Tensor | TokenSlice;
   act: ActDType;
+  /** Overrides the tiling (tests, the autotuner). */
+  tiling?: AttentionTiling;
 }
 
 interface View {
@@ -125,15 +128,43 @@ const ELEM: Record<Mode, string> = {
   scalar: "act",
 };
 
+/** Queries per invocation, keys per softmax block, invocations per workgroup. */
+export interface AttentionTiling {
+  qpi: number;
+  kb: number;
+  wg: number;
+}
+
 /**
- * Tiling per head dim: QPI queries per invocation (a register budget of ~80 vec4 of queries; more makes
- * lavapipe's compile time explode), KB keys per softmax block, WG invocations per workgroup (one SIMD row).
+ * Default tiling per head dim: QPI queries per invocation (a register budget of ~80 vec4 of queries; more
+ * makes lavapipe's compile time explode), KB keys per softmax block, WG invocations per workgroup (one SIMD
+ * row). The autotuner may pick another per shape (autotune.ts), a forced `attention=` choice replaces it.
  */
-export function attentionTiling(headDim: number): { qpi: number; kb: number; wg: number } {
+export function attentionTiling(headDim: number): AttentionTiling {
   const dv = Math.ceil(headDim / 4);
   const qpi = Math.max(1, Math.min(16, Math.floor(80 / dv)));
   const kb = qpi * dv <= 40 ? 2 : 1;
   return { qpi, kb, wg: 8 };
+}
+
+function checkAttentionTiling(t: AttentionTiling): AttentionTiling {
+  const ok = (v: number, max: number) => Number.isInteger(v) && v >= 1 && v <= max;
+  if (!ok(t.qpi, 32) || !ok(t.kb, 8) || !ok(t.wg, 256)) {
+    throw new Error(`attention tiling: qpi 1-32, kb 1-8, wg 1-256, got ${JSON.stringify(t)}`);
+  }
+  return { qpi: t.qpi, kb: t.kb, wg: t.wg };
+}
+
+/** The tiling one attention call uses: the override, else the forced choice, else tuned, else default. */
+export function resolveAttentionTiling(
+  gpu: Gpu,
+  headDim: number,
+  key: string,
+  override?: AttentionTiling,
+): AttentionTiling {
+  if (override) return checkAttentionTiling(override);
+  if (gpu.choices.attention) return checkAttentionTiling(gpu.choices.attention);
+  return tunedChoice<AttentionTiling>(gpu, key) ?? attentionTiling(headDim);
 }
 
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
@@ -450,8 +481,9 @@ export function attention(gpu: Gpu, p: AttentionParams): Dispatch[] {
     : aligned(4)
     ? "p4f16"
     : "scalar";
-  const tiling = attentionTiling(headDim);
   const causal = p.causal ?? false;
+  const key = attentionKey(batch, nq, nk, heads, headDim, p.act, causal);
+  const tiling = resolveAttentionTiling(gpu, headDim, key, p.tiling);
   const pipeline = gpu.kernel("attention", {
     ACT: p.act,
     ELEM: ELEM[mode],

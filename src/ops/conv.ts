@@ -47,6 +47,7 @@ import {
 } from "./gemm.ts";
 import { tileCode } from "./gemm_tile.ts";
 import { checkPackedInput, type PackedActivations } from "./operand.ts";
+import { convKey } from "./tuning.ts";
 
 /** A conv weight repacked to [Cout, kh·kw, CinP/8] texels (see the header). */
 export interface ConvWeight {
@@ -149,27 +150,27 @@ export function convPadding(padding: Conv2dParams["padding"], kh: number, kw: nu
   throw new Error(`unknown conv padding "${padding}"`);
 }
 
+/** A conv's input as a producer would write it (ops/operand.ts). */
+export interface ConvInput {
+  x: readonly number[];
+  /** [Cout, Cin, kh, kw] */
+  weight: readonly number[];
+  stride: 1 | 2;
+  padding: Conv2dParams["padding"];
+  residual: boolean;
+  act: ActDType;
+}
+
 /**
- * Where a producer should write the input of this conv (ops/operand.ts): the scratch operand the conv would
- * pack x into, or null when the conv binds x as it is (buffer operands, Cin % 8 == 0), a producer cannot
- * write the texels (Cin % 8 != 0), or the conv runs in row bands (each band packs its own window).
+ * Whether a producer should write this conv's input as its operand (ops/operand.ts): the conv packs x as a
+ * whole (texture operands; not in row bands, where each band packs its own window) and a producer can write
+ * the texels (Cin % 8 == 0). Pure (no GPU work), so plans can be sized ahead.
  */
-export function convInputOperand(
-  gpu: Gpu,
-  o: {
-    x: readonly number[];
-    /** [Cout, Cin, kh, kw] */
-    weight: readonly number[];
-    stride: 1 | 2;
-    padding: Conv2dParams["padding"];
-    residual: boolean;
-    act: ActDType;
-  },
-): PackedActivations | null {
+export function convTakesPackedInput(gpu: Gpu, o: ConvInput): boolean {
   const mode = resolveTiling(gpu).mode;
   const [B, H, W, cin] = o.x;
   const [cout, , kh, kw] = o.weight;
-  if (cin % 8 !== 0 || storageOf(mode) === "buffer") return null;
+  if (cin % 8 !== 0 || storageOf(mode) === "buffer") return false;
   const pad = convPadding(o.padding, kh, kw);
   const ho = convOutSize(H, kh, o.stride, pad.top, pad.bottom);
   const wo = convOutSize(W, kw, o.stride, pad.left, pad.right);
@@ -177,9 +178,14 @@ export function convInputOperand(
   const out = B * ho * wo * cout * bpe;
   const bytes = { x: numel(o.x) * bpe, out, residual: o.residual ? out : undefined };
   const g: ConvGeometry = { B, H, W, cin, ho, wo, cout, kh, stride: o.stride, padTop: pad.top };
-  const xPix = xRowTexels(cin, o.act);
-  if (needsBands(gpu, bytes, g, xPix, storageOf(mode), bindingLimit(gpu))) return null;
-  return { operand: scratchOperand(gpu, mode, B * H * W * xPix), shape: o.x, act: o.act };
+  return !needsBands(gpu, bytes, g, xRowTexels(cin, o.act), storageOf(mode), bindingLimit(gpu));
+}
+
+/** Where a producer writes the conv's input (see convTakesPackedInput): the scratch operand the conv packs into. */
+export function convInputOperand(gpu: Gpu, o: ConvInput): PackedActivations {
+  const [B, H, W, cin] = o.x;
+  const texels = B * H * W * xRowTexels(cin, o.act);
+  return { operand: scratchOperand(gpu, resolveTiling(gpu).mode, texels), shape: o.x, act: o.act };
 }
 
 /**
@@ -189,9 +195,14 @@ export function convInputOperand(
 export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
   const op = `conv2d${p.label ? ` ${p.label}` : ""}`;
   checkAct(gpu, p.act, op);
-  const tiling = resolveTiling(gpu, p.tiling);
   const w = p.weight;
   if (w?.kind !== "conv-weight") throw new Error(`${op}: weight must come from prepareConvWeight`);
+  // Without an override, the autotuner's pick for this shape; split-K is a linear-only kernel, so a forced
+  // split-K tile runs convs as the plain register tile.
+  const key = p.x.shape.length === 4
+    ? convKey(p.x.shape[0], p.x.shape[1], p.x.shape[2], w.cin, w.cout, w.kh, p.stride, p.padding, p.act)
+    : undefined;
+  const tiling = { ...resolveTiling(gpu, p.tiling, p.tiling ? undefined : key), splitK: false };
   if (w.storage !== storageOf(tiling.mode)) {
     throw new Error(
       `${op}: weight was prepared for ${w.storage} operands, tiling "${tiling.mode}" reads ${

@@ -15,6 +15,8 @@
 import { type Dispatch, type Gpu, GpuError } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+import type { TilingName } from "../gpu/choices.ts";
+import { tunedChoice } from "./tuning.ts";
 
 /** Register tile and operand storage of the GEMM kernels. */
 export interface GemmTiling {
@@ -31,12 +33,20 @@ export interface GemmTiling {
   tn: number;
   /** Invocations per workgroup. */
   wg: number;
+  /**
+   * Linear/GEGLU only (texture or buffer operands): one workgroup is one subgroup (wg = the adapter's fixed
+   * subgroup size) computing one tm×tn tile, its lanes taking interleaved k-steps, reduced with subgroupAdd.
+   * For few rows and long K (the time embedding: M = 2, K = 1280; CLIP and the cross-attention K/V
+   * projections: M = 154), where the register tile leaves most lanes idle. Needs the subgroups feature.
+   */
+  splitK?: boolean;
 }
 
 /**
  * Per-adapter tiling table. llvmpipe: big register tiles, operands in textures, one SIMD row (8 lanes) per
  * workgroup (measured, see shaders/matmul.wgsl). Other adapters: workgroup-memory tiling with 64×64 blocks
- * (not measured here: no discrete GPU was available; "buffer" is the barrier-free alternative).
+ * (not measured here: no discrete GPU was available; "buffer" is the barrier-free alternative). The
+ * autotuner (autotune.ts) may pick another candidate per shape on the adapter in use.
  */
 export const GEMM_TILINGS: Record<"llvmpipe" | "gpu", GemmTiling> = {
   llvmpipe: { mode: "texture", tm: 16, tn: 16, wg: 8 },
@@ -50,42 +60,85 @@ const MODE_DEFAULTS: Record<GemmTiling["mode"], GemmTiling> = {
   shared: GEMM_TILINGS.gpu,
 };
 
+/** The forced-choice names of the modes (src/gpu/choices.ts). */
+const MODE_OF: Record<TilingName, GemmTiling["mode"]> = {
+  texture: "texture",
+  workgroup: "shared",
+  registers: "buffer",
+};
+
 /** Texture or storage buffer: how a mode stores its packed operands. */
 export function storageOf(mode: GemmTiling["mode"]): "texture" | "buffer" {
   return mode === "texture" ? "texture" : "buffer";
 }
 
-const tilingCache = new WeakMap<Gpu, { name: keyof typeof GEMM_TILINGS; tiling: GemmTiling }>();
+export interface TilingChoice {
+  /** The adapter's table row. */
+  name: keyof typeof GEMM_TILINGS;
+  /** The tiling GEMMs and convs use unless tuned per shape: the table row, or the forced choice. */
+  tiling: GemmTiling;
+  /** "forced": --gpu-choices / SD_GPU_FORCE set the tiling, tile or split-K (no tuning then). */
+  source: "adapter" | "forced";
+}
 
-/** The tiling chosen for this adapter, and the table row it came from. */
-export function gemmTiling(gpu: Gpu): { name: keyof typeof GEMM_TILINGS; tiling: GemmTiling } {
+const tilingCache = new WeakMap<Gpu, TilingChoice>();
+
+/** The tiling chosen for this adapter (or forced), and the table row of the adapter. */
+export function gemmTiling(gpu: Gpu): TilingChoice {
   let choice = tilingCache.get(gpu);
   if (!choice) {
     const a = gpu.report.adapter;
     const name = /llvmpipe|lavapipe|swiftshader/i.test(a.description) || a.fallback ? "llvmpipe" : "gpu";
-    choice = { name, tiling: GEMM_TILINGS[name] };
+    const c = gpu.choices;
+    if (c.tiling || c.tile || c.splitK !== undefined) {
+      const mode = c.tiling ? MODE_OF[c.tiling] : GEMM_TILINGS[name].mode;
+      const base = MODE_DEFAULTS[mode];
+      const tile = c.tile ? { tm: c.tile.tm, tn: c.tile.tn, ...(c.tile.wg ? { wg: c.tile.wg } : {}) } : {};
+      const tiling = checkTiling(gpu, { ...base, ...tile, splitK: c.splitK ?? false }, "forced GPU choices");
+      choice = { name, tiling, source: "forced" };
+    } else {
+      choice = { name, tiling: GEMM_TILINGS[name], source: "adapter" };
+    }
     tilingCache.set(gpu, choice);
   }
   return choice;
 }
 
-export function resolveTiling(gpu: Gpu, override?: Partial<GemmTiling>): GemmTiling {
-  const adapter = gemmTiling(gpu).tiling;
+/**
+ * The tiling of one GEMM or conv: the adapter's (or forced) tiling, else the autotuner's pick for `shapeKey`
+ * (see tuning.ts), with a caller's override on top (tests, benchmarks).
+ */
+export function resolveTiling(gpu: Gpu, override?: Partial<GemmTiling>, shapeKey?: string): GemmTiling {
+  const choice = gemmTiling(gpu);
+  // A tuned tiling reads the same operand storage as the adapter's (weights are packed once for it).
+  const tuned = choice.source === "adapter" && shapeKey ? tunedChoice<GemmTiling>(gpu, shapeKey) : undefined;
+  const adapter = tuned && storageOf(tuned.mode) === storageOf(choice.tiling.mode) ? tuned : choice.tiling;
   const base = override?.mode && override.mode !== adapter.mode ? MODE_DEFAULTS[override.mode] : adapter;
   if (!base) throw new Error(`GEMM tiling: bad mode ${override?.mode}`);
-  const t = { ...base, ...override };
+  return checkTiling(gpu, { ...base, ...override }, "GEMM tiling");
+}
+
+function checkTiling(gpu: Gpu, t: GemmTiling, what: string): GemmTiling {
   if (t.mode === "shared") {
     if (!Number.isInteger(t.tm) || t.tm < 1 || t.tm > 8) {
-      throw new Error(`GEMM tiling: shared mode needs tm 1-8`);
+      throw new Error(`${what}: shared mode needs tm 1-8`);
     }
+    if (t.splitK) throw new Error(`${what}: split-K needs texture or buffer operands, not workgroup tiling`);
     return { mode: "shared", tm: t.tm, tn: 4, wg: 256 };
   }
   for (const k of ["tm", "tn", "wg"] as const) {
-    if (!Number.isInteger(t[k]) || t[k] < 1 || t[k] > 256) throw new Error(`GEMM tiling: bad ${k}=${t[k]}`);
+    if (!Number.isInteger(t[k]) || t[k] < 1 || t[k] > 256) throw new Error(`${what}: bad ${k}=${t[k]}`);
   }
-  if (t.tn % 4 !== 0) throw new Error(`GEMM tiling: tn=${t.tn} must be a multiple of 4`);
-  if (t.mode !== "texture" && t.mode !== "buffer") throw new Error(`GEMM tiling: bad mode ${t.mode}`);
-  return t;
+  if (t.tn % 4 !== 0) throw new Error(`${what}: tn=${t.tn} must be a multiple of 4`);
+  if (t.mode !== "texture" && t.mode !== "buffer") throw new Error(`${what}: bad mode ${t.mode}`);
+  if (!t.splitK) return { mode: t.mode, tm: t.tm, tn: t.tn, wg: t.wg };
+  const size = gpu.report.subgroupSize;
+  if (size === null) {
+    throw new Error(
+      `${what}: split-K needs subgroups of a fixed size (subgroups: ${gpu.report.subgroups})`,
+    );
+  }
+  return { mode: t.mode, tm: t.tm, tn: t.tn, wg: size, splitK: true };
 }
 
 /**

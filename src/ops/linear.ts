@@ -18,6 +18,7 @@ import {
   checkDType,
   fitShared,
   type GemmTiling,
+  gemmTiling,
   makeDispatch,
   resolveTiling,
   type Resource,
@@ -26,6 +27,7 @@ import {
 import { tileCode } from "./gemm_tile.ts";
 import { asLinearWeight, type LinearWeight } from "./gemm_weights.ts";
 import { checkPackedInput, type PackedActivations } from "./operand.ts";
+import { linearKey, tunedChoice } from "./tuning.ts";
 
 export type Activation = "none" | "gelu" | "gelu_tanh" | "quick_gelu" | "silu";
 
@@ -88,11 +90,13 @@ function gemm(gpu: Gpu, s: GemmSpec): Dispatch[] {
     ? { operand: s.x.operand.resource, dispatches: [] }
     : activationOperand(gpu, s.x, s.m, k, s.act, mode, s.label);
   const vecOut = s.n % 4 === 0;
+  const splitK = !shared && !!s.tiling.splitK;
   const code = shared
     ? { SHARED: true, SHARED_A: 32 * (16 * tm + 1) }
     : tileCode({ tm, tn, xf16: s.act === "f16", geglu: s.geglu });
   const defines: ShaderDefines = {
     GEMM: true,
+    SPLITK: splitK,
     ACT: s.act,
     XF16: s.act === "f16",
     TEX: mode === "texture",
@@ -138,8 +142,11 @@ function gemm(gpu: Gpu, s: GemmSpec): Dispatch[] {
     resources.push(s.residual.buffer);
   }
   const pipeline = gpu.kernel("matmul", defines, shared ? "gemm_shared" : "gemm");
+  // Split-K: one workgroup (one subgroup) per tile.
   const grid: number | [number, number] = shared
     ? [Math.ceil(s.n / 64), Math.ceil(s.m / (16 * tm))]
+    : splitK
+    ? tiles
     : Math.ceil(tiles / wg);
   return [...xPack.dispatches, makeDispatch(gpu, pipeline, resources, grid, s.label)];
 }
@@ -187,10 +194,12 @@ function checkRows(op: string, what: string, t: Tensor, cols: number): number {
 export function linear(gpu: Gpu, p: LinearParams): Dispatch[] {
   const op = `linear${p.label ? ` ${p.label}` : ""}`;
   checkAct(gpu, p.act, op);
-  const tiling = resolveTiling(gpu, p.tiling);
-  const weight = asLinearWeight(gpu, p.weight, tiling.mode, op);
+  const base = resolveTiling(gpu, p.tiling);
+  const weight = asLinearWeight(gpu, p.weight, base.mode, op);
   const { n, k } = weight;
-  const m = inputRows(op, p.x, k, p.act, tiling.mode);
+  const m = inputRows(op, p.x, k, p.act, base.mode);
+  // Without an override, the autotuner's pick for this shape (same operand storage as `base`).
+  const tiling = p.tiling ? base : resolveTiling(gpu, undefined, linearKey(m, k, n, p.act, false));
   checkDType(p.out, p.act, "out", op);
   if (checkRows(op, "out", p.out, n) !== m) {
     throw new Error(`${op}: out [${p.out.shape}] must hold ${m}×${n} values for x [${p.x.shape}]`);
@@ -240,16 +249,21 @@ export interface GegluParams {
 export function geglu(gpu: Gpu, p: GegluParams): Dispatch[] {
   const op = `geglu${p.label ? ` ${p.label}` : ""}`;
   checkAct(gpu, p.act, op);
-  // Two accumulator sets: half the columns keep the register tile (and compile time) of a linear.
   const base = resolveTiling(gpu, p.tiling);
-  const tiling = p.tiling?.tn || base.mode === "shared"
-    ? base
-    : { ...base, tn: Math.max(4, 4 * Math.floor(base.tn / 8)) };
-  const weight = asLinearWeight(gpu, p.weight, tiling.mode, op);
+  const weight = asLinearWeight(gpu, p.weight, base.mode, op);
   const { n: n2, k } = weight;
   if (n2 % 2 !== 0) throw new Error(`${op}: weight has ${n2} rows, expected an even 2·D`);
   const d = n2 / 2;
-  const m = inputRows(op, p.x, k, p.act, tiling.mode);
+  const m = inputRows(op, p.x, k, p.act, base.mode);
+  // A tuned tiling is used as it was measured; otherwise two accumulator sets: half the columns keep the
+  // register tile (and compile time) of a linear.
+  const key = linearKey(m, k, d, p.act, true);
+  const tuned = !p.tiling && gemmTiling(gpu).source === "adapter" && tunedChoice(gpu, key) !== undefined;
+  const tiling = tuned
+    ? resolveTiling(gpu, undefined, key)
+    : p.tiling?.tn || base.mode === "shared" || base.splitK
+    ? base
+    : { ...base, tn: Math.max(4, 4 * Math.floor(base.tn / 8)) };
   checkDType(p.out, p.act, "out", op);
   if (checkRows(op, "out", p.out, d) !== m) {
     throw new Error(`${op}: out [${p.out.shape}] must hold ${m}×${d} values for x [${p.x.shape}]`);

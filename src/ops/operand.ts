@@ -51,19 +51,22 @@ export function checkPackedInput(
 }
 
 /**
- * Where a producer should write x [..., K] for a linear / GEGLU that packs its input (texture operands, or
- * K % 8 != 0 on buffers), or null when there is nothing to save: the GEMM binds x as it is (buffer operands,
- * K % 8 == 0) or a producer cannot write the texels (K % 8 != 0). The operand is the scratch the GEMM would
- * pack into, so producer and GEMM must be adjacent in the dispatch list (see gemm.ts `scratchOperand`).
+ * Whether a producer should write x [..., K] of a linear / GEGLU as its operand: the GEMM packs its input
+ * (texture operands) and a producer can write the texels (K % 8 == 0). Not on buffer operands, where a
+ * GEMM over K % 8 == 0 binds x as it is: nothing to save. Pure (no GPU work), so plans can be sized ahead.
  */
-export function linearInputOperand(
-  gpu: Gpu,
-  shape: readonly number[],
-  act: ActDType,
-): PackedActivations | null {
+export function linearTakesPackedInput(gpu: Gpu, shape: readonly number[]): boolean {
   const k = shape[shape.length - 1];
-  const mode = resolveTiling(gpu).mode;
-  if (k % 8 !== 0 || storageOf(mode) === "buffer") return null;
+  return k % 8 === 0 && storageOf(resolveTiling(gpu).mode) === "texture";
+}
+
+/**
+ * Where a producer writes x [..., K] for a linear / GEGLU (see linearTakesPackedInput): the scratch operand
+ * the GEMM would pack into, so producer and GEMM must be adjacent in the dispatch list (see gemm.ts
+ * `scratchOperand`).
+ */
+export function linearInputOperand(gpu: Gpu, shape: readonly number[], act: ActDType): PackedActivations {
+  const k = shape[shape.length - 1];
   const rows = numel(shape) / k;
-  return { operand: scratchOperand(gpu, mode, rows * xRowTexels(k, act)), shape, act };
+  return { operand: scratchOperand(gpu, resolveTiling(gpu).mode, rows * xRowTexels(k, act)), shape, act };
 }

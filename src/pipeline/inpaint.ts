@@ -3,7 +3,8 @@
 // - an inpainting UNet (in_channels 9 = latents 4 + mask 1 + masked-image latents 4) gets
 //   cat([scale_model_input(latents), mask, masked_image_latents]) on every evaluation;
 // - an ordinary UNet (in_channels 4) denoises the whole latent, and after every step the area to keep is
-//   replaced by the original image's latents noised to the next timestep (clean after the last step).
+//   replaced by the original image's latents noised to the next timestep (clean after the last step): the
+//   GPU sampler does it in its update (gpu_sampler.ts, `LatentBlend`).
 //
 // Random draws, from the run's one generator, in diffusers' order:
 //   1. the image's VAE posterior sample     (4-channel UNet, or strength < 1)
@@ -14,8 +15,11 @@
 import { decodeImage, encodeImage, resizeRgb, rgbToNchw } from "../image/convert.ts";
 import { imageSize } from "../image/codec.ts";
 import { maskSizeProblem, preprocessMask } from "../image/mask.ts";
+import { checkA1111Inpaint } from "./a1111_inpaint.ts";
 import { img2imgSchedule, type Scheduler } from "../schedulers/index.ts";
 import type { TorchGenerator } from "../schedulers/rng.ts";
+import { repeat } from "./batch.ts";
+import type { LatentBlend } from "./gpu_sampler.ts";
 import { type GenerateRequest, RequestError } from "./types.ts";
 
 /** What the UNet's input channels say about it: an ordinary denoiser or an inpainting one. */
@@ -47,6 +51,8 @@ export function checkInpaintRequest(req: GenerateRequest, kind: UNetKind): void 
         "masked image): it needs an image and a mask (white repaints)",
     );
   }
+  // A1111's mask is stretched to the output whatever its shape (a1111_inpaint.ts).
+  if (req.a1111Inpaint) return checkA1111Inpaint(req);
   if (!req.mask || !req.initImage) return;
   const image = imageSize(req.initImage);
   if (!image) throw new RequestError("image", "image: not a readable PNG or JPEG");
@@ -82,21 +88,28 @@ export interface InpaintHost {
 
 /** Where the denoising loop starts and what it adds to each evaluation. */
 export interface LoopStart {
+  /** NCHW [N, C, h, w]: one row per image of the batch. */
   latents: Float32Array;
   startIndex: number;
-  /** NCHW [1, C, h, w] appended to the scaled latents on every UNet evaluation (mask, masked latents). */
+  /** NCHW [N, Cc, h, w], image i's appended to its scaled latents on every UNet evaluation (mask, masked
+   * latents). */
   condition?: Float32Array;
-  /** Applied to the latents after each scheduler step (evaluation index `i`). */
-  afterStep?: (latents: Float32Array, i: number) => Float32Array;
+  /** Blended into the latents after each scheduler step (4-channel inpainting). */
+  blend?: LatentBlend;
 }
 
-/** The initial latents and per-step hooks of an inpainting run (request already validated). */
+/**
+ * The initial latents and per-step hooks of an inpainting run (request already validated), for `count`
+ * images from the one generator as diffusers' `num_images_per_prompt` draws them: the posterior samples are
+ * of the one image (repeated), the noise `[count, C, h, w]` at once.
+ */
 export async function inpaintingStart(
   host: InpaintHost,
   kind: UNetKind,
   req: GenerateRequest,
   scheduler: Scheduler,
   generator: TorchGenerator,
+  count = 1,
 ): Promise<LoopStart> {
   const { width, height } = req;
   const C = host.latentChannels;
@@ -122,10 +135,11 @@ export async function inpaintingStart(
   const fromNoise = strength === 1;
 
   // 1–2. Image latents and the initial latents.
-  const imageLatents = kind === "plain" || !fromNoise
+  const encoded = kind === "plain" || !fromNoise
     ? await host.encodeLatents(image, height, width, generator)
     : undefined;
-  const noise = generator.randn(shape);
+  const imageLatents = encoded && repeat(encoded, count);
+  const noise = generator.randn([count, ...shape.slice(1)]);
   const latents = fromNoise
     ? noise.map((v) => Math.fround(v * scheduler.initNoiseSigma))
     : scheduler.addNoise(imageLatents!, noise, startIndex);
@@ -134,21 +148,8 @@ export async function inpaintingStart(
   const mask = latentMask(pixelMask, width, height);
   if (kind === "plain") {
     generator.randn(shape); // diffusers encodes it (and draws) even though this UNet never reads it
-    const last = scheduler.timesteps.length - 1;
-    return {
-      latents,
-      startIndex,
-      // (1 − m)·add_noise(image_latents, noise, t_next) + m·latents, in float32 as torch computes it.
-      afterStep: (x, i) => {
-        const keep = i < last ? scheduler.addNoise(imageLatents!, noise, i + 1) : imageLatents!;
-        const out = new Float32Array(x.length);
-        for (let k = 0; k < x.length; k++) {
-          const m = mask[k % plane];
-          out[k] = Math.fround(Math.fround((1 - m) * keep[k]) + Math.fround(m * x[k]));
-        }
-        return out;
-      },
-    };
+    // (1 − m)·add_noise(image_latents, noise, t_next) + m·latents after every step.
+    return { latents, startIndex, blend: { original: imageLatents!, noise, mask } };
   }
   const masked = new Float32Array(image.length);
   const pixels = width * height;
@@ -158,5 +159,5 @@ export async function inpaintingStart(
   const condition = new Float32Array((1 + C) * plane);
   condition.set(mask, 0);
   condition.set(maskedLatents, plane);
-  return { latents, startIndex, condition };
+  return { latents, startIndex, condition: repeat(condition, count) };
 }

@@ -20,7 +20,10 @@ import { bundledClipTokenizer } from "../text/default_tokenizer.ts";
 import { LoraAdapters } from "../models/lora/adapters.ts";
 import { LoraLibrary } from "../models/lora/library.ts";
 import { StableDiffusionPipeline } from "./pipeline.ts";
+import { tuneGeneration, type TuneRequest } from "../models/op_shapes.ts";
+import type { TuneSummary } from "../ops/autotune.ts";
 import type { DecoderName, SamplerName } from "./types.ts";
+import { readModelDefaults } from "./defaults.ts";
 import type { SchedulerConfig } from "../schedulers/common.ts";
 
 export interface LoadOptions extends OpenModelOptions {
@@ -35,6 +38,14 @@ export interface LoadOptions extends OpenModelOptions {
   decoder?: DecoderName;
   /** Called as weights upload: fraction in [0, 1]. */
   onProgress?: (fraction: number, what: string) => void;
+  /**
+   * Autotune kernel tiles for this model's shapes once its weights are on the GPU (results cached per
+   * adapter; "retune" measures again). Default "off": commands ask for it, tests do not.
+   */
+  tune?: "auto" | "retune" | "off";
+  /** Sizes, budget and cache of the tuning pass; its summary goes to `onTuned`. */
+  tuneOptions?: TuneRequest;
+  onTuned?: (summary: TuneSummary) => void;
   /** Folder of LoRA .safetensors files that requests name by file stem. */
   loraDir?: string;
   /** LoRA files also named by stem (the CLI's --lora FILE); they shadow the folder's. */
@@ -43,6 +54,8 @@ export interface LoadOptions extends OpenModelOptions {
   loraStrict?: boolean;
   /** Where LoRA warnings go (default console.warn). */
   onWarning?: (message: string) => void;
+  /** Activation budget of one batched UNet evaluation (pipeline/batch.ts). */
+  batchBudgetBytes?: number;
 }
 
 /** diffusers scheduler class → our sampler name (the folder's default sampler). */
@@ -128,6 +141,33 @@ export async function loadPipeline(
       );
     }
     const name = path.replace(/\/+$/, "").split("/").pop() ?? path;
+    const defaultSampler = defaultSamplerOf(model.scheduler);
+    const defaults = await readModelDefaults(path, {
+      sampleSize: model.unet!.config.sample_size ?? undefined,
+      vaeLevels: model.vae!.config.block_out_channels.length,
+      defaultSampler,
+    });
+    if (options.tune && options.tune !== "off") {
+      options.onProgress?.(1, "autotune");
+      const configs = {
+        unet: model.unet!.config,
+        vae: model.vae!.config,
+        textEncoder: model.textEncoder!.config,
+      };
+      const t = options.tuneOptions ?? {};
+      const sizes = [...(t.sizes ?? [])];
+      // The model's default size (what serve warms, and requests without a size get), unless sizes are named.
+      if (t.native || sizes.length === 0) sizes.unshift({ width: defaults.width, height: defaults.height });
+      const summary = await tuneGeneration(gpu, configs, act, {
+        ...t,
+        sizes,
+        native: false,
+        batch: t.batch ?? (defaults.guidanceScale > 1 ? 2 : 1),
+        steps: t.steps ?? defaults.steps,
+        retune: options.tune === "retune" || t.retune,
+      });
+      options.onTuned?.(summary);
+    }
     const textEncoder = new ClipTextModel(gpu, model.textEncoder!.config, teWeights, act);
     const unet = new UNet(gpu, model.unet!.config, unetWeights, act);
     const loras = new LoraAdapters(
@@ -147,7 +187,9 @@ export async function loadPipeline(
       taesd,
       decoder: options.decoder,
       schedulerConfig: { ...model.scheduler, prediction_type: model.predictionType } as SchedulerConfig,
-      defaultSampler: defaultSamplerOf(model.scheduler),
+      defaultSampler: defaults.sampler ?? defaultSampler,
+      defaults,
+      batchBudgetBytes: options.batchBudgetBytes,
     });
   } finally {
     model.close();

@@ -10,27 +10,24 @@ import type { UNet } from "../models/unet/unet.ts";
 import type { Vae } from "../models/vae/vae.ts";
 import type { Taesd } from "../models/taesd/taesd.ts";
 import { nchwToNhwc, nhwcToNchw } from "../util/host_tensor.ts";
-import { TorchGenerator } from "../schedulers/rng.ts";
-import { createScheduler, img2imgSchedule } from "../schedulers/index.ts";
-import type { NoiseSource, Scheduler, SchedulerConfig } from "../schedulers/common.ts";
+import type { TorchGenerator } from "../schedulers/rng.ts";
+import { createScheduler } from "../schedulers/index.ts";
+import type { SchedulerConfig } from "../schedulers/common.ts";
 import type { ClipTokenizer } from "../text/tokenizer.ts";
 import type { LoraAdapters } from "../models/lora/adapters.ts";
 import { LoraError } from "../models/lora/file.ts";
 import { splitLoraTags } from "../models/lora/tags.ts";
 import type { PromptWeighting } from "../text/prompt_weights.ts";
 import { encodePrompts, type TextContext } from "./text_encoding.ts";
+import { a1111Parameters, decodedToRgb, encodeImage, latentPreview, mimeOf } from "../image/convert.ts";
+import type { ModelDefaults } from "./defaults.ts";
+import { checkInpaintRequest, type UNetKind, unetKind } from "./inpaint.ts";
+import { withA1111Inpaint } from "./a1111_inpaint.ts";
+import { BatchRandom, DEFAULT_BATCH_BUDGET_BYTES, imagesPerCall, splitBatch } from "./batch.ts";
+import { batchStart } from "./start.ts";
+import { denoiseOnGpu, type DenoiseOptions, type DenoiseStep } from "./denoise.ts";
 import {
-  a1111Parameters,
-  decodedToRgb,
-  decodeImage,
-  encodeImage,
-  latentPreview,
-  mimeOf,
-  resizeRgb,
-  rgbToNchw,
-} from "../image/convert.ts";
-import { checkInpaintRequest, inpaintingStart, type LoopStart, type UNetKind, unetKind } from "./inpaint.ts";
-import {
+  AbortError,
   type DecoderName,
   type Engine,
   type GenerateRequest,
@@ -40,6 +37,7 @@ import {
   RequestError,
   SAMPLER_NAMES,
   type SamplerName,
+  SEED_MODES,
 } from "./types.ts";
 import { previewLatentSize, taesdDecode, taesdPreview } from "./taesd.ts";
 
@@ -58,15 +56,13 @@ export interface PipelineParts {
   defaultSampler: SamplerName;
   /** The LoRA sets this model can merge (absent: requests naming LoRAs are refused). */
   loras?: LoraAdapters;
-  /** Extra bytes held by the caller (e.g. nothing); weights and plans are counted from the models. */
+  /** Activation budget of one batched UNet evaluation (batch.ts); default DEFAULT_BATCH_BUDGET_BYTES. */
+  batchBudgetBytes?: number;
+  /** The model's defaults for what a request leaves out (defaults.ts). */
+  defaults?: ModelDefaults;
 }
 
-export class AbortError extends Error {
-  constructor() {
-    super("generation cancelled");
-    this.name = "AbortError";
-  }
-}
+export { AbortError };
 
 /** Latent channels × 8 pixels per latent: the UNet needs the latent divisible by 2^(levels-1). */
 export function sizeMultiple(unet: UNet): number {
@@ -76,12 +72,14 @@ export function sizeMultiple(unet: UNet): number {
 export class StableDiffusionPipeline implements Engine {
   readonly modelName: string;
   readonly defaultSampler: SamplerName;
+  readonly defaults?: ModelDefaults;
   /** "inpainting" for a 9-channel UNet (every request needs image and mask); throws for other widths. */
   readonly unetKind: UNetKind;
 
   constructor(readonly parts: PipelineParts) {
     this.modelName = parts.name;
     this.defaultSampler = parts.defaultSampler;
+    this.defaults = parts.defaults;
     this.unetKind = unetKind(parts.unet.config.in_channels, parts.vae.config.latent_channels);
   }
 
@@ -135,27 +133,49 @@ export class StableDiffusionPipeline implements Engine {
           `raise steps to at least ${Math.ceil(1 / strength!)}`,
       );
     }
+    const count = req.numImages ?? 1;
+    if (!Number.isInteger(count) || count < 1) {
+      throw new RequestError("num_images", "num_images must be an integer ≥ 1");
+    }
+    if (req.seedMode !== undefined && !SEED_MODES.includes(req.seedMode)) {
+      throw new RequestError("seed_mode", `seed_mode must be one of ${SEED_MODES.join(", ")}`);
+    }
     checkInpaintRequest(req, this.unetKind);
   }
 
   async *generate(req: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
     this.validate(req);
+    // A1111's mask steps, when asked for, around the run, in this (the engine's) thread.
+    yield* withA1111Inpaint(req, (r) => this.#run(r, signal));
+  }
+
+  /** One validated run (an A1111 request's as a1111_inpaint.ts prepared it). */
+  async *#run(req: GenerateRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
     const { vae } = this.parts;
     const t0 = performance.now();
     const prompt = await this.useLoras(req);
     const seed = req.seed ?? Math.floor(Math.random() * 2 ** 32);
+    const count = req.numImages ?? 1;
+    const random = new BatchRandom(req.seedMode ?? "diffusers", seed, count);
     const sampler = req.sampler ?? this.defaultSampler;
     const scheduler = createScheduler(sampler, this.parts.schedulerConfig, { eta: req.eta });
     scheduler.setTimesteps(req.steps);
-    const generator = new TorchGenerator(seed);
     const h = req.height / 8;
     const w = req.width / 8;
     const shape = [1, vae.config.latent_channels, h, w];
+    const n = shape[1] * h * w;
     const cfg = req.guidanceScale > 1;
     const checkAbort = () => {
       if (signal?.aborted) throw new AbortError();
     };
-    yield { type: "started", seed, steps: req.steps, width: req.width, height: req.height };
+    yield {
+      type: "started",
+      seed,
+      steps: req.steps,
+      width: req.width,
+      height: req.height,
+      ...(count > 1 ? { numImages: count } : {}),
+    };
 
     // Text → embeddings: [B, T, C], unconditional rows first (as diffusers concatenates them).
     const { context, tokens } = await this.encodeText(
@@ -168,83 +188,88 @@ export class StableDiffusionPipeline implements Engine {
     const tText = performance.now();
     checkAbort();
 
-    // Initial latents: txt2img noise, the encoded and noised init image (img2img), or inpainting's start
-    // with its per-step additions (inpaint.ts).
-    let start: LoopStart;
-    const scaling = vae.config.scaling_factor;
-    if (req.mask || req.maskAll) {
-      start = await inpaintingStart(this, this.unetKind, req, scheduler, generator);
-    } else if (req.initImage) {
-      let img;
-      try {
-        img = decodeImage(req.initImage);
-      } catch (e) {
-        throw new RequestError("image", `cannot decode the init image: ${(e as Error).message}`);
-      }
-      const clean = await this.encodeLatents(
-        rgbToNchw(resizeRgb(img, req.width, req.height)),
-        req.height,
-        req.width,
-        generator,
-      );
-      const { startIndex } = img2imgSchedule(scheduler, req.steps, req.strength!);
-      start = { latents: scheduler.addNoise(clean, generator.randn(shape), startIndex), startIndex };
-    } else {
-      const noise = generator.randn(shape);
-      start = { latents: noise.map((v) => Math.fround(v * scheduler.initNoiseSigma)), startIndex: 0 };
-    }
-    let latents = start.latents;
+    // Initial latents of every image: txt2img noise, the encoded and noised init image (img2img), or
+    // inpainting's start with its per-step additions (inpaint.ts); per-image seeds start each image from its
+    // own generator (batch.ts).
+    const start = await batchStart(this, this.unetKind, req, scheduler, random);
     const startIndex = start.startIndex;
 
-    // Denoising loop.
+    // Denoising loop: the whole batch, the UNet evaluated in calls that fit the memory budget.
     const evaluations = scheduler.timesteps.length - startIndex;
+    const rowsPerImage = cfg ? 2 : 1;
+    const perCall = imagesPerCall(
+      count,
+      rowsPerImage,
+      this.batchBudgetBytes,
+      (rows) => this.parts.unet.planBytes(rows, h, w, tokens),
+    );
     const tLoop = performance.now();
-    const loop = this.denoise({
-      context,
-      tokens,
-      guidanceScale: req.guidanceScale,
-      latents,
-      latentSize: [h, w],
-      scheduler,
-      startIndex,
-      condition: start.condition,
-      afterStep: start.afterStep,
-      noise: () => generator.randn(shape),
-      signal,
-    });
-    for await (const step of loop) {
-      latents = step.latents;
-      const done = step.index - startIndex + 1;
-      yield progressEvent(done, evaluations, performance.now() - t0);
-      if (req.previewEvery && req.previewEvery > 0 && done % req.previewEvery === 0 && done < evaluations) {
-        yield await this.preview(latents, h, w, done, req);
+    // The latents stay on the GPU: read back for a preview (the first image) and once at the end.
+    let latents: Float32Array | undefined;
+    try {
+      const loop = this.denoise({
+        context,
+        tokens,
+        guidanceScale: req.guidanceScale,
+        latents: start.latents,
+        latentSize: [h, w],
+        scheduler,
+        startIndex,
+        condition: start.condition,
+        blend: start.blend,
+        noise: () => random.randn(shape),
+        imagesPerCall: perCall,
+        signal,
+      });
+      for await (const step of loop) {
+        const done = step.index - startIndex + 1;
+        yield progressEvent(done, evaluations, performance.now() - t0);
+        if (done === evaluations) latents = await step.read();
+        if (req.previewEvery && req.previewEvery > 0 && done % req.previewEvery === 0 && done < evaluations) {
+          yield await this.preview(await step.read(0, 1), h, w, done, req);
+        }
       }
+    } finally {
+      if (count > 1) this.trimBatchPlans(count, perCall, rowsPerImage, h, w, tokens);
     }
     const tDenoise = performance.now();
     checkAbort();
+    if (!latents) throw new Error("denoise: the loop ended before its last evaluation");
 
-    // Decode: latents / scaling_factor → VAE → clamp(x/2 + 0.5) → 8-bit; TAESD takes the latents as they are.
-    const decoded = this.parts.decoder === "taesd"
-      ? await taesdDecode(this.parts.gpu, this.parts.taesd!, latents, h, w, signal)
-      : await this.vaeDecode(latents.map((v) => Math.fround(v / scaling)), h, w, signal);
-    const rgb = decodedToRgb(decoded, req.height, req.width);
-    const tEnd = performance.now();
-    const parameters = a1111Parameters({
-      prompt: req.prompt,
-      negativePrompt: req.negativePrompt,
-      steps: req.steps,
-      sampler,
-      guidanceScale: req.guidanceScale,
-      seed,
-      width: req.width,
-      height: req.height,
-      model: this.modelName,
-      strength: req.initImage ? req.strength ?? (req.mask || req.maskAll ? 1 : undefined) : undefined,
-    });
+    // Decode each image: latents / scaling_factor → VAE → clamp(x/2 + 0.5) → 8-bit; TAESD takes the latents
+    // as they are.
+    const scaling = vae.config.scaling_factor;
     const format = req.outputFormat ?? "png";
+    const images: Uint8Array[] = [];
+    const seeds = random.seeds;
+    let parameters = "";
+    for (let i = 0; i < count; i++) {
+      const z = latents.slice(i * n, (i + 1) * n);
+      const decoded = this.parts.decoder === "taesd"
+        ? await taesdDecode(this.parts.gpu, this.parts.taesd!, z, h, w, signal)
+        : await this.vaeDecode(z.map((v) => Math.fround(v / scaling)), h, w, signal);
+      const rgb = decodedToRgb(decoded, req.height, req.width);
+      const text = a1111Parameters({
+        prompt: req.prompt,
+        negativePrompt: req.negativePrompt,
+        steps: req.steps,
+        sampler,
+        guidanceScale: req.guidanceScale,
+        seed: seeds[i],
+        width: req.width,
+        height: req.height,
+        model: this.modelName,
+        strength: req.initImage ? req.strength ?? (req.mask || req.maskAll ? 1 : undefined) : undefined,
+      });
+      if (i === 0) parameters = text;
+      images.push(encodeImage(rgb, format, text));
+      checkAbort();
+    }
+    const tEnd = performance.now();
     yield {
       type: "done",
-      image: encodeImage(rgb, format, parameters),
+      image: images[0],
+      ...(count > 1 ? { images, seeds } : {}),
       mime: mimeOf(format),
       seed,
       width: req.width,
@@ -258,6 +283,27 @@ export class StableDiffusionPipeline implements Engine {
         stepsPerSecond: evaluations / Math.max(1e-9, (tDenoise - tLoop) / 1000),
       },
     };
+  }
+
+  /** Activation budget of one batched UNet evaluation (batch.ts); images beyond it run in more calls. */
+  get batchBudgetBytes(): number {
+    return this.parts.batchBudgetBytes ?? DEFAULT_BATCH_BUDGET_BYTES;
+  }
+
+  /** Plans of several images are kept only while every cached UNet plan fits the batch budget. */
+  private trimBatchPlans(
+    count: number,
+    perCall: number,
+    rowsPerImage: number,
+    h: number,
+    w: number,
+    t: number,
+  ) {
+    const unet = this.parts.unet;
+    if (unet.activationBytes <= this.batchBudgetBytes) return;
+    for (const k of new Set(splitBatch(count, perCall))) {
+      if (k > 1) unet.dropPlan(rowsPerImage * k, h, w, t);
+    }
   }
 
   /**
@@ -283,73 +329,13 @@ export class StableDiffusionPipeline implements Engine {
   }
 
   /**
-   * The denoising loop on given text embeddings (`context` [B, T, C], unconditional rows first when
-   * guidanceScale > 1) from `latents` (NCHW [1, C, h, w]); yields the latents after every scheduler step.
-   * One recorded UNet plan is replayed per evaluation, with uncond and cond batched in one call.
-   * Inpainting: `condition` ([1, Cc, h, w]) is appended to every row's scaled latents (a 9-channel UNet:
-   * C + Cc = in_channels), and `afterStep` rewrites the latents after each step (the 4-channel blend).
+   * The denoising loop on given text embeddings (`context` [B, T, C] of one image, unconditional rows first
+   * when guidanceScale > 1) from `latents` (NCHW [N, C, h, w], N images), on the GPU (denoise.ts): yields
+   * after every scheduler step, with a reader of the latents. Inpainting: `condition` ([N, Cc, h, w]) is
+   * appended to each image's scaled latents (a 9-channel UNet), `blend` applied after each step (4-channel).
    */
-  async *denoise(o: {
-    context: Float32Array;
-    tokens: number;
-    guidanceScale: number;
-    latents: Float32Array;
-    /** Latent [height, width]. */
-    latentSize: [number, number];
-    scheduler: Scheduler;
-    startIndex?: number;
-    condition?: Float32Array;
-    afterStep?: (latents: Float32Array, index: number) => Float32Array;
-    noise: NoiseSource;
-    signal?: AbortSignal;
-  }): AsyncGenerator<{ index: number; latents: Float32Array; modelOutput: Float32Array }> {
-    const { gpu, unet } = this.parts;
-    const cfg = o.guidanceScale > 1;
-    const B = cfg ? 2 : 1;
-    const C = unet.config.out_channels;
-    const inC = unet.config.in_channels;
-    const [h, w] = o.latentSize;
-    const n = C * h * w;
-    const nIn = inC * h * w;
-    if (o.latents.length !== n) {
-      throw new Error(`denoise: ${o.latents.length} latent values for [1, ${C}, ${h}, ${w}]`);
-    }
-    if (n + (o.condition?.length ?? 0) !== nIn) {
-      throw new Error(
-        `denoise: latents and condition give ${n + (o.condition?.length ?? 0)} of ${nIn} inputs`,
-      );
-    }
-    const plan = unet.plan(B, h, w, o.tokens);
-    writeActivation(gpu, plan.context, o.context);
-    // [B, inC, h, w]: per row the scaled latents, then the condition channels (constant over the run).
-    const input = new Float32Array(B * nIn);
-    for (let b = 0; b < B && o.condition; b++) input.set(o.condition, b * nIn + n);
-    const timesteps = new Float32Array(B);
-    let latents = o.latents;
-    for (let i = o.startIndex ?? 0; i < o.scheduler.timesteps.length; i++) {
-      if (o.signal?.aborted) throw new AbortError();
-      const t = o.scheduler.timesteps[i];
-      const x = o.scheduler.scaleModelInput(latents, i);
-      for (let b = 0; b < B; b++) input.set(x, b * nIn);
-      writeActivation(gpu, plan.sample, nchwToNhwc({ shape: [B, inC, h, w], data: input }).data);
-      gpu.device.queue.writeBuffer(plan.timestep.buffer, 0, timesteps.fill(t));
-      await plan.plan.runCancellable("unet", o.signal);
-      const out = nhwcToNchw({ shape: [B, h, w, C], data: await readTensor(gpu, plan.out) }).data;
-      let noisePred = out;
-      if (cfg) {
-        // noise_pred = uncond + g·(cond − uncond), in float32 as torch computes it.
-        // A fresh array: multistep samplers keep earlier model outputs in their history.
-        noisePred = new Float32Array(n);
-        const g = o.guidanceScale;
-        for (let k = 0; k < n; k++) {
-          const u = out[k];
-          noisePred[k] = Math.fround(u + Math.fround(g * Math.fround(out[n + k] - u)));
-        }
-      }
-      latents = o.scheduler.step(noisePred, i, latents, o.noise).prevSample;
-      if (o.afterStep) latents = o.afterStep(latents, i);
-      yield { index: i, latents, modelOutput: out };
-    }
+  async *denoise(o: DenoiseOptions): AsyncGenerator<DenoiseStep> {
+    yield* denoiseOnGpu(this.parts.gpu, this.parts.unet, o);
   }
 
   private async preview(

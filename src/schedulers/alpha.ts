@@ -7,6 +7,7 @@ import {
   checkSameLength,
   checkStepIndex,
   clampInPlace,
+  f32,
   type NoiseSource,
   npLinspace,
   predictOriginalAlpha,
@@ -17,6 +18,7 @@ import {
   spacedTimesteps,
   type StepResult,
 } from "./common.ts";
+import { alphaX0, type LinearSchedule, type LinearStep, slot, type Terms } from "./linear.ts";
 
 const BASE_DEFAULTS = {
   num_train_timesteps: 1000,
@@ -61,6 +63,19 @@ abstract class AlphaScheduler implements Scheduler {
   addNoise(original: Float32Array, noise: Float32Array, stepIndex: number): Float32Array {
     checkStepIndex(this, stepIndex);
     return addNoiseAlpha(this.alphasCumprod, original, noise, this.timesteps[stepIndex]);
+  }
+
+  addNoiseCoefficients(stepIndex: number): { original: number; noise: number } {
+    checkStepIndex(this, stepIndex);
+    const a = this.alphasCumprod[this.timesteps[stepIndex]];
+    return { original: f32(Math.sqrt(a)), noise: f32(Math.sqrt(f32(1 - a))) };
+  }
+
+  abstract linearSchedule(startIndex: number): LinearSchedule;
+
+  /** clip_sample's range, when the config clips x₀. */
+  protected clipRange(): number | undefined {
+    return this.config.clip_sample ? this.config.clip_sample_range as number : undefined;
   }
 
   /** ᾱ of an integer timestep; negative timesteps (before the first) give `final`. */
@@ -130,6 +145,43 @@ export class DdimScheduler extends AlphaScheduler {
     }
     return { prevSample, predOriginal };
   }
+
+  /** step() as sqrtAPrev·x0 + dirCoeff·pred_epsilon (+ σ_t·z); pred_epsilon is linear in x and e. */
+  linearSchedule(startIndex: number): LinearSchedule {
+    checkStepIndex(this, startIndex);
+    const prediction = this.config.prediction_type;
+    const steps: LinearStep[] = [];
+    for (let i = startIndex; i < this.timesteps.length; i++) {
+      const t = this.timesteps[i];
+      const prevT = t - Math.floor(this.config.num_train_timesteps / this.numInferenceSteps);
+      const alphaProdT = this.alphasCumprod[t];
+      const alphaProdPrev = this.alphaProd(prevT, this.finalAlphaCumprod);
+      const betaProdT = 1 - alphaProdT;
+      const sqrtA = Math.sqrt(alphaProdT);
+      const sqrtB = Math.sqrt(betaProdT);
+      // pred_epsilon from the unclipped x₀ (use_clipped_model_output = False)
+      const eps = prediction === "epsilon"
+        ? { x: 0, e: 1 }
+        : prediction === "sample"
+        ? { x: 1 / sqrtB, e: -sqrtA / sqrtB }
+        : { x: sqrtB, e: sqrtA };
+      const variance = ((1 - alphaProdPrev) / betaProdT) * (1 - alphaProdT / alphaProdPrev);
+      const stdDev = this.eta * Math.sqrt(variance);
+      const dirCoeff = Math.sqrt(1 - alphaProdPrev - stdDev * stdDev);
+      steps.push({
+        inputDivisor: 1,
+        x0: { ...alphaX0(prediction, alphaProdT), clamp: this.clipRange() },
+        out: {
+          x0: Math.sqrt(alphaProdPrev),
+          x: dirCoeff * eps.x,
+          e: dirCoeff * eps.e,
+          z: this.eta > 0 ? stdDev : 0,
+        },
+        drawsNoise: this.eta > 0,
+      });
+    }
+    return { slots: 0, steps };
+  }
 }
 
 /**
@@ -189,6 +241,35 @@ export class DdpmScheduler extends AlphaScheduler {
       for (let i = 0; i < sample.length; i++) prevSample[i] += std * z[i];
     }
     return { prevSample, predOriginal };
+  }
+
+  /** step() as originalCoeff·x0 + sampleCoeff·x (+ std·z where t > 0). */
+  linearSchedule(startIndex: number): LinearSchedule {
+    checkStepIndex(this, startIndex);
+    const steps: LinearStep[] = [];
+    for (let i = startIndex; i < this.timesteps.length; i++) {
+      const t = this.timesteps[i];
+      const prevT = t - Math.floor(this.config.num_train_timesteps / this.numInferenceSteps);
+      const alphaProdT = this.alphasCumprod[t];
+      const alphaProdPrev = this.alphaProd(prevT, 1);
+      const betaProdT = 1 - alphaProdT;
+      const betaProdPrev = 1 - alphaProdPrev;
+      const currentAlphaT = alphaProdT / alphaProdPrev;
+      const currentBetaT = 1 - currentAlphaT;
+      let variance = Math.max((betaProdPrev / betaProdT) * currentBetaT, 1e-20);
+      if (this.config.variance_type === "fixed_large") variance = currentBetaT;
+      steps.push({
+        inputDivisor: 1,
+        x0: { ...alphaX0(this.config.prediction_type, alphaProdT), clamp: this.clipRange() },
+        out: {
+          x0: (Math.sqrt(alphaProdPrev) * currentBetaT) / betaProdT,
+          x: (Math.sqrt(currentAlphaT) * betaProdPrev) / betaProdT,
+          z: t > 0 ? Math.sqrt(variance) : 0,
+        },
+        drawsNoise: t > 0,
+      });
+    }
+    return { slots: 0, steps };
   }
 }
 
@@ -285,6 +366,61 @@ export class PndmScheduler extends AlphaScheduler {
     }
     return out;
   }
+
+  /**
+   * step()'s states by counter c = evaluation − startIndex. Slot 0 holds cur_sample (c = 0, read at c = 1);
+   * slots 1–3 are a ring of the earlier model outputs in `ets` (push p in slot 1 + p mod 3): c = 0 pushes,
+   * c = 1 does not, every later evaluation pushes and combines up to 4 (its own and 3 in the ring).
+   */
+  linearSchedule(startIndex: number): LinearSchedule {
+    checkStepIndex(this, startIndex);
+    if (this.config.prediction_type === "sample") throw new Error("PNDMScheduler: prediction_type sample");
+    const stride = Math.floor(this.config.num_train_timesteps / this.numInferenceSteps);
+    const vPred = this.config.prediction_type === "v_prediction";
+    const weights: Record<number, number[]> = { // oldest first, the current output last
+      1: [1],
+      2: [-1 / 2, 3 / 2],
+      3: [5 / 12, -16 / 12, 23 / 12],
+      4: [-9 / 24, 37 / 24, -59 / 24, 55 / 24],
+    };
+    const ring = (p: number) => 1 + (p % 3);
+    const steps: LinearStep[] = [];
+    let pushes = 0;
+    for (let i = startIndex, c = 0; i < this.timesteps.length; i++, c++) {
+      let t = this.timesteps[i];
+      let prevT = t - stride;
+      if (c === 1) {
+        prevT = t;
+        t = t + stride;
+      }
+      // prev = sampleCoeff·base − outCoeff·ε', ε' = ε (or √ᾱ·ε + √(1 − ᾱ)·base for v-prediction)
+      const alphaProdT = this.alphasCumprod[t];
+      const alphaProdPrev = this.alphaProd(prevT, this.finalAlphaCumprod);
+      const betaProdT = 1 - alphaProdT;
+      const sampleCoeff = Math.sqrt(alphaProdPrev / alphaProdT);
+      const denom = alphaProdT * Math.sqrt(1 - alphaProdPrev) +
+        Math.sqrt(alphaProdT * betaProdT * alphaProdPrev);
+      const outCoeff = (alphaProdPrev - alphaProdT) / denom;
+      const baseCoeff = sampleCoeff - (vPred ? outCoeff * Math.sqrt(betaProdT) : 0);
+      const epsCoeff = -outCoeff * (vPred ? Math.sqrt(alphaProdT) : 1);
+      let out: Terms;
+      const store: (Terms | undefined)[] = [];
+      if (c === 1) {
+        // ε = (e + ets[0]) / 2 from cur_sample
+        out = slot(ring(0), 0.5 * epsCoeff, slot(0, baseCoeff, { e: 0.5 * epsCoeff }));
+      } else {
+        const q = pushes++;
+        const n = c === 0 ? 1 : Math.min(q + 1, 4);
+        const w = weights[n];
+        out = { x: baseCoeff, e: w[n - 1] * epsCoeff };
+        for (let k = 0; k < n - 1; k++) out = slot(ring(q - n + 1 + k), w[k] * epsCoeff, out);
+        store[ring(q)] = { e: 1 };
+        if (c === 0) store[0] = { x: 1 };
+      }
+      steps.push({ inputDivisor: 1, x0: { x: 0, e: 0 }, out, store, drawsNoise: false });
+    }
+    return { slots: 4, steps };
+  }
 }
 
 function combine(arrays: Float32Array[], weights: number[]): Float32Array {
@@ -365,5 +501,30 @@ export class LcmScheduler extends AlphaScheduler {
     const prevSample = new Float32Array(sample.length);
     for (let i = 0; i < sample.length; i++) prevSample[i] = sqrtAPrev * denoised[i] + sqrtBPrev * z[i];
     return { prevSample, predOriginal: denoised };
+  }
+
+  /** step() with y = denoised = c_out·x0 + c_skip·x; prev = denoised on the last step, else re-noised. */
+  linearSchedule(startIndex: number): LinearSchedule {
+    checkStepIndex(this, startIndex);
+    const steps: LinearStep[] = [];
+    for (let i = startIndex; i < this.timesteps.length; i++) {
+      const t = this.timesteps[i];
+      const prevT = i + 1 < this.timesteps.length ? this.timesteps[i + 1] : t;
+      const alphaProdT = this.alphasCumprod[t];
+      const alphaProdPrev = this.alphaProd(prevT, this.finalAlphaCumprod);
+      const sigmaData = 0.5;
+      const scaled = t * (this.config.timestep_scaling as number);
+      const cSkip = sigmaData ** 2 / (scaled ** 2 + sigmaData ** 2);
+      const cOut = scaled / Math.sqrt(scaled ** 2 + sigmaData ** 2);
+      const last = i === this.numInferenceSteps - 1;
+      steps.push({
+        inputDivisor: 1,
+        x0: { ...alphaX0(this.config.prediction_type, alphaProdT), clamp: this.clipRange() },
+        y: { x0: cOut, x: cSkip },
+        out: last ? { y: 1 } : { y: Math.sqrt(alphaProdPrev), z: Math.sqrt(1 - alphaProdPrev) },
+        drawsNoise: !last,
+      });
+    }
+    return { slots: 0, steps };
   }
 }

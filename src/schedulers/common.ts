@@ -6,6 +6,7 @@
 // in float64 and is stored as float32; against diffusers' float32 arithmetic that is ≲1e-6 relative.
 
 import type { PredictionType } from "../models/family.ts";
+import type { LinearSchedule } from "./linear.ts";
 
 // Re-exported so the scheduler ports keep one import site for their types.
 export type { PredictionType };
@@ -91,6 +92,13 @@ export interface Scheduler {
   step(modelOutput: Float32Array, stepIndex: number, sample: Float32Array, noise: NoiseSource): StepResult;
   /** img2img: noise `original` to the level of evaluation `stepIndex` (diffusers' `add_noise`). */
   addNoise(original: Float32Array, noise: Float32Array, stepIndex: number): Float32Array;
+  /** addNoise's scalars at evaluation `stepIndex`: original·`original` + noise·`noise`. */
+  addNoiseCoefficients(stepIndex: number): { original: number; noise: number };
+  /**
+   * Evaluations `startIndex`… as elementwise linear updates (linear.ts) for the GPU sampler: the same
+   * scalars step() uses, in the same order of states. Pure: step()'s state is untouched.
+   */
+  linearSchedule(startIndex: number): LinearSchedule;
 }
 
 export interface ResolvedConfig {

@@ -23,6 +23,7 @@ import {
   sigmaToT,
   type StepResult,
 } from "./common.ts";
+import { type LinearSchedule, type LinearStep, slot, type Terms } from "./linear.ts";
 
 const BASE_DEFAULTS = {
   num_train_timesteps: 1000,
@@ -58,6 +59,14 @@ function toX0(prediction: PredictionType, modelOutput: Float32Array, sample: Flo
     else out[i] = alpha * sample[i] - sigmaT * modelOutput[i];
   }
   return out;
+}
+
+/** toX0's coefficients: x₀ = x·x + e·modelOutput at σ. */
+function x0Of(prediction: PredictionType, sigma: number): { x: number; e: number } {
+  const { alpha, sigmaT } = alphaSigma(sigma);
+  if (prediction === "epsilon") return { x: 1 / alpha, e: -sigmaT / alpha };
+  if (prediction === "sample") return { x: 0, e: 1 };
+  return { x: alpha, e: -sigmaT };
 }
 
 abstract class MultistepScheduler implements Scheduler {
@@ -104,6 +113,14 @@ abstract class MultistepScheduler implements Scheduler {
     checkSameLength(original, noise, "addNoise");
     return addNoiseSigma(original.map((v) => v * alpha), noise, sigmaT);
   }
+
+  addNoiseCoefficients(stepIndex: number): { original: number; noise: number } {
+    checkStepIndex(this, stepIndex);
+    const { alpha, sigmaT } = alphaSigma(this.sigmas[stepIndex]);
+    return { original: alpha, noise: sigmaT };
+  }
+
+  abstract linearSchedule(startIndex: number): LinearSchedule;
 
   /**
    * Integer timesteps (linspace: round(linspace(0, last − 1, N + 1)) reversed without the final 0; leading:
@@ -252,6 +269,43 @@ export class DpmSolverMultistepScheduler extends MultistepScheduler {
     }
     return out;
   }
+
+  /**
+   * step()'s updates; slot 0 keeps the previous x₀. First order on the first evaluation from `startIndex`
+   * (lower_order_nums 0) and the lower-order final one; otherwise y = D1 = (x₀ − previous x₀)/r0.
+   */
+  linearSchedule(startIndex: number): LinearSchedule {
+    checkStepIndex(this, startIndex);
+    const n = this.timesteps.length;
+    const c = this.config;
+    const steps: LinearStep[] = [];
+    for (let i = startIndex, k = 0; i < n; i++, k++) {
+      const lowerOrderFinal = i === n - 1 &&
+        (c.euler_at_final || (c.lower_order_final && n < 15) || c.final_sigmas_type === "zero");
+      const firstOrder = c.solver_order === 1 || k < 1 || lowerOrderFinal;
+      const t = alphaSigma(this.sigmas[i + 1]);
+      const s0 = alphaSigma(this.sigmas[i]);
+      const h = t.lambda - s0.lambda;
+      const sampleCoeff = t.sigmaT / s0.sigmaT;
+      const expm = Math.exp(-h) - 1;
+      const step: LinearStep = {
+        inputDivisor: 1,
+        x0: x0Of(c.prediction_type, this.sigmas[i]),
+        out: { x: sampleCoeff, x0: -(t.alpha * expm) },
+        store: [{ x0: 1 }],
+        drawsNoise: false,
+      };
+      if (!firstOrder) {
+        const s1 = alphaSigma(this.sigmas[i - 1]);
+        const r0 = (s0.lambda - s1.lambda) / h;
+        const d1Coeff = c.solver_type === "midpoint" ? 0.5 * t.alpha * expm : -(t.alpha * (expm / h + 1));
+        step.y = slot(0, -1 / r0, { x0: 1 / r0 });
+        step.out = { x: sampleCoeff, x0: -(t.alpha * expm), y: -d1Coeff };
+      }
+      steps.push(step);
+    }
+    return { slots: 1, steps };
+  }
 }
 
 /**
@@ -386,5 +440,68 @@ export class UniPcMultistepScheduler extends MultistepScheduler {
       out[i] = sampleCoeff * lastSample[i] - m0Coeff * m0[i] - t.alpha * bH * corr;
     }
     return out;
+  }
+
+  /**
+   * step()'s updates. Slots: 0 the last corrected sample (last_sample), 1 the previous x₀, 2 the one before.
+   * y = the corrector's sample (UniC; x itself on the first evaluation from `startIndex` or where disabled),
+   * out = the predictor from y. this_order carries over from one evaluation to the next as in step().
+   */
+  linearSchedule(startIndex: number): LinearSchedule {
+    checkStepIndex(this, startIndex);
+    const c = this.config;
+    const n = this.timesteps.length;
+    const solverOrder = c.solver_order as number;
+    const disabled = c.disable_corrector as number[];
+    const steps: LinearStep[] = [];
+    let lowerOrderNums = 0;
+    let thisOrder = 1;
+    for (let i = startIndex, k = 0; i < n; i++, k++) {
+      const y = k > 0 && !disabled.includes(i - 1) ? this.correctorTerms(i, thisOrder) : { x: 1 };
+      const order = c.lower_order_final ? Math.min(solverOrder, n - i) : solverOrder;
+      thisOrder = Math.min(order, lowerOrderNums + 1);
+      steps.push({
+        inputDivisor: 1,
+        x0: x0Of(c.prediction_type, this.sigmas[i]),
+        y,
+        out: this.predictorTerms(i, thisOrder),
+        store: [{ y: 1 }, { x0: 1 }, slot(1, 1)],
+        drawsNoise: false,
+      });
+      if (lowerOrderNums < solverOrder) lowerOrderNums++;
+    }
+    return { slots: 3, steps };
+  }
+
+  /** predictor() from y with m0 = x₀ and m1 = slot 1. */
+  private predictorTerms(stepIndex: number, order: number): Terms {
+    const t = alphaSigma(this.sigmas[stepIndex + 1]);
+    const s0 = alphaSigma(this.sigmas[stepIndex]);
+    const h = t.lambda - s0.lambda;
+    const { hPhi1, bH } = this.coefficients(h, order);
+    const sampleCoeff = t.sigmaT / s0.sigmaT;
+    const m0Coeff = t.alpha * hPhi1;
+    if (order === 1) return { y: sampleCoeff, x0: -m0Coeff };
+    // D1 = (m1 − m0)/rk
+    const rk = (alphaSigma(this.sigmas[stepIndex - 1]).lambda - s0.lambda) / h;
+    const res = t.alpha * bH * 0.5 / rk;
+    return slot(1, -res, { y: sampleCoeff, x0: -m0Coeff + res });
+  }
+
+  /** corrector() of x₀ from last_sample (slot 0), m0 = slot 1, m1 = slot 2. */
+  private correctorTerms(stepIndex: number, order: number): Terms {
+    const t = alphaSigma(this.sigmas[stepIndex]);
+    const s0 = alphaSigma(this.sigmas[stepIndex - 1]);
+    const h = t.lambda - s0.lambda;
+    const { hPhi1, bH, b } = this.coefficients(h, order);
+    const sampleCoeff = t.sigmaT / s0.sigmaT;
+    const m0Coeff = t.alpha * hPhi1;
+    const a = t.alpha * bH;
+    if (order === 1) return { h: [sampleCoeff, -m0Coeff + 0.5 * a], x0: -0.5 * a };
+    // corr = ρ0·(m1 − m0)/rk + ρ1·(x₀ − m0)
+    const rk = (alphaSigma(this.sigmas[stepIndex - 2]).lambda - s0.lambda) / h;
+    const rho0 = (b[0] - b[1]) / (1 - rk);
+    const rho1 = b[0] - rho0;
+    return { h: [sampleCoeff, -m0Coeff + a * (rho0 / rk + rho1), -a * rho0 / rk], x0: -a * rho1 };
   }
 }

@@ -23,6 +23,7 @@ import {
   sigmaToT,
   type StepResult,
 } from "./common.ts";
+import { type LinearSchedule, type LinearStep, sigmaX0, slot } from "./linear.ts";
 
 const BASE_DEFAULTS = {
   num_train_timesteps: 1000,
@@ -79,6 +80,24 @@ abstract class SigmaScheduler implements Scheduler {
   addNoise(original: Float32Array, noise: Float32Array, stepIndex: number): Float32Array {
     checkStepIndex(this, stepIndex);
     return addNoiseSigma(original, noise, this.sigmas[stepIndex]);
+  }
+
+  addNoiseCoefficients(stepIndex: number): { original: number; noise: number } {
+    checkStepIndex(this, stepIndex);
+    return { original: 1, noise: this.sigmas[stepIndex] };
+  }
+
+  abstract linearSchedule(startIndex: number): LinearSchedule;
+
+  /** scale_model_input's divisor √(σ² + 1) at evaluation `stepIndex`. */
+  protected inputDivisor(stepIndex: number): number {
+    const sigma = this.sigmas[stepIndex];
+    return Math.sqrt(sigma * sigma + 1);
+  }
+
+  /** clip_sample's range, when the config clips x₀ (Heun). */
+  protected clipRange(): number | undefined {
+    return this.config.clip_sample ? this.config.clip_sample_range as number : undefined;
   }
 
   /**
@@ -163,6 +182,23 @@ export class EulerScheduler extends SigmaScheduler {
     }
     return { prevSample, predOriginal };
   }
+
+  /** step() with y = the derivative (x − x0)/σ: prev = x + dt·y (the noise is drawn, unused). */
+  linearSchedule(startIndex: number): LinearSchedule {
+    checkStepIndex(this, startIndex);
+    const steps: LinearStep[] = [];
+    for (let i = startIndex; i < this.timesteps.length; i++) {
+      const sigma = this.sigmas[i];
+      steps.push({
+        inputDivisor: this.inputDivisor(i),
+        x0: sigmaX0(this.config.prediction_type, sigma),
+        y: { x: 1 / sigma, x0: -1 / sigma },
+        out: { x: 1, y: this.sigmas[i + 1] - sigma },
+        drawsNoise: true,
+      });
+    }
+    return { slots: 0, steps };
+  }
 }
 
 /** EulerAncestralDiscreteScheduler. Draws one noise tensor per step (added with σ_up; σ_up = 0 at the end). */
@@ -197,6 +233,26 @@ export class EulerAncestralScheduler extends SigmaScheduler {
       prevSample[i] = sample[i] + derivative * dt + z[i] * sigmaUp;
     }
     return { prevSample, predOriginal };
+  }
+
+  /** step() with y = the derivative (x − x0)/σ: prev = x + dt·y + σ_up·z. */
+  linearSchedule(startIndex: number): LinearSchedule {
+    checkStepIndex(this, startIndex);
+    const steps: LinearStep[] = [];
+    for (let i = startIndex; i < this.timesteps.length; i++) {
+      const sigmaFrom = this.sigmas[i];
+      const sigmaTo = this.sigmas[i + 1];
+      const sigmaUp = Math.sqrt((sigmaTo ** 2 * (sigmaFrom ** 2 - sigmaTo ** 2)) / sigmaFrom ** 2);
+      const sigmaDown = Math.sqrt(sigmaTo ** 2 - sigmaUp ** 2);
+      steps.push({
+        inputDivisor: this.inputDivisor(i),
+        x0: sigmaX0(this.config.prediction_type, sigmaFrom),
+        y: { x: 1 / sigmaFrom, x0: -1 / sigmaFrom },
+        out: { x: 1, y: sigmaDown - sigmaFrom, z: sigmaUp },
+        drawsNoise: true,
+      });
+    }
+    return { slots: 0, steps };
   }
 }
 
@@ -268,5 +324,42 @@ export class HeunScheduler extends SigmaScheduler {
       this.storedSample = null;
     }
     return { prevSample, predOriginal };
+  }
+
+  /**
+   * step()'s two states alternate from `startIndex`: an Euler step that keeps its derivative (slot 0) and
+   * its sample (slot 1), then the average of both derivatives from that sample. y = the derivative.
+   */
+  linearSchedule(startIndex: number): LinearSchedule {
+    checkStepIndex(this, startIndex);
+    const steps: LinearStep[] = [];
+    for (let i = startIndex, c = 0; i < this.timesteps.length; i++, c++) {
+      const firstOrder = c % 2 === 0;
+      const sigma = firstOrder ? this.sigmas[i] : this.sigmas[i - 1];
+      const sigmaNext = firstOrder ? this.sigmas[i + 1] : this.sigmas[i];
+      const sigmaInput = firstOrder ? sigma : sigmaNext;
+      const dt = sigmaNext - sigma;
+      const x0 = { ...sigmaX0(this.config.prediction_type, sigmaInput), clamp: this.clipRange() };
+      const y = { x: 1 / sigmaInput, x0: -1 / sigmaInput };
+      steps.push(
+        firstOrder
+          ? {
+            inputDivisor: this.inputDivisor(i),
+            x0,
+            y,
+            out: { x: 1, y: dt },
+            store: [{ y: 1 }, { x: 1 }],
+            drawsNoise: false,
+          }
+          : {
+            inputDivisor: this.inputDivisor(i),
+            x0,
+            y,
+            out: slot(1, 1, slot(0, dt / 2, { y: dt / 2 })),
+            drawsNoise: false,
+          },
+      );
+    }
+    return { slots: 2, steps };
   }
 }

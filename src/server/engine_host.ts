@@ -27,6 +27,14 @@ export interface GpuInfo {
 
 export type EngineStatus =
   | { status: "starting" }
+  /** Fetching the default model before loading it: bytes so far of `totalBytes` (null: not yet known). */
+  | {
+    status: "downloading";
+    progress: number | null;
+    bytes: number;
+    totalBytes: number | null;
+    file?: string;
+  }
   | { status: "loading"; progress: number; stage?: string }
   | { status: "ready"; model: string | null }
   /** The GPU device was lost (or the engine crashed): a fresh one is loading; jobs wait for it. */
@@ -37,6 +45,8 @@ export type EngineStatus =
 export interface EngineHost {
   /** False when the server runs without a model (generation answers 503). */
   readonly hasModel: boolean;
+  /** The model's folder or checkpoint file, where the host knows it (A1111's sd-models lists it). */
+  readonly modelPath?: string;
   /** Starts loading (idempotent). */
   start(): void;
   /** The engine once it is ready (it waits through loading and recovery); rejects with UnavailableError
@@ -114,7 +124,9 @@ export class LocalEngineHost implements EngineHost {
     const source = this.init.engine;
     if (source === undefined) {
       this.#loading = Promise.reject(
-        new UnavailableError("no model is configured: start the server with --model DIR (or MODEL=DIR)"),
+        new UnavailableError(
+          "the server runs without a model (--no-model): start it with --model DIR (or SD_MODEL=DIR)",
+        ),
       );
     } else if (typeof source !== "function") {
       this.#loading = Promise.resolve(source);
@@ -155,7 +167,9 @@ export class LocalEngineHost implements EngineHost {
 
   /** Whether a request can be queued now (it then waits while the model loads). */
   unavailableReason(): string | undefined {
-    if (!this.hasModel) return "no model is configured: start the server with --model DIR (or MODEL=DIR)";
+    if (!this.hasModel) {
+      return "the server runs without a model (--no-model): start it with --model DIR (or SD_MODEL=DIR)";
+    }
     if (this.#gpuError) return `the GPU is unavailable: ${this.#gpuError}`;
     if (this.#engineError) return `the model failed to load: ${this.#engineError}`;
     return undefined;

@@ -2,6 +2,7 @@
 // that answer with it (404, 405, uncaught errors, a job's error).
 
 import type { ErrorHandler, Handler, NotFoundHandler } from "hono";
+import { UnavailableError } from "./engine_host.ts";
 import { JOB_ERROR_STATUS, type JobErrorCode, type JobErrorEvent } from "./queue.ts";
 
 export type ErrorCode =
@@ -63,11 +64,15 @@ export function methodNotAllowed(allow: string): Handler {
 export const notFound: NotFoundHandler = (c) =>
   errorResponse(404, "not_found", `no route for ${c.req.method} ${c.req.path}`);
 
-/** Hono's own 4xx (HTTPException) keep their status; anything else is a 500 and is logged. */
+/** Hono's own 4xx (HTTPException) keep their status; an UnavailableError (a shared queue whose Redis is
+ * down) is a 503; anything else is a 500 and is logged. */
 export const onError: ErrorHandler = (err) => {
   const status = (err as { status?: number }).status;
   if (typeof status === "number" && status >= 400 && status < 500) {
     return errorResponse(status, "invalid_request", err.message, "body");
+  }
+  if (err instanceof UnavailableError) {
+    return errorResponse(503, "unavailable", err.message, undefined, { "retry-after": "5" });
   }
   console.error(err);
   return errorResponse(500, "internal", err.message);

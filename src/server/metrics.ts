@@ -16,6 +16,8 @@ export interface MetricsSnapshot {
 export class Metrics {
   readonly jobs: Record<JobOutcome, number> = { completed: 0, failed: 0, cancelled: 0, rejected: 0 };
   readonly responses = new Map<number, number>();
+  /** Jobs this server took over from a worker that went silent (shared queue). */
+  requeued = 0;
   stepsTotal = 0;
   stepSecondsTotal = 0;
   /** Steps per second of the last completed job's denoising loop. */
@@ -27,6 +29,10 @@ export class Metrics {
 
   jobRejected(count: number): void {
     this.jobs.rejected += count;
+  }
+
+  jobRequeued(): void {
+    this.requeued++;
   }
 
   stepsDone(steps: number, seconds: number): void {
@@ -58,6 +64,12 @@ export class Metrics {
       "counter",
       "Generation jobs by outcome (rejected: refused with 429 because the queue was full).",
       Object.entries(this.jobs).map(([outcome, n]) => [`{outcome="${outcome}"}`, n]),
+    );
+    metric(
+      "sd_jobs_requeued_total",
+      "counter",
+      "Jobs this server reran after the worker running them went away (shared queue).",
+      [["", this.requeued]],
     );
     metric("sd_steps_total", "counter", "Denoising steps run.", [["", this.stepsTotal]]);
     metric("sd_step_seconds_total", "counter", "Seconds spent in denoising steps.", [[

@@ -4,7 +4,9 @@
 // and a client that lost its stream can resume from the last id it saw; finished jobs stay retained for a
 // while (retention.ts) for GET /v1/jobs/:id.
 
-import { type GenerateRequest, type GenerationEvent, RequestError } from "../pipeline/types.ts";
+import { type Engine, type GenerateRequest, type GenerationEvent, RequestError } from "../pipeline/types.ts";
+import { effectiveDefaults, type RequestDraft, resolveRequest } from "./defaults.ts";
+import { DEFAULT_LIMITS } from "./schemas.ts";
 import { DeviceLostError, type EngineHost, errorText, UnavailableError } from "./engine_host.ts";
 import type { Metrics } from "./metrics.ts";
 import { RetainedJobs, type RetentionLimits } from "./retention.ts";
@@ -42,8 +44,17 @@ export interface JobErrorEvent {
   param?: string;
 }
 
+/** Shared queue only (queue/redis_*.ts): the worker running the job went away, and another one took it and
+ * runs it from the start (its `started`, `progress`, … follow again). */
+export interface RequeuedEvent {
+  type: "requeued";
+  /** Which run this is (2 for the first rerun). */
+  attempt: number;
+  reason: string;
+}
+
 /** The engine's events, passed through unchanged, plus the queue's own. Ends with `done` or `error`. */
-export type JobEvent = QueuedEvent | GenerationEvent | JobErrorEvent;
+export type JobEvent = QueuedEvent | GenerationEvent | JobErrorEvent | RequeuedEvent;
 
 /** Too many waiting jobs: the server answers 429 with Retry-After. */
 export class QueueFullError extends Error {
@@ -80,7 +91,10 @@ export class Job {
   #finished: Promise<void>;
   #resolveFinished!: () => void;
 
-  constructor(readonly request: GenerateRequest) {
+  /** The engine's request, once the job has started (the draft with the model's defaults filled in). */
+  request?: GenerateRequest;
+
+  constructor(readonly draft: RequestDraft) {
     this.#finished = new Promise((r) => (this.#resolveFinished = r));
     this.#rearm();
   }
@@ -182,6 +196,13 @@ export class Job {
 export interface QueueOptions extends RetentionLimits {
   /** Jobs allowed to wait behind the running one. */
   maxQueued: number;
+  /** Turns a draft into the engine's request when its job starts (default: the engine's defaults under the
+   * default limits). */
+  resolve?: (draft: RequestDraft, engine: Engine) => GenerateRequest;
+}
+
+function defaultResolve(draft: RequestDraft, engine: Engine): GenerateRequest {
+  return resolveRequest(draft, effectiveDefaults(engine.defaults, DEFAULT_LIMITS), DEFAULT_LIMITS);
 }
 
 export class GenerationQueue {
@@ -224,7 +245,7 @@ export class GenerationQueue {
    * Queues the requests as consecutive jobs (all or none). Throws UnavailableError (no model, load failed,
    * shutting down) or QueueFullError.
    */
-  submit(requests: GenerateRequest[]): Job[] {
+  submit(requests: RequestDraft[]): Job[] {
     if (this.#closed) throw new UnavailableError("the server is shutting down");
     const reason = this.host.unavailableReason();
     if (reason) throw new UnavailableError(reason);
@@ -308,9 +329,11 @@ export class GenerationQueue {
     try {
       const engine = await this.host.engine();
       job.signal.throwIfAborted();
+      const request = (this.options.resolve ?? defaultResolve)(job.draft, engine);
+      job.request = request;
       let lastElapsedMs = 0;
-      let progress = `0/${job.request.steps}`;
-      for await (const ev of engine.generate(job.request, job.signal)) {
+      let progress = `0/${request.steps}`;
+      for await (const ev of engine.generate(request, job.signal)) {
         if (job.signal.aborted) break;
         if (ev.type === "started") {
           progress = `0/${ev.steps}`;

@@ -2,7 +2,8 @@
 // into a `GenerateRequest` for the engine; every rejection names the offending field.
 
 import { z } from "zod";
-import { type GenerateRequest, PREVIEW_MODES, SAMPLER_NAMES } from "../pipeline/types.ts";
+import { type GenerateRequest, PREVIEW_MODES, SAMPLER_NAMES, SEED_MODES } from "../pipeline/types.ts";
+import type { RequestDraft } from "./defaults.ts";
 import { imageSize, sniffImageMime } from "../image/codec.ts";
 import { maskSizeProblem } from "../image/mask.ts";
 import { PROMPT_WEIGHTINGS, type PromptWeighting } from "../pipeline/types.ts";
@@ -15,13 +16,15 @@ export interface RequestLimits {
   /** Smallest width or height in pixels. */
   minSize: number;
   maxSteps: number;
-  /** Images per OpenAI request (`n`). */
+  /** Images per request (OpenAI's `n`, the native `num_images`). */
   maxImages: number;
   maxPromptChars: number;
-  /** Default width and height when a request names none. */
-  defaultSize: number;
-  defaultSteps: number;
-  defaultGuidance: number;
+  /** Width and height when a request names none, overriding the model's default (server/defaults.ts). */
+  defaultSize?: number;
+  /** Steps when a request names none, overriding the model's default. */
+  defaultSteps?: number;
+  /** Guidance when a request names none, overriding the model's default. */
+  defaultGuidance?: number;
   /** The LoRAs requests may name (the --lora-dir folder); absent: naming one is a 400. */
   loras?: LoraCatalog;
   /** TAESD weights are loaded: preview "taesd" is allowed, and it is the default preview. */
@@ -34,9 +37,6 @@ export const DEFAULT_LIMITS: RequestLimits = {
   maxSteps: 150,
   maxImages: 4,
   maxPromptChars: 10_000,
-  defaultSize: 512,
-  defaultSteps: 20,
-  defaultGuidance: 7.5,
   taesd: false,
 };
 
@@ -219,13 +219,13 @@ const lorasField = z.array(
   { error: "must be a list of {name, scale}" },
 ).max(16, "at most 16 LoRAs");
 
-interface IssueSink {
+export interface IssueSink {
   addIssue(issue: { code: "custom"; path: (string | number)[]; message: string }): void;
 }
 
 /** Every LoRA a request names (its `loras` and the prompt's <lora:NAME:SCALE> tags) must be a file of the
  * LoRA folder: the HTTP side answers 400 naming it before anything is queued (the worker loads the files). */
-function checkLoras(
+export function checkLoras(
   limits: RequestLimits,
   prompt: string,
   loras: readonly { name: string }[] | null | undefined,
@@ -259,7 +259,8 @@ function checkLoras(
 // ---- native endpoint -------------------------------------------------------------------------------
 
 export interface NativeRequest {
-  request: GenerateRequest;
+  /** Model defaults are filled in when the job starts (server/defaults.ts). */
+  request: RequestDraft;
   /** Whether the caller set preview_every (else a streamed run gets a default). */
   previewEveryGiven: boolean;
 }
@@ -293,6 +294,8 @@ export function nativeSchema(limits: RequestLimits, fromQuery: boolean, defaults
     preview_format: formatField.optional(),
     output_format: formatField.optional(),
     long_prompt: z.enum(["chunk", "truncate"], { error: "must be chunk or truncate" }).optional(),
+    num_images: intField(fromQuery, 1, limits.maxImages).optional(),
+    seed_mode: z.enum(SEED_MODES, { error: `must be ${SEED_MODES.join(" or ")}` }).optional(),
     prompt_weighting: promptWeightingField.optional(),
     image: imageField.optional(),
     mask: imageField.optional(),
@@ -336,10 +339,10 @@ export function nativeSchema(limits: RequestLimits, fromQuery: boolean, defaults
       request: {
         prompt: v.prompt,
         negativePrompt: v.negative_prompt,
-        width: v.width ?? limits.defaultSize,
-        height: v.height ?? limits.defaultSize,
-        steps: v.steps ?? limits.defaultSteps,
-        guidanceScale: v.guidance_scale ?? limits.defaultGuidance,
+        width: v.width,
+        height: v.height,
+        steps: v.steps,
+        guidanceScale: v.guidance_scale,
         sampler: v.sampler,
         seed: v.seed === undefined || v.seed < 0 ? undefined : v.seed,
         eta: v.eta,
@@ -347,13 +350,15 @@ export function nativeSchema(limits: RequestLimits, fromQuery: boolean, defaults
         mask: v.mask,
         // Inpainting defaults to diffusers' strength 1 (the masked area from pure noise).
         strength: v.image ? v.strength ?? (v.mask ? 1 : 0.75) : undefined,
-        previewEvery: v.preview_every ?? 0,
+        previewEvery: v.preview_every,
         preview: v.preview ?? (limits.taesd ? "taesd" : "cheap"),
         previewFormat: v.preview_format ?? "png",
         outputFormat: v.output_format ?? "png",
         longPrompt: v.long_prompt,
         loras: v.loras?.map((l) => ({ name: l.name, scale: l.scale ?? 1 })),
         promptWeighting: v.prompt_weighting ?? defaults.promptWeighting ?? "none",
+        ...(v.num_images !== undefined && v.num_images > 1 ? { numImages: v.num_images } : {}),
+        ...(v.seed_mode ? { seedMode: v.seed_mode } : {}),
       },
     }));
 }
@@ -361,11 +366,13 @@ export function nativeSchema(limits: RequestLimits, fromQuery: boolean, defaults
 // ---- OpenAI Images API -----------------------------------------------------------------------------
 
 export interface OpenAIRequest {
-  request: GenerateRequest;
+  /** The n images as one batched job (per-image seeds: image k uses seed + k). */
+  request: RequestDraft;
   n: number;
   stream: boolean;
   partialImages: number;
-  size: string;
+  /** The size asked for; undefined: the model's default (the answer says which, once it ran). */
+  size?: string;
   quality: "low" | "medium" | "high" | "auto";
   outputFormat: "png" | "jpeg";
 }
@@ -382,7 +389,7 @@ const QUALITY_NAMES = {
   auto: "auto",
 } as const;
 
-/** Steps for OpenAI's `quality` (times the default steps) when the request gives no `steps`. */
+/** Steps for OpenAI's `quality` (times the model's default steps) when the request gives no `steps`. */
 const QUALITY_STEPS = { low: 0.5, medium: 1, high: 1.5 } as const;
 
 /**
@@ -501,46 +508,44 @@ function explicitSize(size: string | null | undefined): [number, number] | undef
   return size && size !== "auto" ? size.split("x").map(Number) as [number, number] : undefined;
 }
 
-/** The engine request and the response's echo of it; `extra` holds the route's own fields (images). */
+/** The engine request and the response's echo of it; `extra` holds the route's own fields (images). A size
+ * of undefined, steps and guidance left out: the model's defaults, filled in when the job starts. */
 function openAIRequestOf(
   v: OpenAIValues,
   limits: RequestLimits,
-  [width, height]: [number, number],
+  size: [number, number] | undefined,
   extra: Partial<GenerateRequest>,
 ): OpenAIRequest {
   const quality = QUALITY_NAMES[v.quality ?? "auto"];
-  const qualitySteps = quality === "auto"
-    ? limits.defaultSteps
-    : Math.max(1, Math.round(limits.defaultSteps * QUALITY_STEPS[quality]));
-  const steps = v.steps ?? Math.min(limits.maxSteps, qualitySteps);
   const outputFormat = v.output_format === "jpeg" ? "jpeg" : "png";
   const partialImages = v.stream ? v.partial_images ?? 0 : 0;
-  // img2img and inpainting run about strength × steps (diffusers' get_timesteps): space previews over those.
-  const strength = extra.initImage ? extra.strength ?? 1 : 1;
-  const runSteps = Math.max(1, Math.floor(steps * strength));
+  const n = v.n ?? 1;
   return {
-    n: v.n ?? 1,
+    n,
     stream: v.stream ?? false,
     partialImages,
-    size: `${width}x${height}`,
+    size: size && `${size[0]}x${size[1]}`,
     quality,
     outputFormat,
     request: {
       prompt: v.prompt,
       negativePrompt: v.negative_prompt ?? undefined,
-      width,
-      height,
-      steps,
-      guidanceScale: v.guidance_scale ?? limits.defaultGuidance,
+      width: size?.[0],
+      height: size?.[1],
+      steps: v.steps ?? undefined,
+      ...(quality === "auto" ? {} : { stepsFactor: QUALITY_STEPS[quality] }),
+      guidanceScale: v.guidance_scale ?? undefined,
       sampler: v.sampler ?? undefined,
       seed: v.seed == null || v.seed < 0 ? undefined : v.seed,
       loras: v.loras?.map((l) => ({ name: l.name, scale: l.scale ?? 1 })),
       ...extra,
       // Previews spread over the run: the server forwards the first `partialImages` of them.
-      previewEvery: partialImages > 0 ? Math.max(1, Math.floor(runSteps / (partialImages + 1))) : 0,
+      ...(partialImages > 0 ? { autoPreviews: partialImages } : { previewEvery: 0 }),
       preview: limits.taesd ? "taesd" : "cheap",
       previewFormat: outputFormat,
       outputFormat,
+      // n images: one batch, image k the single image of seed + k (what n consecutive jobs gave).
+      ...(n > 1 ? { numImages: n, seedMode: "per-image" as const } : {}),
     },
   };
 }
@@ -557,7 +562,7 @@ export function openAISchema(limits: RequestLimits) {
       }
     })
     .transform((v): OpenAIRequest =>
-      openAIRequestOf(v, limits, explicitSize(v.size) ?? [limits.defaultSize, limits.defaultSize], {
+      openAIRequestOf(v, limits, explicitSize(v.size), {
         initImage: v.image ?? undefined,
         strength: v.image ? v.strength ?? 0.75 : undefined,
       })

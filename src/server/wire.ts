@@ -32,7 +32,14 @@ const WITH_JOB_ID: ReadonlySet<JobEvent["type"]> = new Set(["queued", "started",
 /** A job event's payload on the native API: the job id rides on the events that open and close a job
  * (queued, so a client can cancel it; started; done). */
 export function jobEventPayload(ev: JobEvent, jobId: string): Record<string, unknown> {
-  return wirePayload(ev, WITH_JOB_ID.has(ev.type) ? { jobId } : {});
+  const extra = WITH_JOB_ID.has(ev.type) ? { jobId } : {};
+  // A batch's answer carries `images` (base64, in batch order) and not `image`, which would repeat the
+  // first one; a single image's answer is as it always was.
+  if (ev.type === "done" && ev.images) {
+    const { image: _, ...rest } = ev;
+    return wirePayload(rest, extra);
+  }
+  return wirePayload(ev, extra);
 }
 
 /** One logged event as SSE, with its log id, the same on every stream of the job (what Last-Event-ID names). */

@@ -82,6 +82,7 @@ function requestBody(): Record<string, unknown> {
     guidance_scale: num("guidance_scale"),
     sampler: text("sampler") || undefined,
     seed: num("seed"),
+    num_images: num("num_images") === 1 ? undefined : num("num_images"),
     preview_every: num("preview_every"),
     preview: text("preview") || undefined,
   };
@@ -266,7 +267,23 @@ async function generate(): Promise<void> {
           break;
         }
         case "done": {
-          showImage(msg.mime, msg.image);
+          // A batch answers with `images`: the first is shown, every one is a thumbnail to click.
+          const images: string[] = msg.images ?? [msg.image];
+          showImage(msg.mime, images[0]);
+          if (images.length > 1) {
+            previews.replaceChildren(...images.map((b64, i) => {
+              const thumb = document.createElement("img");
+              thumb.src = `data:${msg.mime};base64,${b64}`;
+              thumb.alt = `image ${i + 1} of ${images.length}`;
+              thumb.title = `image ${i + 1} (seed ${msg.seeds?.[i] ?? msg.seed})`;
+              thumb.className = "batch";
+              thumb.addEventListener("click", () => {
+                showImage(msg.mime, b64);
+                downloadLink.href = mainImage.src;
+              });
+              return thumb;
+            }));
+          }
           progressBar.value = progressBar.max;
           parametersBox.textContent = msg.parameters;
           downloadLink.href = mainImage.src;
@@ -301,11 +318,32 @@ async function generate(): Promise<void> {
   }
 }
 
+/** The model's defaults (from /healthz) in the fields the user has not changed from the page's own. */
+function prefill(
+  d: { width: number; height: number; steps: number; guidance_scale: number; sampler?: string },
+) {
+  const set = (input: HTMLInputElement, value: number) => {
+    if (input.value === input.defaultValue) input.value = input.defaultValue = String(value);
+  };
+  const sizeUntouched = widthInput.value === widthInput.defaultValue &&
+    heightInput.value === heightInput.defaultValue;
+  set(widthInput, d.width);
+  set(heightInput, d.height);
+  set($<HTMLInputElement>("steps"), d.steps);
+  set($<HTMLInputElement>("guidance_scale"), d.guidance_scale);
+  if (sizeUntouched) {
+    const preset = `${d.width}x${d.height}`;
+    sizePreset.value = [...sizePreset.options].some((o) => o.value === preset) ? preset : "";
+  }
+  if (d.sampler) samplerSelect.options[0].text = `model default (${d.sampler})`;
+}
+
 async function pollHealth(): Promise<void> {
   try {
     const res = await fetch("/healthz");
     const h = await res.json();
     if (h.status === "ready") {
+      if (h.defaults) prefill(h.defaults);
       healthLine.textContent = h.model
         ? `${h.model} · ${h.adapter ?? "GPU"}${h.f16 ? " · f16" : ""}`
         : "no model";
@@ -315,6 +353,9 @@ async function pollHealth(): Promise<void> {
     const stage = h.stage ? ` (${h.stage})` : "";
     healthLine.textContent = h.status === "loading"
       ? `loading model ${Math.round(h.progress * 100)}%${stage}`
+      : h.status === "downloading"
+      ? `downloading model ${h.progress === null ? "" : `${Math.round(h.progress * 100)}% `}` +
+        `(${Math.round(h.bytes / 2 ** 20)} MiB)`
       : h.status === "recovering"
       ? `recovering: ${h.reason}; reloading ${Math.round(h.progress * 100)}%${stage}`
       : h.status === "failed"

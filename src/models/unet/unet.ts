@@ -208,6 +208,26 @@ export class UNet {
     this.plans.clear();
   }
 
+  /** Releases one shape's plan, if built. */
+  dropPlan(batch: number, height: number, width: number, contextTokens: number): void {
+    this.plans.delete(`${batch}x${height}x${width}x${contextTokens}`);
+  }
+
+  /** The activation bytes the plan of this shape holds (built or not; recorded without a GPU). */
+  planBytes(batch: number, height: number, width: number, contextTokens: number): number {
+    const key = `${batch}x${height}x${width}x${contextTokens}`;
+    let bytes = this.planBytesCache.get(key);
+    if (bytes === undefined) {
+      const shape = { batch, height, width, contextTokens };
+      const options = { maxBindingBytes: this.gpu.maxBinding };
+      bytes = unetGraph(this.config, this.weights, this.act, shape, options).b.activationBytes(this.gpu);
+      this.planBytesCache.set(key, bytes);
+    }
+    return bytes;
+  }
+
+  private readonly planBytesCache = new Map<string, number>();
+
   get activationBytes(): number {
     return this.plans.bytes;
   }

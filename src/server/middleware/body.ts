@@ -75,7 +75,7 @@ export function formBody({ maxBytes }: JsonBodyOptions) {
 }
 
 /** The whole body, or "too-large" as soon as it passes `maxBytes` (a chunked body declares no length). */
-async function readLimited(
+export async function readLimited(
   body: ReadableStream<Uint8Array> | null,
   maxBytes: number,
 ): Promise<Uint8Array | "too-large"> {

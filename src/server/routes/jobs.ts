@@ -15,24 +15,28 @@ import type { AppEnv, AppState } from "../context.ts";
 import { errorResponse, methodNotAllowed } from "../errors.ts";
 import { jsonBody } from "../middleware/body.ts";
 import { validate } from "../middleware/validate.ts";
-import type { Job } from "../queue.ts";
+import type { JobHandle } from "../queue/types.ts";
 import { type NativeRequest, nativeSchema } from "../schemas.ts";
 import { sseResponse } from "../sse.ts";
 import { jobEventMessage, jobEventPayload } from "../wire.ts";
 import { streamedRequest, submitJobs } from "./submit.ts";
 
-export function jobRoutes({ queue, options }: AppState): Hono<AppEnv> {
+export function jobRoutes({ jobs: queue, options }: AppState): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
-  const lookup = (c: Context<AppEnv>): Job | Response =>
-    queue.find(c.req.param("id") ?? "") ??
+  const lookup = async (c: Context<AppEnv>): Promise<JobHandle | Response> =>
+    await queue.find(c.req.param("id") ?? "") ??
       errorResponse(404, "not_found", "no such job (finished jobs are kept only for a while)", "id");
 
   app.post(
     "/v1/jobs",
     jsonBody({ maxBytes: options.maxBodyBytes }),
     validate("json", nativeSchema(options, false)),
-    (c) => {
-      const jobs = submitJobs(queue, [streamedRequest(c.req.valid("json") as NativeRequest)]);
+    async (c) => {
+      const jobs = await submitJobs(
+        queue,
+        [streamedRequest(c.req.valid("json") as NativeRequest)],
+        "detached",
+      );
       if (jobs instanceof Response) return jobs;
       const job = jobs[0];
       const url = `/v1/jobs/${job.id}`;
@@ -52,12 +56,12 @@ export function jobRoutes({ queue, options }: AppState): Hono<AppEnv> {
     },
   );
 
-  app.get("/v1/jobs/:id", (c) => {
-    const job = lookup(c);
+  app.get("/v1/jobs/:id", async (c) => {
+    const job = await lookup(c);
     return job instanceof Response ? job : c.json(describe(job));
   });
 
-  app.get("/v1/jobs/:id/events", (c) => {
+  app.get("/v1/jobs/:id/events", async (c) => {
     // The header wins: EventSource sends it on reconnecting, when the URL's parameter is stale.
     const given = c.req.header("last-event-id") || c.req.query("last_event_id");
     const afterId = given === undefined ? 0 : /^\d{1,15}$/.test(given) ? Number(given) : -1;
@@ -67,7 +71,7 @@ export function jobRoutes({ queue, options }: AppState): Hono<AppEnv> {
       }`;
       return errorResponse(400, "invalid_request", message, "last_event_id");
     }
-    const job = lookup(c);
+    const job = await lookup(c);
     if (job instanceof Response) return job;
     // Nothing left to send: 204 tells EventSource to stop reconnecting.
     if (job.state === "finished" && afterId >= job.eventCount) return c.body(null, 204);
@@ -81,14 +85,14 @@ export function jobRoutes({ queue, options }: AppState): Hono<AppEnv> {
     });
   });
 
-  app.delete("/v1/jobs/:id", (c) => {
-    const job = lookup(c);
+  app.delete("/v1/jobs/:id", async (c) => {
+    const job = await lookup(c);
     if (job instanceof Response) return job;
     if (job.state === "finished") {
       return errorResponse(409, "job_finished", `the job has already ended (${job.status})`, "id");
     }
     const state = job.state;
-    job.cancel();
+    await job.cancel();
     return c.json({ id: job.id, cancelled: true, state });
   });
 
@@ -99,7 +103,7 @@ export function jobRoutes({ queue, options }: AppState): Hono<AppEnv> {
 }
 
 /** GET /v1/jobs/:id: each field only once it means something. */
-function describe(job: Job): Record<string, unknown> {
+function describe(job: JobHandle): Record<string, unknown> {
   const outcome = job.outcome;
   return {
     id: job.id,

@@ -20,7 +20,7 @@ import { sseResponse } from "../sse.ts";
 import { jobEventMessage, jobEventPayload } from "../wire.ts";
 import { cancelOnAbort, streamedRequest, submitJobs } from "./submit.ts";
 
-export function nativeRoutes({ queue, options }: AppState): Hono<AppEnv> {
+export function nativeRoutes({ jobs: queue, options }: AppState): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
   app.post(
@@ -42,8 +42,8 @@ export function nativeRoutes({ queue, options }: AppState): Hono<AppEnv> {
 
   app.all("/v1/generate", methodNotAllowed("GET, POST"));
 
-  function streamed(c: Context<AppEnv>, parsed: NativeRequest): Response {
-    const jobs = submitJobs(queue, [streamedRequest(parsed)]);
+  async function streamed(c: Context<AppEnv>, parsed: NativeRequest): Promise<Response> {
+    const jobs = await submitJobs(queue, [streamedRequest(parsed)], "connection");
     if (jobs instanceof Response) return jobs;
     const job = jobs[0];
     return sseResponse(async (send, disconnected) => {
@@ -61,7 +61,7 @@ export function nativeRoutes({ queue, options }: AppState): Hono<AppEnv> {
   }
 
   async function whole(c: Context<AppEnv>, parsed: NativeRequest): Promise<Response> {
-    const jobs = submitJobs(queue, [{ ...parsed.request, previewEvery: 0 }]);
+    const jobs = await submitJobs(queue, [{ ...parsed.request, previewEvery: 0 }], "connection");
     if (jobs instanceof Response) return jobs;
     const release = cancelOnAbort(c.get("clientSignal"), jobs);
     try {

@@ -1,5 +1,6 @@
 // POST /v1/images/generations: OpenAI's Images API, plain (`data[].b64_json`) or, with `stream: true`,
-// OpenAI's image_generation.partial_image / .completed events. n images run as n consecutive jobs.
+// OpenAI's image_generation.partial_image / .completed events. n images run as one batched job (per-image
+// seeds: image k is the image of seed + k, as when they ran as n jobs); partial images are the first image's.
 // `answerImages` is shared with POST /v1/images/edits (routes/edits.ts), whose events are image_edit.*.
 
 import { type Context, Hono } from "hono";
@@ -30,28 +31,27 @@ export function openAIRoutes(state: AppState): Hono<AppEnv> {
 /** The prefix of the streamed event types: OpenAI names them image_generation.* and image_edit.*. */
 export type ImageEventPrefix = "image_generation" | "image_edit";
 
-/** Queues the request's n jobs and answers as OpenAI does: JSON once all are done, or SSE with `stream`. */
+/** Queues the request's job (n images) and answers as OpenAI does: JSON once done, or SSE with `stream`. */
 export function answerImages(
   c: Context<AppEnv>,
-  { queue, options }: AppState,
+  { jobs: queue, options }: AppState,
   parsed: OpenAIRequest,
   prefix: ImageEventPrefix,
 ): Response | Promise<Response> {
   return parsed.stream ? streamed() : whole();
 
   async function whole(): Promise<Response> {
-    const jobs = submitJobs(queue, requestsOf(parsed));
+    const jobs = await submitJobs(queue, [parsed.request], "connection");
     if (jobs instanceof Response) return jobs;
     const release = cancelOnAbort(c.get("clientSignal"), jobs);
     try {
       const data: { b64_json: string; revised_prompt?: string }[] = [];
-      for (const job of jobs) {
-        for await (const { event: ev } of job.events()) {
-          if (ev.type === "error") {
-            jobs.forEach((j) => j.cancel());
-            return jobErrorResponse(ev);
-          }
-          if (ev.type === "done") data.push({ b64_json: ev.image.toBase64() });
+      let size = parsed.size;
+      for await (const { event: ev } of jobs[0].events()) {
+        if (ev.type === "error") return jobErrorResponse(ev);
+        if (ev.type === "done") {
+          size = `${ev.width}x${ev.height}`;
+          for (const image of ev.images ?? [ev.image]) data.push({ b64_json: image.toBase64() });
         }
       }
       return c.json({
@@ -60,7 +60,7 @@ export function answerImages(
         background: "opaque",
         output_format: parsed.outputFormat,
         quality: parsed.quality === "auto" ? "medium" : parsed.quality,
-        size: parsed.size,
+        size,
         usage: usage(parsed, data.length),
       });
     } finally {
@@ -68,8 +68,8 @@ export function answerImages(
     }
   }
 
-  function streamed(): Response {
-    const jobs = submitJobs(queue, requestsOf(parsed));
+  async function streamed(): Promise<Response> {
+    const jobs = await submitJobs(queue, [parsed.request], "connection");
     if (jobs instanceof Response) return jobs;
     const common = {
       size: parsed.size,
@@ -82,34 +82,36 @@ export function answerImages(
       const emit = (data: Record<string, unknown>) =>
         send({ event: String(data.type), data: JSON.stringify(data) });
       try {
-        for (const job of jobs) {
-          let partials = 0;
-          for await (const { event: ev } of job.events(0, disconnected)) {
-            if (ev.type === "preview" && partials < parsed.partialImages) {
-              emit({
-                type: `${prefix}.partial_image`,
-                b64_json: ev.data.toBase64(),
-                created_at: Math.floor(Date.now() / 1000),
-                partial_image_index: partials++,
-                ...common,
-              });
-            } else if (ev.type === "done") {
+        let partials = 0;
+        for await (const { event: ev } of jobs[0].events(0, disconnected)) {
+          // The size once the job has started: the model's default when the request named none.
+          if (ev.type === "started") common.size = `${ev.width}x${ev.height}`;
+          if (ev.type === "preview" && partials < parsed.partialImages) {
+            emit({
+              type: `${prefix}.partial_image`,
+              b64_json: ev.data.toBase64(),
+              created_at: Math.floor(Date.now() / 1000),
+              partial_image_index: partials++,
+              ...common,
+            });
+          } else if (ev.type === "done") {
+            // One completed event per image, in batch order.
+            for (const image of ev.images ?? [ev.image]) {
               emit({
                 type: `${prefix}.completed`,
-                b64_json: ev.image.toBase64(),
+                b64_json: image.toBase64(),
                 created_at: Math.floor(Date.now() / 1000),
                 ...common,
                 usage: usage(parsed, 1),
               });
-            } else if (ev.type === "error") {
-              jobs.forEach((j) => j.cancel());
-              // OpenAI's client raises an APIError for an `error` event.
-              send({
-                event: "error",
-                data: JSON.stringify(errorBody(JOB_ERROR_STATUS[ev.code], ev.code, ev.message, ev.param)),
-              });
-              return;
             }
+          } else if (ev.type === "error") {
+            // OpenAI's client raises an APIError for an `error` event.
+            send({
+              event: "error",
+              data: JSON.stringify(errorBody(JOB_ERROR_STATUS[ev.code], ev.code, ev.message, ev.param)),
+            });
+            return;
           }
         }
       } finally {
@@ -117,14 +119,6 @@ export function answerImages(
       }
     }, { clientSignal: c.get("clientSignal"), heartbeatMs: options.heartbeatMs });
   }
-}
-
-/** n images: n consecutive jobs; with a fixed seed the k-th image uses seed + k. */
-function requestsOf(parsed: OpenAIRequest) {
-  return Array.from({ length: parsed.n }, (_, k) => ({
-    ...parsed.request,
-    seed: parsed.request.seed === undefined ? undefined : parsed.request.seed + k,
-  }));
 }
 
 /** OpenAI reports token usage; there are no tokens billed here, so these are rough counts for clients. */

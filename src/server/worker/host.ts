@@ -8,6 +8,7 @@ import {
   type Engine,
   type GenerateRequest,
   type GenerationEvent,
+  type ModelDefaults,
   RequestError,
   type SamplerName,
 } from "../../pipeline/types.ts";
@@ -18,11 +19,20 @@ import {
   type GpuInfo,
   UnavailableError,
 } from "../engine_host.ts";
-import type { EngineInfo, FromWorker, InitMessage, WarmupSize, WorkerJobError } from "./protocol.ts";
+import type {
+  DownloadSpec,
+  EngineInfo,
+  FromWorker,
+  InitMessage,
+  WarmupSize,
+  WorkerJobError,
+} from "./protocol.ts";
 
 export interface WorkerHostOptions {
   /** Diffusers folder or single-file checkpoint; undefined: the GPU only (generation answers 503). */
   model?: string;
+  /** Download the model into `model` first (the default model). */
+  download?: DownloadSpec;
   tokenizerDir?: string;
   /** Folder the requests' LoRA names resolve in (the worker reads the files). */
   loraDir?: string;
@@ -32,10 +42,18 @@ export interface WorkerHostOptions {
   /** What decodes the final image (default vae). */
   decoder?: DecoderName;
   disableF16?: boolean;
-  /** Sizes warmed while loading (the server's default size first). */
+  /** Forced GPU choices (a --gpu-choices spec) and --retune, passed to the worker's Gpu and loader. */
+  gpuChoices?: string;
+  retune?: boolean;
+  /** Warm the default size (the model's, or `defaultSize`) first; default false. */
+  warmupDefault?: boolean;
+  /** Sizes warmed while loading (after the default size). */
   warmup?: WarmupSize[];
-  /** Guidance of the warm-up runs (the server's default guidance). */
-  warmupGuidance?: number;
+  /** The server's explicit default size and guidance (else the model's), for the warm-up. */
+  defaultSize?: number;
+  defaultGuidance?: number;
+  /** Activation budget of one batched UNet evaluation. */
+  batchBudgetBytes?: number;
   /** Accept `loseDevice()` (tests of recovery). */
   testHooks?: boolean;
   /** At most this many recoveries within `recoveryWindowMs`; one more and the host reports failed. */
@@ -43,10 +61,11 @@ export interface WorkerHostOptions {
   recoveryWindowMs?: number;
 }
 
-const NO_MODEL = "no model is configured: start the server with --model DIR (or MODEL=DIR)";
+const NO_MODEL = "the server runs without a model (--no-model): start it with --model DIR (or SD_MODEL=DIR)";
 
 export class WorkerEngineHost implements EngineHost {
   readonly hasModel: boolean;
+  readonly modelPath?: string;
   #worker?: Worker;
   #state: EngineStatus = { status: "starting" };
   #gpuInfo?: GpuInfo;
@@ -60,6 +79,7 @@ export class WorkerEngineHost implements EngineHost {
 
   constructor(private readonly options: WorkerHostOptions) {
     this.hasModel = options.model !== undefined;
+    this.modelPath = options.model;
     this.#engine = new WorkerEngine(this);
   }
 
@@ -103,13 +123,13 @@ export class WorkerEngineHost implements EngineHost {
     this.#worker?.postMessage({ type: "lose-device" });
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
     this.#closed = true;
     this.#failJobs(new UnavailableError("the server is shutting down"));
-    this.#worker?.terminate();
-    this.#worker = undefined;
     this.#ready.reject(new UnavailableError("the server is shutting down"));
-    return Promise.resolve();
+    const worker = this.#worker;
+    this.#worker = undefined;
+    if (worker) await retire(worker);
   }
 
   /** @internal One generation on the worker; aborting `signal` cancels it there between steps. */
@@ -149,14 +169,20 @@ export class WorkerEngineHost implements EngineHost {
     const init: InitMessage = {
       type: "init",
       model: o.model,
+      download: o.download,
       tokenizerDir: o.tokenizerDir,
       loraDir: o.loraDir,
       loraStrict: o.loraStrict,
       taesd: o.taesd,
       decoder: o.decoder ?? "vae",
       disableF16: o.disableF16 ?? false,
+      gpuChoices: o.gpuChoices,
+      retune: o.retune,
+      warmupDefault: o.warmupDefault ?? false,
       warmup: o.warmup ?? [],
-      warmupGuidance: o.warmupGuidance ?? 7.5,
+      defaultSize: o.defaultSize,
+      defaultGuidance: o.defaultGuidance,
+      batchBudgetBytes: o.batchBudgetBytes,
       testHooks: o.testHooks ?? false,
     };
     worker.postMessage(init);
@@ -167,6 +193,12 @@ export class WorkerEngineHost implements EngineHost {
       case "gpu":
         this.#gpuInfo = msg.info;
         break;
+      case "downloading": {
+        const progress = msg.totalBytes ? Math.round((msg.bytes / msg.totalBytes) * 1000) / 1000 : null;
+        this.#state = { status: "downloading", progress, bytes: msg.bytes, totalBytes: msg.totalBytes };
+        if (msg.file) this.#state.file = msg.file;
+        break;
+      }
       case "loading": {
         const progress = Math.round(Math.min(1, Math.max(0, msg.fraction)) * 1000) / 1000;
         this.#state = this.#state.status === "recovering"
@@ -175,7 +207,12 @@ export class WorkerEngineHost implements EngineHost {
         break;
       }
       case "ready":
-        this.#info = { model: msg.model, defaultSampler: msg.defaultSampler, gpuBytes: msg.gpuBytes };
+        this.#info = {
+          model: msg.model,
+          defaultSampler: msg.defaultSampler,
+          defaults: msg.defaults,
+          gpuBytes: msg.gpuBytes,
+        };
         this.#state = { status: "ready", model: msg.model };
         this.#ready.resolve();
         break;
@@ -192,6 +229,8 @@ export class WorkerEngineHost implements EngineHost {
       case "job-error":
         this.#jobs.get(msg.id)?.fail(jobError(msg.error));
         break;
+      case "closed":
+        break;
       case "device-lost":
         this.#recover(`the GPU device was lost (${msg.reason})`);
         break;
@@ -202,7 +241,7 @@ export class WorkerEngineHost implements EngineHost {
   #recover(reason: string): void {
     if (this.#closed) return;
     this.#failJobs(new DeviceLostError(`${reason}; the model is reloading, retry the request`));
-    this.#worker?.terminate();
+    if (this.#worker) retire(this.#worker);
     this.#worker = undefined;
     const now = Date.now();
     const window = this.options.recoveryWindowMs ?? 10 * 60_000;
@@ -219,8 +258,9 @@ export class WorkerEngineHost implements EngineHost {
   }
 
   #fail(reason: string): void {
+    console.error(`engine failed: ${reason}`);
     this.#state = { status: "failed", reason };
-    this.#worker?.terminate();
+    if (this.#worker) retire(this.#worker);
     this.#worker = undefined;
     const error = new UnavailableError(`the model failed to load: ${reason}`);
     this.#failJobs(error);
@@ -246,6 +286,10 @@ class WorkerEngine implements Engine {
     return this.host.info?.defaultSampler ?? "pndm";
   }
 
+  get defaults(): ModelDefaults | undefined {
+    return this.host.info?.defaults;
+  }
+
   generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<GenerationEvent> {
     return this.host.generate(request, signal);
   }
@@ -253,6 +297,22 @@ class WorkerEngine implements Engine {
   gpuBytes(): number {
     return this.host.info?.gpuBytes ?? 0;
   }
+}
+
+/** Ends a worker: it releases its GPU device first (see engine_worker.ts shutdown()), then it is terminated;
+ * one that does not answer within 3 s (stuck in a GPU call) is terminated anyway. */
+async function retire(worker: Worker): Promise<void> {
+  const closed = new Promise<void>((resolve) => {
+    worker.onmessage = (e: MessageEvent<FromWorker>) => {
+      if (e.data.type === "closed") resolve();
+    };
+  });
+  worker.onerror = (e) => e.preventDefault();
+  worker.postMessage({ type: "shutdown" });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([closed, new Promise((r) => (timer = setTimeout(r, 3_000)))]);
+  clearTimeout(timer);
+  worker.terminate();
 }
 
 function jobError(e: WorkerJobError): Error {

@@ -11,4 +11,5 @@ export {
 export { formatBytes, type ProgressFactory, type TransferProgress } from "./fetch.ts";
 export { DownloadError } from "./http.ts";
 export { LOCK_FILE, type LockEntry, readLock, type WeightsLock } from "./lock.ts";
-export { downloadModel, type DownloadOptions, type DownloadResult } from "./model.ts";
+export { downloadModel, type DownloadOptions, type DownloadResult, type ModelTransfer } from "./model.ts";
+export { chooseDefaultModel, DEFAULT_MODEL, downloadAdvice, type ModelChoice } from "./default_model.ts";

@@ -34,8 +34,18 @@ export interface DownloadOptions {
   stallTimeoutMs?: number;
   /** Reports each file's transfer (the weights command draws a progress bar); default: nothing. */
   progress?: ProgressFactory;
+  /** Reports the whole model's transfer: bytes on disk of the files to fetch, of `totalBytes` (null while a
+   * size is unknown), once every file's size is known and then as bytes arrive. */
+  onBytes?: (p: ModelTransfer) => void;
   /** One line per event (default console.log). */
   log?: (line: string) => void;
+}
+
+export interface ModelTransfer {
+  bytes: number;
+  totalBytes: number | null;
+  /** The file being fetched. */
+  file?: string;
 }
 
 export interface DownloadResult {
@@ -119,9 +129,11 @@ export async function downloadModel(opts: DownloadOptions): Promise<DownloadResu
   }
 
   ctx.log(`${spec.repo}@${lock.commit ?? revision} → ${modelDir}: ${missing.length} file(s) to fetch`);
-  const downloaded: string[] = [];
+  // Every file's size and checksum first (one HEAD each), so the whole transfer's size is known.
+  const remotes = new Map<string, RemoteFile>();
   for (const path of missing) {
     const remote = await withRetries(ctx, path, () => headFile(ctx, lock.commit ?? revision, path));
+    remotes.set(path, remote);
     if (lock.commit === null) {
       lock.commit = remote.commit ?? revision;
       if (remote.commit && remote.commit !== revision) {
@@ -131,6 +143,15 @@ export async function downloadModel(opts: DownloadOptions): Promise<DownloadResu
       await Deno.mkdir(modelDir, { recursive: true });
       await writeLock(lockPath, lock);
     }
+  }
+  const sizes = [...remotes.values()].map((r) => r.size);
+  const totalBytes = sizes.includes(null) ? null : (sizes as number[]).reduce((a, b) => a + b, 0);
+  const commit = lock.commit ?? revision;
+  let finished = 0;
+  opts.onBytes?.({ bytes: 0, totalBytes });
+  const downloaded: string[] = [];
+  for (const path of missing) {
+    const remote = remotes.get(path)!;
     const expected = expectedOf(ctx, remote, pinned.get(path));
     const finalPath = `${modelDir}/${path}`;
     await Deno.mkdir(dirname(finalPath), { recursive: true });
@@ -142,22 +163,48 @@ export async function downloadModel(opts: DownloadOptions): Promise<DownloadResu
         const got = await hashFile(finalPath, expected.gitSha1 ? existingSize : null);
         if (matches(expected, got)) {
           ctx.log(`${path}: already present, checksum ok`);
-          setEntry(lock, { path, size: existingSize, sha256: got.sha256, revision: lock.commit });
+          setEntry(lock, { path, size: existingSize, sha256: got.sha256, revision: commit });
           await writeLock(lockPath, lock);
           skipped.push(path);
+          finished += existingSize;
+          opts.onBytes?.({ bytes: finished, totalBytes, file: path });
           continue;
         }
       }
     }
 
-    const url = resolveUrl(ctx, lock.commit, path);
-    const { size, sha256 } = await downloadFile(ctx, url, path, finalPath, expected, opts.progress);
-    setEntry(lock, { path, size, sha256, revision: lock.commit });
+    const url = resolveUrl(ctx, commit, path);
+    const progress = opts.onBytes
+      ? withTotals(opts.progress, (done) => {
+        opts.onBytes!({ bytes: finished + done, totalBytes, file: path });
+      })
+      : opts.progress;
+    const { size, sha256 } = await downloadFile(ctx, url, path, finalPath, expected, progress);
+    finished += size;
+    setEntry(lock, { path, size, sha256, revision: commit });
     await writeLock(lockPath, lock);
     downloaded.push(path);
   }
   ctx.log(`${modelDir}: complete (${downloaded.length} downloaded, ${skipped.length} already present)`);
   return { modelDir, lockPath, commit: lock.commit, downloaded, skipped };
+}
+
+/** The factory's progress (if any), also telling `onDone` each file's bytes so far. */
+function withTotals(inner: ProgressFactory | undefined, onDone: (done: number) => void): ProgressFactory {
+  return (path, total) => {
+    const p = inner?.(path, total);
+    return {
+      start: (done) => {
+        p?.start(done);
+        onDone(done);
+      },
+      update: (done) => {
+        p?.update(done);
+        onDone(done);
+      },
+      stop: () => p?.stop(),
+    };
+  };
 }
 
 /** Pins from the lock win; a hub that now reports something else for a pinned file is an error. */

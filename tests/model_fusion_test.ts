@@ -4,7 +4,9 @@
 // recorded without fusions (on weights loaded without groups), with them, and with them under a binding
 // limit small enough to split the joint GEMMs into runs of consecutive members (GEMMs over part of a packed
 // group: weight rows and bias values from an offset). All three run on the same random inputs at f32 and
-// f16 and must give identical outputs, the fused plans with fewer dispatches.
+// f16 and must give identical outputs, the fused plans with fewer dispatches. (Tests run the adapter's
+// default tilings; with the autotuner's picks a joint GEMM may get another kernel than its members, which
+// reorders sums only.)
 
 import type { Gpu } from "../src/gpu/device.ts";
 import type { ActDType } from "../src/gpu/pipelines.ts";

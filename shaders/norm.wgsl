@@ -120,9 +120,9 @@ fn merge_group(li: u32, b: u32, g: u32) {
 
 //#if GN_STATS_ANY
 // Statistics passes. Chunks of rows_per_chunk rows (≤ 256 chunks per map); per (batch, group):
-//   GN_FUSED (maps that fit one binding): one workgroup computes its chunks' statistics and merges them,
-//     one dispatch;
-//   GN_PARTIAL + GN_MERGE (larger maps, row bands): one dispatch per band writes chunk statistics to
+//   GN_FUSED (maps of a few MiB): one workgroup computes its chunks' statistics and merges them, one
+//     dispatch;
+//   GN_PARTIAL + GN_MERGE (larger maps; row bands): one dispatch per band writes chunk statistics to
 //     `stats`, then one merge dispatch. Same functions, so the same table bit for bit.
 struct GnParams {
   hw: u32,
@@ -179,12 +179,14 @@ fn gn_fused(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg:
 //#endif
 
 //#if GN_PARTIAL
-@compute @workgroup_size(64)
+// Lanes take adjacent groups of the same chunk, so a SIMD row reads contiguous channels of each row
+// (a workgroup per group, as gn_fused, reads a strided slice of every row: fine in cache, not beyond).
+@compute @workgroup_size(8, 8)
 fn gn_partial(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let chunk = gid.x;
-  let g = gid.y;
+  let g = gid.x;
+  let chunk = gid.y;
   let b = gid.z;
-  if (chunk >= gp.band_chunks) { return; }
+  if (g >= gp.groups || chunk >= gp.band_chunks) { return; }
   stats[(b * gp.groups + g) * gp.chunks + gp.chunk_base + chunk] = vec4<f32>(chunk_partial(b, g, chunk), 0.0);
 }
 //#endif

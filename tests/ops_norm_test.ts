@@ -183,6 +183,33 @@ const LN_CASES: LnCase[] = [
   { rows: [1, 9], c: 6, eps: 1e-6, affine: false },
 ];
 
+Deno.test("groupNorm statistics in one dispatch or as partials + merge: identical results", async () => {
+  for (const { gpu, act, name } of await configs()) {
+    for (const cs of GN_CASES) {
+      const [b, h, w, c] = cs.shape;
+      const [x] = upload(
+        gpu,
+        randomArray(b * h * w * c, 77, 2).map((v) => v + (cs.offset ?? 0)),
+        cs.shape,
+        act,
+      );
+      const [gamma] = weight(gpu, randomArray(c, 78, 0.5).map((v) => 1 + v));
+      const [beta] = weight(gpu, randomArray(c, 79, 0.5));
+      const out = emptyTensor(gpu, cs.shape, act);
+      const common = { x, gamma, beta, out, groups: cs.groups, eps: cs.eps, silu: cs.silu, act };
+      const fused = groupNorm(gpu, { ...common, stats: "fused" });
+      const split = groupNorm(gpu, { ...common, stats: "split" });
+      if (fused.length !== 2 || split.length !== 3) {
+        throw new Error(`${fused.length}/${split.length} dispatches`);
+      }
+      const a = await run(gpu, fused, out);
+      const bb = await run(gpu, split, out);
+      const at = a.findIndex((v, i) => !Object.is(v, bb[i]));
+      if (at >= 0) throw new Error(`${name} [${cs.shape}]: differs at ${at}: ${bb[at]} vs ${a[at]}`);
+    }
+  }
+});
+
 Deno.test("layerNorm matches the CPU reference (odd shapes, both precisions, both weight paths)", async () => {
   for (const { gpu, act, name } of await configs()) {
     for (const [k, cs] of LN_CASES.entries()) {

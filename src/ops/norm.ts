@@ -1,6 +1,6 @@
 // Normalisation op builders: GroupNorm (NHWC feature maps and [B, T, C] token maps) and LayerNorm (last dim).
 //
-// GroupNorm is two dispatches for maps that fit one storage binding:
+// GroupNorm is two dispatches for maps of a few MiB (the UNet's):
 //   1. gn_fused, one workgroup of 64 per (batch, group): statistics of chunks of ≤ R rows (≤ 256 chunks; the
 //      chunk's mean and Σ(x − mean)², two passes over a chunk that is still in cache), merged by Chan's
 //      formula (4 chunks per invocation in order, then a fixed tree) → mean, rstd, folded with gamma/beta into
@@ -8,14 +8,15 @@
 //   2. gn_apply: y = ((x − mean_hi) − mean_lo) · gamma·rstd + beta (+ SiLU), vectorised, 16 rows per invocation;
 //      or, given a GEMM operand as `out`, the same values written as that GEMM's x texels (ops/operand.ts), so
 //      the GEMM needs no pack dispatch.
-// Until the SD 1.5 UNet's dispatch diet (issue #16), pass 1 was two dispatches (per-chunk partials over many
-// workgroups, then one invocation per group merging 256 chunks × channels serially); one workgroup per group
-// reads the same bytes and the merge runs 64-wide, so the split bought nothing but a dispatch per norm (61
-// per SD 1.5 UNet call).
-// Maps larger than one storage binding (VAE decoder at 512² and up: [1, 512, 512, 256] f32 is 256 MiB) keep
-// the split: per row band a gn_partial dispatch writes its chunks' statistics, one gn_merge dispatch merges
-// them with the same code, then gn_apply runs per band over windows of x/out (bands.ts). Band starts are
-// multiples of the chunk length, so banded and unbanded results are bit-identical.
+// Until the SD 1.5 UNet's dispatch diet (issue #16), pass 1 was always two dispatches (per-chunk partials,
+// then one invocation per group merging 256 chunks × channels serially); on maps that stay in cache one
+// workgroup per group is as fast (measurements at FUSED_STATS_MAX_BYTES) and merges 64-wide, so there the
+// split cost a dispatch per norm for nothing (61 per SD 1.5 UNet call).
+// Larger maps take pass 1 as gn_partial (chunk statistics, lanes over adjacent groups: coalesced reads) and
+// gn_merge (the same merge code), see FUSED_STATS_MAX_BYTES. Maps larger than one storage binding (VAE
+// decoder at 512² and up: [1, 512, 512, 256] f32 is 256 MiB) run gn_partial and gn_apply per row band over
+// windows of x/out (bands.ts). Band starts are multiples of the chunk length, and every path computes the
+// same chunk statistics and merge, so all of them give bit-identical results.
 
 import type { Dispatch, Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
@@ -46,8 +47,19 @@ export interface GroupNormParams {
    * larger than this run in row bands, which needs batch 1.
    */
   maxBindingBytes?: number;
+  /** Forces pass 1 as one dispatch or as partials + merge (tests, benchmarks); default: by map size. */
+  stats?: "fused" | "split";
 }
 
+/**
+ * Maps up to this size take pass 1 as one dispatch (gn_fused); larger ones as partials + merge. A workgroup
+ * per group reads its channels' slice of every row, fine while the map stays in cache; the partials' lanes
+ * take adjacent groups of the same rows instead. Per GroupNorm + SiLU, f16, 32 groups (bench/groupnorm.ts,
+ * lavapipe, ms fused / split): [2,32,32,320] 1.3 MiB 3.14 / 3.16; [2,64,64,320] 5 MiB 8.63 / 8.83;
+ * [1,64,64,512] 4 MiB 6.86 / 6.84; [1,128,128,256] 8 MiB 14.5 / 13.3; [1,256,256,128] 16 MiB 33.7 / 27.6.
+ * So the UNet's maps (≤ 5 MiB at 512², f16) keep one dispatch and the VAE's large ones take two.
+ */
+const FUSED_STATS_MAX_BYTES = 6 * 2 ** 20;
 /** Target number of row chunks per batch item (≤ 256: the merge holds one chunk per workgroup slot). */
 const TARGET_CHUNKS = 256;
 const MIN_ROWS_PER_CHUNK = 16;
@@ -164,7 +176,9 @@ export function groupNorm(gpu: Gpu, p: GroupNormParams): Dispatch[] {
   const statsGrid: [number, number, number] = [p.groups, batch, 1];
   checkGrid(gpu, statsGrid, "groupNorm stats");
   const statsDispatches: Dispatch[] = [];
-  if (!bands) {
+  const fused = !bands &&
+    (p.stats ?? (p.x.byteLength <= FUSED_STATS_MAX_BYTES ? "fused" : "split")) === "fused";
+  if (fused) {
     // Pass 1, one dispatch: chunk statistics and their merge.
     const pipeline = gpu.kernel("norm", {
       ...unit,
@@ -185,16 +199,21 @@ export function groupNorm(gpu: Gpu, p: GroupNormParams): Dispatch[] {
     });
     statsDispatches.push({ pipeline, bindGroup, workgroups: statsGrid, label: "groupNorm stats" });
   } else {
-    // Pass 1 per band: the band's chunks write their slots of `stats`; then one merge.
+    // Pass 1 per band (unbanded: one): the band's chunks write their slots of `stats`; then one merge.
     const stats = gpu.storage(batch * p.groups * chunks * 16, "groupNorm chunk stats"); // [B][G][chunks] vec4
     const partial = gpu.kernel(
       "norm",
       { ...unit, GN_STATS_ANY: true, GN_CHUNKS: true, GN_PARTIAL: true },
       "gn_partial",
     );
-    for (const band of bands) {
-      const bandChunks = Math.ceil((band.end - band.start) / rowsPerChunk);
-      const workgroups: [number, number, number] = [Math.ceil(bandChunks / 64), p.groups, batch];
+    for (const band of bandList) {
+      const bandRows = band ? band.end - band.start : hw;
+      const bandChunks = Math.ceil(bandRows / rowsPerChunk);
+      const workgroups: [number, number, number] = [
+        Math.ceil(p.groups / 8),
+        Math.ceil(bandChunks / 8),
+        batch,
+      ];
       checkGrid(gpu, workgroups, "groupNorm partial");
       const bindGroup = gpu.device.createBindGroup({
         label: "groupNorm partial",

@@ -108,8 +108,9 @@ fn store4(row: u32, batch: u32, col: u32, a: vec4<f32>) {
 //#if SHARED
 // Workgroup-memory tiling for discrete GPUs (mode "shared"), as gemm_shared in matmul.wgsl: 16×16 threads,
 // TM rows × 4 channels each, K tiles of 32 = 4 k-steps gathered im2col-style into workgroup memory.
-var<workgroup> As: array<f32, {{SHARED_A}}>;   // [32][16·TM + 1] (+1: conflict-free transposed writes)
-var<workgroup> Bs: array<f32, 2080>;           // [32][65]
+// STAGE: f32, or f16 with ACC16 (as in matmul.wgsl: runs of 8 k values summed in f16, added into f32).
+var<workgroup> As: array<{{STAGE}}, {{SHARED_A}}>;   // [32][16·TM + 1] (+1: conflict-free transposed writes)
+var<workgroup> Bs: array<{{STAGE}}, 2080>;           // [32][65]
 
 // First texel of k-step k8 (tap, 8-channel chunk) for output pixel m, or none when it is zero padding.
 fn im2col_texel(m: u32, k8: u32) -> vec2<u32> {
@@ -143,8 +144,8 @@ fn conv_shared(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invo
       let a = lo8(v);
       let b = hi8(v);
       for (var c = 0u; c < 4u; c++) {
-        As[(8u * q + c) * sa + r] = a[c];
-        As[(8u * q + c + 4u) * sa + r] = b[c];
+        As[(8u * q + c) * sa + r] = {{STAGE}}(a[c]);
+        As[(8u * q + c + 4u) * sa + r] = {{STAGE}}(b[c]);
       }
     }
 //#else
@@ -167,16 +168,30 @@ fn conv_shared(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invo
       let a = lo8(v);
       let b = hi8(v);
       for (var c = 0u; c < 4u; c++) {
-        Bs[(8u * q + c) * 65u + n] = a[c];
-        Bs[(8u * q + c + 4u) * 65u + n] = b[c];
+        Bs[(8u * q + c) * 65u + n] = {{STAGE}}(a[c]);
+        Bs[(8u * q + c + 4u) * 65u + n] = {{STAGE}}(b[c]);
       }
     }
     workgroupBarrier();
+//#if ACC16
+    for (var k0 = 0u; k0 < 32u; k0 += 8u) {
+      // Zeroed explicitly: without it the runs carried over from one K tile to the next (naga, lavapipe).
+      var run: array<vec4<f16>, {{TM}}>;
+      for (var i = 0u; i < {{TM}}u; i++) { run[i] = vec4<f16>(); }
+      for (var kk = k0; kk < k0 + 8u; kk++) {
+        let bo = kk * 65u + lid.x * 4u;
+        let b = vec4<f16>(Bs[bo], Bs[bo + 1u], Bs[bo + 2u], Bs[bo + 3u]);
+        for (var i = 0u; i < {{TM}}u; i++) { run[i] += As[kk * sa + lid.y * {{TM}}u + i] * b; }
+      }
+      for (var i = 0u; i < {{TM}}u; i++) { acc[i] += vec4<f32>(run[i]); }
+    }
+//#else
     for (var kk = 0u; kk < 32u; kk++) {
       let bo = kk * 65u + lid.x * 4u;
       let b = vec4<f32>(Bs[bo], Bs[bo + 1u], Bs[bo + 2u], Bs[bo + 3u]);
       for (var i = 0u; i < {{TM}}u; i++) { acc[i] += As[kk * sa + lid.y * {{TM}}u + i] * b; }
     }
+//#endif
     workgroupBarrier();
   }
   for (var i = 0u; i < {{TM}}u; i++) {

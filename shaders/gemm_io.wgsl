@@ -9,10 +9,20 @@
 fn load_x(t: u32) -> vec4<u32> { return textureLoad(xs, vec2<u32>(t & 8191u, t >> 13u), 0); }
 fn load_w(t: u32) -> vec4<u32> { return textureLoad(ws, vec2<u32>(t & 8191u, t >> 13u), 0); }
 //#else
+//#if X16_LOADS
+// f16 accumulation in a register tile on storage buffers: the same texels read as two vec4<f16> halves
+// (K offsets 0-3 and 4-7), no unpacking. (naga rejects bitcast from u32 to vec2<f16>, so the halves of a
+// u32 texel can only be had through unpack2x16float and a conversion.)
+@group(0) @binding(0) var<storage, read> xs: array<vec4<f16>>;
+@group(0) @binding(1) var<storage, read> ws: array<vec4<f16>>;
+fn x16(t: u32, h: u32) -> vec4<f16> { return xs[2u * t + h]; }
+fn w16(t: u32, h: u32) -> vec4<f16> { return ws[2u * t + h]; }
+//#else
 @group(0) @binding(0) var<storage, read> xs: array<vec4<u32>>;
 @group(0) @binding(1) var<storage, read> ws: array<vec4<u32>>;
 fn load_x(t: u32) -> vec4<u32> { return xs[t]; }
 fn load_w(t: u32) -> vec4<u32> { return ws[t]; }
+//#endif
 //#endif
 
 //#if VEC_OUT

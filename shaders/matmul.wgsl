@@ -138,10 +138,12 @@ fn store4(row: u32, col: u32, a: vec4<f32>, g: vec4<f32>) {
 // block. Per K tile of 32 values the workgroup stages x (transposed, [k][m]) and W ([k][n]) in workgroup
 // memory with coalesced 16-byte loads, then every thread does 32·TM vec4 FMAs from it. The classic shape
 // for NVIDIA-class GPUs, which reward on-chip reuse; on llvmpipe barriers are costly, hence TEX there.
-var<workgroup> As: array<f32, {{SHARED_A}}>;   // [32][16·TM + 1] (+1: conflict-free transposed writes)
-var<workgroup> Bs: array<f32, 2080>;           // [32][65]
+// STAGE: f32, or f16 with ACC16 (f16 x only: staging is exact, products are summed in f16 over runs of 8
+// k values, each run added into the f32 accumulators).
+var<workgroup> As: array<{{STAGE}}, {{SHARED_A}}>;   // [32][16·TM + 1] (+1: conflict-free transposed writes)
+var<workgroup> Bs: array<{{STAGE}}, 2080>;           // [32][65]
 //#if GEGLU
-var<workgroup> Gs: array<f32, 2080>;           // gate weights [32][65]
+var<workgroup> Gs: array<{{STAGE}}, 2080>;           // gate weights [32][65]
 //#endif
 
 fn stage_w(dst_gate: bool, li: u32, col0: u32, kt: u32) {
@@ -160,13 +162,13 @@ fn stage_w(dst_gate: bool, li: u32, col0: u32, kt: u32) {
   for (var c = 0u; c < 4u; c++) {
 //#if GEGLU
     if (dst_gate) {
-      Gs[base + c * 65u] = a[c];
-      Gs[base + (c + 4u) * 65u] = b[c];
+      Gs[base + c * 65u] = {{STAGE}}(a[c]);
+      Gs[base + (c + 4u) * 65u] = {{STAGE}}(b[c]);
       continue;
     }
 //#endif
-    Bs[base + c * 65u] = a[c];
-    Bs[base + (c + 4u) * 65u] = b[c];
+    Bs[base + c * 65u] = {{STAGE}}(a[c]);
+    Bs[base + (c + 4u) * 65u] = {{STAGE}}(b[c]);
   }
 }
 
@@ -192,8 +194,8 @@ fn gemm_shared(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invo
       let a = lo8(v);
       let b = hi8(v);
       for (var c = 0u; c < 4u; c++) {
-        As[(8u * q + c) * sa + r] = a[c];
-        As[(8u * q + c + 4u) * sa + r] = b[c];
+        As[(8u * q + c) * sa + r] = {{STAGE}}(a[c]);
+        As[(8u * q + c + 4u) * sa + r] = {{STAGE}}(b[c]);
       }
     }
 //#else
@@ -212,6 +214,35 @@ fn gemm_shared(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invo
     stage_w(true, li, col0, kt);
 //#endif
     workgroupBarrier();
+//#if ACC16
+    for (var k0 = 0u; k0 < 32u; k0 += 8u) {
+      // Zeroed explicitly: without it the runs carried over from one K tile to the next (naga, lavapipe).
+      var run: array<vec4<f16>, {{TM}}>;
+      var rung: array<vec4<f16>, {{TM}}>;
+      for (var i = 0u; i < {{TM}}u; i++) {
+        run[i] = vec4<f16>();
+        rung[i] = vec4<f16>();
+      }
+      for (var kk = k0; kk < k0 + 8u; kk++) {
+        let bo = kk * 65u + lid.x * 4u;
+        let b = vec4<f16>(Bs[bo], Bs[bo + 1u], Bs[bo + 2u], Bs[bo + 3u]);
+//#if GEGLU
+        let g = vec4<f16>(Gs[bo], Gs[bo + 1u], Gs[bo + 2u], Gs[bo + 3u]);
+//#endif
+        for (var i = 0u; i < {{TM}}u; i++) {
+          let a = As[kk * sa + lid.y * {{TM}}u + i];
+          run[i] += a * b;
+//#if GEGLU
+          rung[i] += a * g;
+//#endif
+        }
+      }
+      for (var i = 0u; i < {{TM}}u; i++) {
+        acc[i] += vec4<f32>(run[i]);
+        accg[i] += vec4<f32>(rung[i]);
+      }
+    }
+//#else
     for (var kk = 0u; kk < 32u; kk++) {
       let bo = kk * 65u + lid.x * 4u;
       let b = vec4<f32>(Bs[bo], Bs[bo + 1u], Bs[bo + 2u], Bs[bo + 3u]);
@@ -226,6 +257,7 @@ fn gemm_shared(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invo
 //#endif
       }
     }
+//#endif
     workgroupBarrier();
   }
   for (var i = 0u; i < {{TM}}u; i++) {

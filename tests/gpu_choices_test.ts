@@ -2,7 +2,7 @@
 // tiny UNet's plan records (PipelineCache.info names each pipeline's shader, entry point and defines).
 //
 // CI runs the model and prompt → image fixture tests a second and third time with SD_GPU_FORCE set
-// (tiling=workgroup, then f16=off; .ci/run). The last test here runs in those runs too and checks that the
+// (tiling=workgroup, then tiling=workgroup,accumulate=f16, then f16=off; .ci/run). The last test here runs in those runs too and checks that the
 // shared test GPU took the forced paths, so a forced run that silently ran the adapter's defaults fails.
 
 import { Gpu } from "../src/gpu/device.ts";
@@ -25,12 +25,13 @@ const UNET = new URL("./fixtures/tiny_sd/unet/", import.meta.url).pathname;
 
 Deno.test("GPU choices: every key parses, prints canonically, and errors name the key and the source", () => {
   const c = parseGpuChoices(
-    " tiling=Workgroup, tile=4x4 ,splitk=off,attention=4x2/8,f16=off,subgroups=on,tune=retune",
+    " tiling=Workgroup, tile=4x4 ,splitk=off,accumulate=F16,attention=4x2/8,f16=off,subgroups=on,tune=retune",
   );
   assertEquals(c, {
     tiling: "workgroup",
     tile: { tm: 4, tn: 4 },
     splitK: false,
+    accumulate: "f16",
     attention: { qpi: 4, kb: 2, wg: 8 },
     f16: false,
     subgroups: true,
@@ -38,7 +39,7 @@ Deno.test("GPU choices: every key parses, prints canonically, and errors name th
   }, "parsed");
   assertEquals(
     formatGpuChoices(c),
-    "tiling=workgroup,tile=4x4,splitk=off,attention=4x2/8,f16=off,subgroups=on,tune=retune",
+    "tiling=workgroup,tile=4x4,splitk=off,accumulate=f16,attention=4x2/8,f16=off,subgroups=on,tune=retune",
     "canonical",
   );
   assertEquals(parseGpuChoices(formatGpuChoices(c)), c, "round trip");
@@ -52,6 +53,7 @@ Deno.test("GPU choices: every key parses, prints canonically, and errors name th
   expectThrow(() => parseGpuChoices("fp16=off"), /unknown key "fp16"/, "unknown key");
   expectThrow(() => parseGpuChoices("tiling"), /not key=value/, "no value");
   expectThrow(() => parseGpuChoices("attention=4x2"), /QPIxKB\/WG/, "attention syntax");
+  expectThrow(() => parseGpuChoices("accumulate=f64"), /accumulate must be f32 or f16/, "accumulate");
 });
 
 Deno.test("GPU choices: a flag overrides SD_GPU_FORCE key by key", () => {
@@ -103,6 +105,10 @@ function checkGemms(infos: PipelineInfo[], c: GpuChoices, what: string): number 
     if (c.splitK !== undefined && i.shader === "matmul") {
       assertEquals(!!i.defines.SPLITK, c.splitK, `${name} split-K`);
     }
+    // accumulate=f16 applies where x is f16 (f16 activations); f32 ones always accumulate in f32.
+    if (c.accumulate) {
+      assertEquals(!!i.defines.ACC16, c.accumulate === "f16" && i.defines.ACT === "f16", `${name} f16 sums`);
+    }
   }
   return gemms.length;
 }
@@ -130,11 +136,17 @@ Deno.test("GPU choices: forced register tiles, split-K and attention tiling reac
     tile: { tm: 2, tn: 8, wg: 64 },
     splitK,
     attention: { qpi: 2, kb: 1, wg: 16 },
+    ...(probe.f16 ? { accumulate: "f16" as const } : {}),
   };
   const gpu = await Gpu.create({ choices });
   try {
     const infos = await unetKernels(gpu);
     checkGemms(infos, choices, "registers");
+    // f16 sums on storage buffers read the operands as f16 vectors (no unpacking).
+    for (const i of infos.filter(isGemm)) {
+      assertEquals(!!i.defines.X16_LOADS, !!i.defines.ACC16, "f16 loads with f16 sums on buffers");
+    }
+    if (probe.f16) assert(infos.some((i) => i.defines.ACC16), "f16 sums reached the UNet's kernels");
     const attention = infos.filter((i) => i.shader === "attention" && i.entryPoint === "main");
     assert(attention.length > 0, "attention kernels");
     for (const i of attention) {
@@ -152,13 +164,10 @@ Deno.test("GPU choices: SD_GPU_FORCE reaches the shared test GPU (checks CI's fo
   assertEquals(gpu.report.forced, formatGpuChoices(env), "the forced choices the test GPU reports");
   if (env.f16 === false) assert(!gpu.f16, "f16=off: no shader-f16");
   const tiling = gemmTiling(gpu);
-  assertEquals(
-    tiling.source,
-    env.tiling || env.tile || env.splitK !== undefined ? "forced" : "adapter",
-    "source",
-  );
+  const forced = !!(env.tiling || env.tile || env.splitK !== undefined || env.accumulate === "f16");
+  assertEquals(tiling.source, forced ? "forced" : "adapter", "source");
   const infos = await unetKernels(gpu);
-  if (env.tiling || env.tile || env.splitK !== undefined) checkGemms(infos, env, "SD_GPU_FORCE");
+  if (forced) checkGemms(infos, env, "SD_GPU_FORCE");
   else {
     // The adapter's own row: texture operands on llvmpipe, workgroup tiles elsewhere.
     const storage = storageOf(tiling.tiling.mode);

@@ -126,27 +126,39 @@ Deno.test("autotune candidates: every GEMM, GEGLU and conv candidate of both ope
   let seed = 1;
   let count = 0;
   for (const storage of ["texture", "buffer"] as const) {
-    const linears = gemmCandidates(gpu, "linear", storage);
-    if (gpu.report.subgroupSize !== null) {
-      assert(
-        linears.some((c) => c.kind === "gemm" && c.tiling.splitK),
-        `split-K among ${storage} candidates`,
-      );
-    }
-    for (const c of linears) {
-      for (const act of acts) {
+    for (const act of acts) {
+      const linears = gemmCandidates(gpu, "linear", storage, act);
+      if (gpu.report.subgroupSize !== null) {
+        assert(
+          linears.some((c) => c.kind === "gemm" && c.tiling.splitK),
+          `split-K among ${storage} candidates`,
+        );
+      }
+      // f16 accumulation is offered for f16 activations on storage buffers; on textures it runs only when
+      // forced (accumulate=f16), so that path is checked here too.
+      const f16Acc = linears.filter((c) => c.kind === "gemm" && c.tiling.f16Acc).length;
+      const offered = act === "f16" && storage === "buffer";
+      assert(offered ? f16Acc > 0 : f16Acc === 0, `${storage} ${act}: ${f16Acc} f16-accumulating`);
+      const forced: Candidate = {
+        kind: "gemm",
+        label: "texture 8x8/8 f16acc (forced)",
+        tiling: { mode: "texture", tm: 8, tn: 8, wg: 8, f16Acc: true },
+      };
+      if (act === "f16" && storage === "texture") linears.push(forced);
+      for (const c of linears) {
         await checkLinear(gpu, c, act, 77, 320, seed += 10);
         await checkLinear(gpu, c, act, 2, 37, seed += 10);
       }
+      const extra = act === "f16" && storage === "texture" ? [forced] : [];
+      for (const c of [...gemmCandidates(gpu, "geglu", storage, act), ...extra]) {
+        await checkGeglu(gpu, c, act, seed += 10);
+      }
+      for (const c of [...gemmCandidates(gpu, "conv", storage, act), ...extra]) {
+        assert(c.kind === "gemm" && !c.tiling.splitK, "no split-K conv");
+        await checkConv(gpu, c, act, seed += 10);
+      }
+      count += linears.length;
     }
-    for (const c of gemmCandidates(gpu, "geglu", storage)) {
-      for (const act of acts) await checkGeglu(gpu, c, act, seed += 10);
-    }
-    for (const c of gemmCandidates(gpu, "conv", storage)) {
-      assert(c.kind === "gemm" && !c.tiling.splitK, "no split-K conv");
-      for (const act of acts) await checkConv(gpu, c, act, seed += 10);
-    }
-    count += linears.length;
   }
   assert(count >= 9, `${count} linear candidates`);
 });

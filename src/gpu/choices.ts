@@ -13,13 +13,16 @@
 //   tile=TMxTN[/WG]                      the GEMM/conv tile: rows × columns per invocation (workgroup tiling:
 //                                        TM rows × 4 columns per thread, 256 threads), WG invocations
 //   splitk=on|off                        linear/GEGLU as subgroup split-K (needs the subgroups feature)
+//   accumulate=f32|f16                   GEMM/conv sums: f16 runs of 8 products added into f32 (f16
+//                                        activations and shader-f16 only; forces the tiling like tile=), or
+//                                        f32 only (keeps tuning, without the f16-accumulating candidates)
 //   attention=QPIxKB/WG                  attention: queries per invocation, keys per softmax block, lanes
 //   f16=on|off                           shader-f16 (off: f32 + unpack2x16float, the path of adapters without
 //                                        it; on: fail unless shader-f16 works)
 //   subgroups=on|off                     request the subgroups feature (off: as on an adapter without it)
 //   tune=auto|off|retune                 the autotuner at load (off: table defaults; retune: ignore the cache)
-// A forced tiling, tile or split-K also disables tuning of GEMMs and convs; a forced attention tiling
-// disables tuning of attention.
+// A forced tiling, tile, split-K or accumulate=f16 also disables tuning of GEMMs and convs; a forced
+// attention tiling disables tuning of attention.
 //
 // Parsing lives here (layer 2); the ops turn the values into kernel tilings (src/ops/gemm.ts,
 // src/ops/attention.ts) and the Gpu applies f16 and subgroups at device creation (device.ts).
@@ -31,6 +34,7 @@ export interface GpuChoices {
   tiling?: TilingName;
   tile?: { tm: number; tn: number; wg?: number };
   splitK?: boolean;
+  accumulate?: "f32" | "f16";
   attention?: { qpi: number; kb: number; wg: number };
   f16?: boolean;
   subgroups?: boolean;
@@ -46,13 +50,14 @@ export const GPU_CHOICES_HELP =
                                          tiles (every other GPU's path), or register tiles on storage buffers
     tile=TMxTN[/WG]                      GEMM/conv tile, e.g. 16x16/8 (texture), 4x4 (workgroup: TM 1-8, TN 4)
     splitk=on|off                        linear layers as subgroup split-K reductions (needs subgroups)
+    accumulate=f32|f16                   GEMM/conv sums in f32, or f16 runs of 8 added into f32 (f16 only)
     attention=QPIxKB/WG                  attention tile, e.g. 4x2/8
     f16=on|off                           shader-f16 (off: the f32 + unpack2x16float path)
     subgroups=on|off                     use the subgroups feature where the adapter has it
     tune=auto|off|retune                 tile autotuning at load (results cached per adapter and driver)
   e.g. ${GPU_FORCE_ENV}=tiling=workgroup,f16=off`;
 
-const KEYS = ["tiling", "tile", "splitk", "attention", "f16", "subgroups", "tune"] as const;
+const KEYS = ["tiling", "tile", "splitk", "accumulate", "attention", "f16", "subgroups", "tune"] as const;
 
 function onOff(v: string, key: string, where: string): boolean {
   if (v === "on" || v === "true" || v === "1") return true;
@@ -103,6 +108,12 @@ export function parseGpuChoices(spec: string, where = GPU_FORCE_ENV): GpuChoices
       }
       case "splitk":
         out.splitK = onOff(v, key, where);
+        break;
+      case "accumulate":
+        if (v !== "f32" && v !== "f16") {
+          throw new Error(`${where}: accumulate must be f32 or f16, got "${v}"`);
+        }
+        out.accumulate = v;
         break;
       case "attention": {
         const m = v.match(/^(\d+)x(\d+)\/(\d+)$/);
@@ -156,6 +167,7 @@ export function formatGpuChoices(c: GpuChoices): string {
   if (c.tiling) parts.push(`tiling=${c.tiling}`);
   if (c.tile) parts.push(`tile=${c.tile.tm}x${c.tile.tn}${c.tile.wg ? `/${c.tile.wg}` : ""}`);
   if (c.splitK !== undefined) parts.push(`splitk=${c.splitK ? "on" : "off"}`);
+  if (c.accumulate) parts.push(`accumulate=${c.accumulate}`);
   if (c.attention) parts.push(`attention=${c.attention.qpi}x${c.attention.kb}/${c.attention.wg}`);
   if (c.f16 !== undefined) parts.push(`f16=${c.f16 ? "on" : "off"}`);
   if (c.subgroups !== undefined) parts.push(`subgroups=${c.subgroups ? "on" : "off"}`);

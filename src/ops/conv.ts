@@ -266,11 +266,17 @@ export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
   const n = w.cout;
   const xPix = xRowTexels(cin, p.act);
   const vecOut = n % 4 === 0;
+  // f16 accumulation reads f16 x only; f32 activations accumulate in f32 whatever the tiling says.
+  const acc16 = !!tiling.f16Acc && p.act === "f16";
+  const f16Loads = acc16 && mode === "buffer";
   const code = shared
     ? { SHARED: true, SHARED_A: 32 * (16 * tm + 1) }
-    : tileCode({ tm, tn, xf16: p.act === "f16", conv: true });
+    : tileCode({ tm, tn, xf16: p.act === "f16", conv: true, acc16, f16Loads });
   const defines: ShaderDefines = {
     CONV: true,
+    ACC16: acc16,
+    STAGE: acc16 ? "f16" : "f32",
+    X16_LOADS: f16Loads,
     ACT: p.act,
     XF16: p.act === "f16",
     TEX: mode === "texture",

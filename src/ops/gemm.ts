@@ -40,6 +40,15 @@ export interface GemmTiling {
    * projections: M = 154), where the register tile leaves most lanes idle. Needs the subgroups feature.
    */
   splitK?: boolean;
+  /**
+   * f16 products summed in f16 over short runs of K (8 values in a register tile, one k-step; 8 per run of
+   * the 32-deep workgroup tile, staged as f16), each run added into the f32 accumulators. Applies where x is
+   * f16 (f16 activations; f32 activations always accumulate in f32) and the device has shader-f16. Halves
+   * the workgroup memory and its traffic and lets GPUs use packed f16 FMAs; the error of a run is a few
+   * f16 roundings of that run's size, not of the whole dot product. The autotuner keeps it only where its
+   * output matches the f32-accumulating default within an f16 rounding step or two.
+   */
+  f16Acc?: boolean;
 }
 
 /**
@@ -90,11 +99,15 @@ export function gemmTiling(gpu: Gpu): TilingChoice {
     const a = gpu.report.adapter;
     const name = /llvmpipe|lavapipe|swiftshader/i.test(a.description) || a.fallback ? "llvmpipe" : "gpu";
     const c = gpu.choices;
-    if (c.tiling || c.tile || c.splitK !== undefined) {
+    if (c.tiling || c.tile || c.splitK !== undefined || c.accumulate === "f16") {
       const mode = c.tiling ? MODE_OF[c.tiling] : GEMM_TILINGS[name].mode;
       const base = MODE_DEFAULTS[mode];
       const tile = c.tile ? { tm: c.tile.tm, tn: c.tile.tn, ...(c.tile.wg ? { wg: c.tile.wg } : {}) } : {};
-      const tiling = checkTiling(gpu, { ...base, ...tile, splitK: c.splitK ?? false }, "forced GPU choices");
+      const tiling = checkTiling(
+        gpu,
+        { ...base, ...tile, splitK: c.splitK ?? false, f16Acc: c.accumulate === "f16" },
+        "forced GPU choices",
+      );
       choice = { name, tiling, source: "forced" };
     } else {
       choice = { name, tiling: GEMM_TILINGS[name], source: "adapter" };
@@ -119,31 +132,36 @@ export function resolveTiling(gpu: Gpu, override?: Partial<GemmTiling>, shapeKey
 }
 
 function checkTiling(gpu: Gpu, t: GemmTiling, what: string): GemmTiling {
+  if (t.f16Acc && !gpu.f16) {
+    throw new Error(`${what}: f16 accumulation needs shader-f16, which this GPU lacks`);
+  }
+  const acc = t.f16Acc ? { f16Acc: true } : {};
   if (t.mode === "shared") {
     if (!Number.isInteger(t.tm) || t.tm < 1 || t.tm > 8) {
       throw new Error(`${what}: shared mode needs tm 1-8`);
     }
     if (t.splitK) throw new Error(`${what}: split-K needs texture or buffer operands, not workgroup tiling`);
-    return { mode: "shared", tm: t.tm, tn: 4, wg: 256 };
+    return { mode: "shared", tm: t.tm, tn: 4, wg: 256, ...acc };
   }
   for (const k of ["tm", "tn", "wg"] as const) {
     if (!Number.isInteger(t[k]) || t[k] < 1 || t[k] > 256) throw new Error(`${what}: bad ${k}=${t[k]}`);
   }
   if (t.tn % 4 !== 0) throw new Error(`${what}: tn=${t.tn} must be a multiple of 4`);
   if (t.mode !== "texture" && t.mode !== "buffer") throw new Error(`${what}: bad mode ${t.mode}`);
-  if (!t.splitK) return { mode: t.mode, tm: t.tm, tn: t.tn, wg: t.wg };
+  if (!t.splitK) return { mode: t.mode, tm: t.tm, tn: t.tn, wg: t.wg, ...acc };
   const size = gpu.report.subgroupSize;
   if (size === null) {
     throw new Error(
       `${what}: split-K needs subgroups of a fixed size (subgroups: ${gpu.report.subgroups})`,
     );
   }
-  return { mode: t.mode, tm: t.tm, tn: t.tn, wg: size, splitK: true };
+  return { mode: t.mode, tm: t.tm, tn: t.tn, wg: size, splitK: true, ...acc };
 }
 
 /**
  * Workgroup memory of a shared-mode kernel: the x tile (32 × (16·tm + 1) f32) and one or two weight
- * tiles (32 × 65 f32). Where the device cannot hold it, the op falls back to the barrier-free buffer mode.
+ * tiles (32 × 65 f32); half of that staged as f16 (f16Acc), still checked at f32 size. Where the device
+ * cannot hold it, the op falls back to the barrier-free buffer mode.
  */
 export function fitShared(gpu: Gpu, t: GemmTiling, weightTiles: number): GemmTiling {
   if (t.mode !== "shared") return t;

@@ -17,6 +17,16 @@ export interface TileCodeOptions {
   geglu?: boolean;
   /** conv: x offsets come from the per-tap TAP block and zero-padding taps are masked. */
   conv?: boolean;
+  /**
+   * f16 accumulation (needs xf16 and shader-f16): each k-step's 8 products are summed in f16 and the run is
+   * added into the f32 accumulator.
+   */
+  acc16?: boolean;
+  /**
+   * With acc16 on storage buffers: operands bound as vec4<f16> arrays (x16/w16 in gemm_io.wgsl, define
+   * X16_LOADS), so texels need no unpacking; otherwise (textures) halves are unpacked and converted.
+   */
+  f16Loads?: boolean;
 }
 
 /**
@@ -26,6 +36,8 @@ export interface TileCodeOptions {
  */
 export function tileCode(o: TileCodeOptions): ShaderDefines {
   if (o.tn % 4 !== 0) throw new Error(`GEMM tiling: tn=${o.tn} must be a multiple of 4`);
+  if (o.acc16 && !o.xf16) throw new Error("GEMM tiling: f16 accumulation needs f16 activations");
+  if (o.f16Loads && !o.acc16) throw new Error("GEMM tiling: f16 loads are for f16 accumulation");
   const rows = [...Array(o.tm).keys()];
   const cols = [...Array(o.tn).keys()];
   const setup: string[] = [];
@@ -61,13 +73,20 @@ export function tileCode(o: TileCodeOptions): ShaderDefines {
   const wOff = o.conv ? `wt + c` : "k";
   const xLoad = (i: number, t: string) =>
     o.conv ? `select(vec4<u32>(), load_x(${t}), ok${i})` : `load_x(${t})`;
+  // Texel → halves a (K offsets 0-3) and b (4-7): f32 vectors, or f16 ones with acc16.
+  const unpack = (t: string, a: string, b: string) =>
+    o.acc16
+      ? `let ${a} = vec4<f16>(lo8(${t})); let ${b} = vec4<f16>(hi8(${t}));`
+      : `let ${a} = lo8(${t}); let ${b} = hi8(${t});`;
   for (const i of rows) {
-    if (o.xf16) {
-      step.push(
-        `      let xt${i} = ${
-          xLoad(i, `xr${i} + ${k}`)
-        }; let xa${i} = lo8(xt${i}); let xb${i} = hi8(xt${i});`,
-      );
+    if (o.f16Loads) {
+      const half = (h: number) => {
+        const load = `x16(xr${i} + ${k}, ${h}u)`;
+        return o.conv ? `select(vec4<f16>(), ${load}, ok${i})` : load;
+      };
+      step.push(`      let xa${i} = ${half(0)}; let xb${i} = ${half(1)};`);
+    } else if (o.xf16) {
+      step.push(`      let xt${i} = ${xLoad(i, `xr${i} + ${k}`)}; ${unpack(`xt${i}`, `xa${i}`, `xb${i}`)}`);
     } else {
       step.push(
         `      let xa${i} = bitcast<vec4<f32>>(${xLoad(i, `xr${i} + 2u * ${k}`)});` +
@@ -75,16 +94,21 @@ export function tileCode(o: TileCodeOptions): ShaderDefines {
       );
     }
   }
+  // acc += x·w over one k-step (8 values: halves a and b); with acc16 the 8-term sum is f16.
+  const fma = (acc: string, i: number, wa: string, wb: string) => {
+    const run = `dot(xa${i}, ${wa}) + dot(xb${i}, ${wb})`;
+    return `      ${acc} += ${o.acc16 ? `f32(${run})` : run};`;
+  };
+  const weight = (t: string, a: string, b: string, at: string) =>
+    o.f16Loads
+      ? `      let ${a} = w16(${at}, 0u); let ${b} = w16(${at}, 1u);`
+      : `      let ${t} = load_w(${at}); ${unpack(t, a, b)}`;
   for (const j of cols) {
-    step.push(
-      `      let wt${j} = load_w(wr${j} + ${wOff}); let wa${j} = lo8(wt${j}); let wb${j} = hi8(wt${j});`,
-    );
-    for (const i of rows) step.push(`      a${i}_${j} += dot(xa${i}, wa${j}) + dot(xb${i}, wb${j});`);
+    step.push(weight(`wt${j}`, `wa${j}`, `wb${j}`, `wr${j} + ${wOff}`));
+    for (const i of rows) step.push(fma(`a${i}_${j}`, i, `wa${j}`, `wb${j}`));
     if (o.geglu) {
-      step.push(
-        `      let vt${j} = load_w(wr${j} + p.gate + ${wOff}); let va${j} = lo8(vt${j}); let vb${j} = hi8(vt${j});`,
-      );
-      for (const i of rows) step.push(`      g${i}_${j} += dot(xa${i}, va${j}) + dot(xb${i}, vb${j});`);
+      step.push(weight(`vt${j}`, `va${j}`, `vb${j}`, `wr${j} + p.gate + ${wOff}`));
+      for (const i of rows) step.push(fma(`g${i}_${j}`, i, `va${j}`, `vb${j}`));
     }
   }
   const tn4 = o.tn / 4;

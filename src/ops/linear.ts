@@ -91,11 +91,17 @@ function gemm(gpu: Gpu, s: GemmSpec): Dispatch[] {
     : activationOperand(gpu, s.x, s.m, k, s.act, mode, s.label);
   const vecOut = s.n % 4 === 0;
   const splitK = !shared && !!s.tiling.splitK;
+  // f16 accumulation reads f16 x only; f32 activations accumulate in f32 whatever the tiling says.
+  const acc16 = !!s.tiling.f16Acc && s.act === "f16";
+  const f16Loads = acc16 && mode === "buffer";
   const code = shared
     ? { SHARED: true, SHARED_A: 32 * (16 * tm + 1) }
-    : tileCode({ tm, tn, xf16: s.act === "f16", geglu: s.geglu });
+    : tileCode({ tm, tn, xf16: s.act === "f16", geglu: s.geglu, acc16, f16Loads });
   const defines: ShaderDefines = {
     GEMM: true,
+    ACC16: acc16,
+    STAGE: acc16 ? "f16" : "f32",
+    X16_LOADS: f16Loads,
     SPLITK: splitK,
     ACT: s.act,
     XF16: s.act === "f16",

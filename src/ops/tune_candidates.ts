@@ -9,8 +9,11 @@
 //     the subgroups feature with a fixed subgroup size (gpu/self_tests.ts checks it at start-up).
 //   - vec4 loads: not a candidate, every kernel already loads whole 16-byte texels (vec4<u32>: 8 f16
 //     weights or 4 f32 activations per load) in every mode.
-//   - f16 accumulators: not implemented; every kernel accumulates in f32 (the fixtures' tolerances were
-//     met with f32 accumulation only, and no f16-accumulating kernel exists to tune).
+//   - f16 accumulators (GemmTiling.f16Acc), for f16 activations on adapters with shader-f16: products
+//     summed in f16 over runs of 8 k values, each run added into f32 (the error of a full f16 sum would grow
+//     with the whole sum's size, a run's stays at 8 terms' size). "Where exact enough": the tuner
+//     keeps one only if its output equals the f32-accumulating default's within an f16 rounding step or
+//     two (autotune.ts), and accumulate=f32 (gpu/choices.ts) removes them.
 
 import type { Dispatch, Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
@@ -24,7 +27,6 @@ import type { OpShape } from "./tuning.ts";
 
 export const NOT_TUNED = {
   vec4Loads: "always on: every GEMM, conv and attention kernel loads whole 16-byte texels",
-  f16Accumulators: "not implemented: every kernel accumulates in f32",
 } as const;
 
 export type Candidate =
@@ -32,11 +34,12 @@ export type Candidate =
   | { kind: "attention"; label: string; tiling: AttentionTiling };
 
 export function gemmLabel(t: GemmTiling): string {
-  if (t.mode === "shared") return `workgroup tm${t.tm} (${16 * t.tm}x64 blocks)`;
+  const acc = t.f16Acc ? " f16acc" : "";
+  if (t.mode === "shared") return `workgroup tm${t.tm} (${16 * t.tm}x64 blocks)${acc}`;
   const tile = `${t.tm}x${t.tn}/${t.wg}`;
   return t.splitK
-    ? `splitk ${tile} (${t.mode})`
-    : `${t.mode === "texture" ? "texture" : "registers"} ${tile}`;
+    ? `splitk ${tile} (${t.mode})${acc}`
+    : `${t.mode === "texture" ? "texture" : "registers"} ${tile}${acc}`;
 }
 
 export function attentionLabel(t: AttentionTiling): string {
@@ -69,18 +72,35 @@ const REGISTER_TILES: Record<"texture" | "buffer", GemmTiling[]> = {
   ],
 };
 
+/**
+ * f16-accumulating candidates per operand storage (f16 activations with shader-f16 only): the f32 tiles
+ * GPUs are likeliest to pick, again (packed f16 FMAs can double the arithmetic rate; f16 staging halves a
+ * block's workgroup memory; f16 loads need no unpacking). None on textures: there texels must be unpacked
+ * to f32 and converted, and llvmpipe has no faster f16 arithmetic (forcing accumulate=f16 still runs it).
+ */
+const F16_ACC_TILES: Record<"texture" | "buffer", GemmTiling[]> = {
+  texture: [],
+  buffer: [
+    { mode: "shared", tm: 4, tn: 4, wg: 256, f16Acc: true },
+    { mode: "shared", tm: 8, tn: 4, wg: 256, f16Acc: true },
+    { mode: "buffer", tm: 4, tn: 8, wg: 128, f16Acc: true },
+  ],
+};
+
 /** Split-K tile: 2 rows cover the time embedding (M = 2) and CFG pairs; 8 columns per lane group. */
 const SPLIT_K: Omit<GemmTiling, "mode" | "wg"> = { tm: 2, tn: 8, splitK: true };
 
 /**
  * GEMM candidates for one op kind on `gpu`, for `storage` (default: the storage the adapter's weights are
- * packed for): the default first, then the others, each as it will effectively run (a workgroup-memory
- * tile that does not fit becomes the register tile fitShared gives), without duplicates.
+ * packed for) and activations `act`: the default first, then the others, each as it will effectively run
+ * (a workgroup-memory tile that does not fit becomes the register tile fitShared gives), without
+ * duplicates. f16-accumulating ones only for f16 activations, unless accumulate=f32 is forced.
  */
 export function gemmCandidates(
   gpu: Gpu,
   op: "linear" | "geglu" | "conv",
   storage = storageOf(gemmTiling(gpu).tiling.mode),
+  act: ActDType = "f32",
 ): Candidate[] {
   const adapter = gemmTiling(gpu).tiling;
   const first = storageOf(adapter.mode) === storage ? adapter : REGISTER_TILES[storage][0];
@@ -88,6 +108,7 @@ export function gemmCandidates(
   if (op !== "conv" && gpu.report.subgroupSize !== null) {
     list.push({ ...SPLIT_K, mode: storage, wg: gpu.report.subgroupSize });
   }
+  if (act === "f16" && gpu.f16 && gpu.choices.accumulate !== "f32") list.push(...F16_ACC_TILES[storage]);
   const seen = new Set<string>();
   const out: Candidate[] = [];
   for (const t of list) {
@@ -123,7 +144,7 @@ export function attentionCandidates(headDim: number): Candidate[] {
 
 export function candidatesFor(gpu: Gpu, s: OpShape): Candidate[] {
   if (s.kind === "attention") return attentionCandidates(s.headDim);
-  return gemmCandidates(gpu, s.kind === "conv" ? "conv" : s.geglu ? "geglu" : "linear");
+  return gemmCandidates(gpu, s.kind === "conv" ? "conv" : s.geglu ? "geglu" : "linear", undefined, s.act);
 }
 
 /** Deterministic values in [-scale, scale) without a slow host loop: a pattern repeated. */

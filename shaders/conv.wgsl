@@ -105,6 +105,18 @@ fn store4(row: u32, batch: u32, col: u32, a: vec4<f32>) {
 //#endif
 }
 
+// Four adjacent channels from one vec4, as one vector store or four scalar ones.
+fn store_group(row: u32, batch: u32, col: u32, a: vec4<f32>) {
+//#if VEC_OUT
+  store4(row, batch, col, a);
+//#else
+  store1(row, batch, col, a.x);
+  store1(row, batch, col + 1u, a.y);
+  store1(row, batch, col + 2u, a.z);
+  store1(row, batch, col + 3u, a.w);
+//#endif
+}
+
 //#if SHARED
 // Workgroup-memory tiling for discrete GPUs (mode "shared"), as gemm_shared in matmul.wgsl: 16×16 threads,
 // TM rows × 4 channels each, K tiles of 32 = 4 k-steps gathered im2col-style into workgroup memory.
@@ -198,14 +210,7 @@ fn conv_shared(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invo
     let row = row0 + lid.y * {{TM}}u + i;
     let col = col0 + lid.x * 4u;
     let batch = min(row, p.M - 1u) / p.HWo;
-//#if VEC_OUT
-    store4(row, batch, col, acc[i]);
-//#else
-    store1(row, batch, col, acc[i].x);
-    store1(row, batch, col + 1u, acc[i].y);
-    store1(row, batch, col + 2u, acc[i].z);
-    store1(row, batch, col + 3u, acc[i].w);
-//#endif
+    store_group(row, batch, col, acc[i]);
   }
 }
 //#else
@@ -240,15 +245,7 @@ fn conv(
     let row = row0 + q / {{TN4}}u;
     let col = col0 + (q % {{TN4}}u) * 4u;
     let batch = min(row, p.M - 1u) / p.HWo;
-//#if VEC_OUT
-    store4(row, batch, col, o[q]);
-//#else
-    let a = o[q];
-    store1(row, batch, col, a.x);
-    store1(row, batch, col + 1u, a.y);
-    store1(row, batch, col + 2u, a.z);
-    store1(row, batch, col + 3u, a.w);
-//#endif
+    store_group(row, batch, col, o[q]);
   }
 }
 //#endif

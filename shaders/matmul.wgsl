@@ -132,6 +132,18 @@ fn store4(row: u32, col: u32, a: vec4<f32>, g: vec4<f32>) {
 //#endif
 }
 
+// Four adjacent columns from one vec4 per accumulator set, as one vector store or four scalar ones.
+fn store_group(row: u32, col: u32, a: vec4<f32>, g: vec4<f32>) {
+//#if VEC_OUT
+  store4(row, col, a, g);
+//#else
+  store1(row, col, a.x, g.x);
+  store1(row, col + 1u, a.y, g.y);
+  store1(row, col + 2u, a.z, g.z);
+  store1(row, col + 3u, a.w, g.w);
+//#endif
+}
+
 //#if SHARED
 // Workgroup-memory tiling for discrete GPUs (mode "shared"; operands in storage buffers): 16×16 threads,
 // each owning TM rows × 4 columns (one vec4 accumulator per row), so a workgroup computes a (16·TM) × 64
@@ -263,14 +275,7 @@ fn gemm_shared(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invo
   for (var i = 0u; i < {{TM}}u; i++) {
     let row = row0 + lid.y * {{TM}}u + i;
     let col = col0 + lid.x * 4u;
-//#if VEC_OUT
-    store4(row, col, acc[i], accg[i]);
-//#else
-    store1(row, col, acc[i].x, accg[i].x);
-    store1(row, col + 1u, acc[i].y, accg[i].y);
-    store1(row, col + 2u, acc[i].z, accg[i].z);
-    store1(row, col + 3u, acc[i].w, accg[i].w);
-//#endif
+    store_group(row, col, acc[i], accg[i]);
   }
 }
 //#else
@@ -307,16 +312,7 @@ fn gemm(
   for (var q = li; q < {{TILE_VEC4S}}u; q += {{WG}}u) {
     let row = row0 + q / {{TN4}}u;
     let col = col0 + (q % {{TN4}}u) * 4u;
-//#if VEC_OUT
-    store4(row, col, o[q], og[q]);
-//#else
-    let a = o[q];
-    let g = og[q];
-    store1(row, col, a.x, g.x);
-    store1(row, col + 1u, a.y, g.y);
-    store1(row, col + 2u, a.z, g.z);
-    store1(row, col + 3u, a.w, g.w);
-//#endif
+    store_group(row, col, o[q], og[q]);
   }
 }
 //#else
@@ -347,16 +343,7 @@ fn gemm(
   for (var q = 0u; q < {{TILE_VEC4S}}u; q++) {
     let row = row0 + q / {{TN4}}u;
     let col = col0 + (q % {{TN4}}u) * 4u;
-//#if VEC_OUT
-    store4(row, col, o[q], og[q]);
-//#else
-    let a = o[q];
-    let g = og[q];
-    store1(row, col, a.x, g.x);
-    store1(row, col + 1u, a.y, g.y);
-    store1(row, col + 2u, a.z, g.z);
-    store1(row, col + 3u, a.w, g.w);
-//#endif
+    store_group(row, col, o[q], og[q]);
   }
 }
 //#endif

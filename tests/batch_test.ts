@@ -3,7 +3,7 @@
 // one, and per-image seeds give each image the single-image run of seed + i. Also the pure parts: the memory
 // rule, the split, and the plan byte count the rule relies on.
 
-import { assertClose, assertEquals, psnr, testGpu } from "./util.ts";
+import { assertClose, assertEquals, fixtureRequest, psnr, testGpu } from "./util.ts";
 import { loadPipeline } from "../src/pipeline/load.ts";
 import type { StableDiffusionPipeline } from "../src/pipeline/pipeline.ts";
 import { decodeImage, encodeImage } from "../src/image/convert.ts";
@@ -83,19 +83,12 @@ const manifest = await readJsonFile(`${fixtures}batch/manifest.json`) as { cases
 for (const c of manifest.cases) {
   Deno.test(`batch ${c.name}: num_images ${c.num_images_per_prompt} equals diffusers' num_images_per_prompt (f32), split or not`, async () => {
     const p = await pipeline();
-    const request: GenerateRequest = {
-      prompt: c.prompt,
-      negativePrompt: c.negative_prompt,
-      width: c.width,
-      height: c.height,
+    const request = fixtureRequest(c, {
       steps: c.steps,
-      guidanceScale: c.guidance_scale,
       sampler: c.sampler,
-      seed: c.seed,
-      longPrompt: "truncate",
       numImages: c.num_images_per_prompt,
       seedMode: "diffusers",
-    };
+    });
     const whole = await run(p, request);
     assertEquals(whole.images?.length, c.num_images_per_prompt, "images");
     assertEquals(whole.seeds, Array(c.num_images_per_prompt).fill(c.seed), "seeds");

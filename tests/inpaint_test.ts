@@ -3,7 +3,7 @@
 // latents after every step and the final PNG (PSNR ≥ 40 dB at f32) must match; the request rules that
 // answer 400; and the mask preprocessing (Pillow Lanczos resize, binarisation, latent-size mask).
 
-import { assertClose, psnr, testGpu } from "./util.ts";
+import { assertClose, fixtureRequest, psnr, testGpu } from "./util.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
 import { loadPipeline } from "../src/pipeline/load.ts";
 import type { StableDiffusionPipeline } from "../src/pipeline/pipeline.ts";
@@ -67,20 +67,13 @@ function modelOf(c: InpaintCase): "tiny_sd" | "tiny_sd_inpaint" {
 }
 
 async function requestOf(c: InpaintCase): Promise<GenerateRequest> {
-  return {
-    prompt: c.prompt,
-    negativePrompt: c.negative_prompt,
-    width: c.width,
-    height: c.height,
+  return fixtureRequest(c, {
     steps: c.steps,
-    guidanceScale: c.guidance_scale,
     sampler: c.sampler,
-    seed: c.seed,
     initImage: await Deno.readFile(`${fixtures}inpaint/${c.image}`),
     mask: await Deno.readFile(`${fixtures}inpaint/${c.mask}`),
     strength: c.strength,
-    longPrompt: "truncate",
-  };
+  });
 }
 
 for (const c of manifest.cases) {

@@ -2,7 +2,7 @@
 // the pipeline fixtures (given embeddings, DDIM, with and without guidance: latents after every step and
 // the final image) and the five e2e runs (PSNR ≥ 40 dB against diffusers' PNG at f32).
 
-import { assertClose, psnr, testGpu } from "./util.ts";
+import { assertClose, fixtureRequest, psnr, testGpu } from "./util.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
 import { loadPipeline } from "../src/pipeline/load.ts";
 import type { StableDiffusionPipeline } from "../src/pipeline/pipeline.ts";
@@ -114,18 +114,8 @@ for (const c of manifest.cases) {
     }, async () => {
       const p = await pipeline(precision);
       const ref = await tensors(`${fixtures}e2e/${c.name}.safetensors`);
-      const request: GenerateRequest = {
-        prompt: c.prompt,
-        negativePrompt: c.negative_prompt,
-        width: c.width,
-        height: c.height,
-        steps: c.num_inference_steps,
-        guidanceScale: c.guidance_scale,
-        sampler: samplerOf(c),
-        seed: c.seed,
-        // diffusers truncates long prompts; "chunk" would encode them whole.
-        longPrompt: "truncate",
-      };
+      // diffusers truncates long prompts ("chunk" would encode them whole): fixtureRequest does too.
+      const request = fixtureRequest(c, { steps: c.num_inference_steps, sampler: samplerOf(c) });
       if (c.strength !== null) {
         request.initImage = await Deno.readFile(`${fixtures}e2e/case_1.png`);
         request.strength = c.strength;

@@ -5,27 +5,9 @@
 
 import OpenAI from "openai";
 import { decode as decodePng } from "fast-png";
-import {
-  collectSse,
-  fakeEngineFactory,
-  postJson,
-  startTestServer,
-  type TestServer,
-} from "./server_harness.ts";
+import { collectSse, fakeEngineFactory, postJson, withServer } from "./server_harness.ts";
 import type { ModelDefaults } from "../src/pipeline/types.ts";
 import { assert, assertEquals } from "./util.ts";
-
-async function withServer(
-  init: Parameters<typeof startTestServer>[0],
-  fn: (s: TestServer) => Promise<void>,
-): Promise<void> {
-  const server = await startTestServer(init);
-  try {
-    await fn(server);
-  } finally {
-    await server.close();
-  }
-}
 
 const TURBO: ModelDefaults = {
   width: 64,

@@ -1,6 +1,7 @@
 // Shared test helpers: one GPU per precision mode per test process, comparisons with stated tolerances.
 
 import { Gpu } from "../src/gpu/device.ts";
+import type { GenerateRequest, SamplerName } from "../src/pipeline/types.ts";
 
 const gpus = new Map<string, Promise<Gpu>>();
 
@@ -112,4 +113,31 @@ export function assertEquals<T>(actual: T, expected: T, what: string): void {
   const a = JSON.stringify(actual);
   const e = JSON.stringify(expected);
   if (a !== e) throw new Error(`${what}: got ${a}, want ${e}`);
+}
+
+/** What every diffusers fixture case (e2e, batch, inpaint manifests) names the same way. */
+export interface FixtureCase {
+  prompt: string;
+  negative_prompt: string;
+  width: number;
+  height: number;
+  guidance_scale: number;
+  seed: number;
+}
+
+/** A case's request as diffusers ran it (long prompts truncated), with the case-specific fields on top. */
+export function fixtureRequest(
+  c: FixtureCase,
+  rest: { steps: number; sampler: SamplerName } & Partial<GenerateRequest>,
+): GenerateRequest {
+  return {
+    prompt: c.prompt,
+    negativePrompt: c.negative_prompt,
+    width: c.width,
+    height: c.height,
+    guidanceScale: c.guidance_scale,
+    seed: c.seed,
+    longPrompt: "truncate",
+    ...rest,
+  };
 }

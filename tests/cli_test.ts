@@ -57,9 +57,9 @@ Deno.test("component randn writes torch's latents for a seed", async () => {
   await Deno.remove(out);
 });
 
-Deno.test("component unet runs the fixture's inputs and errors clearly on bad input", async () => {
-  const out = await Deno.makeTempFile({ suffix: ".safetensors" });
-  const r = await cli(
+/** `component unet` on the tiny UNet fixture: inputs from `input`, outputs to `out`, then `extra` flags. */
+function tinyUnet(input: string, out: string, ...extra: string[]) {
+  return cli(
     "component",
     "unet",
     "--config",
@@ -67,27 +67,22 @@ Deno.test("component unet runs the fixture's inputs and errors clearly on bad in
     "--weights",
     `${fixtures}/tiny_sd/unet/diffusion_pytorch_model.fp16.safetensors`,
     "--in",
-    `${fixtures}/unet/case_b.safetensors`,
+    input,
     "--out",
     out,
+    ...extra,
   );
+}
+
+Deno.test("component unet runs the fixture's inputs and errors clearly on bad input", async () => {
+  const out = await Deno.makeTempFile({ suffix: ".safetensors" });
+  const r = await tinyUnet(`${fixtures}/unet/case_b.safetensors`, out);
   if (r.code !== 0) throw new Error(r.stderr);
   using got = await SafetensorsFile.open(out);
   using ref = await SafetensorsFile.open(`${fixtures}/unet/case_b.safetensors`);
   assertClose(await got.readF32("out"), await ref.readF32("out"), 1e-3, "unet out");
   // An input file without the sample: a clear error naming it, no crash.
-  const bad = await cli(
-    "component",
-    "unet",
-    "--config",
-    `${fixtures}/tiny_sd/unet/config.json`,
-    "--weights",
-    `${fixtures}/tiny_sd/unet/diffusion_pytorch_model.fp16.safetensors`,
-    "--in",
-    `${fixtures}/vae/decode_a.safetensors`,
-    "--out",
-    out,
-  );
+  const bad = await tinyUnet(`${fixtures}/vae/decode_a.safetensors`, out);
   if (bad.code === 0 || !bad.stderr.includes('"sample"')) {
     throw new Error(`expected a missing-input error: ${bad.stderr}`);
   }
@@ -312,20 +307,7 @@ Deno.test("generate --taesd: TAESD previews by default (half size) and --decoder
 
 Deno.test("component unet --lora merges kohya and diffusers LoRAs (golden lora/unet_case); non-LoRA files fail", async () => {
   const out = await Deno.makeTempFile({ suffix: ".safetensors" });
-  const unet = (...extra: string[]) =>
-    cli(
-      "component",
-      "unet",
-      "--config",
-      `${fixtures}/tiny_sd/unet/config.json`,
-      "--weights",
-      `${fixtures}/tiny_sd/unet/diffusion_pytorch_model.fp16.safetensors`,
-      "--in",
-      `${fixtures}/lora/unet_case.safetensors`,
-      "--out",
-      out,
-      ...extra,
-    );
+  const unet = (...extra: string[]) => tinyUnet(`${fixtures}/lora/unet_case.safetensors`, out, ...extra);
   // 0.8 as kohya 0.5 + the same LoRA in diffusers keys at 0.3.
   const r = await unet(
     "--lora",

@@ -4,7 +4,7 @@
 
 import { readModelDefaults, turboName } from "../src/pipeline/defaults.ts";
 import { effectiveDefaults, resolveRequest } from "../src/server/defaults.ts";
-import { DEFAULT_LIMITS } from "../src/server/schemas.ts";
+import { DEFAULT_LIMITS } from "../src/server/schema_fields.ts";
 import { parseServeConfig } from "../src/server/config.ts";
 import { chooseDefaultModel, downloadAdvice } from "../src/weights/download/index.ts";
 import { assertEquals } from "./util.ts";

@@ -8,7 +8,8 @@
 import OpenAI from "openai";
 import { decode as decodePng } from "fast-png";
 import { decodeImage, encodeImage } from "../src/image/codec.ts";
-import { DEFAULT_LIMITS, nativeSchema } from "../src/server/schemas.ts";
+import { nativeSchema } from "../src/server/native_schema.ts";
+import { DEFAULT_LIMITS } from "../src/server/schema_fields.ts";
 import {
   collectSse,
   fakeEngineFactory,

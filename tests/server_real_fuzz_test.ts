@@ -181,7 +181,7 @@ function pngProblem(b64: unknown, width?: number, height?: number): string | und
   }
 }
 
-/** What the schema (src/server/schemas.ts) accepts as a prompt. */
+/** What the native schema (src/server/native_schema.ts) accepts as a prompt. */
 function promptIsValid(p: string): boolean {
   return p.trim().length > 0 && !p.includes("\u0000") && p.length <= 10_000;
 }

@@ -6,7 +6,7 @@
 
 import type { GenerateRequest } from "../pipeline/types.ts";
 import type { ModelDefaults } from "../pipeline/defaults.ts";
-import type { RequestLimits } from "./schemas.ts";
+import type { RequestLimits } from "./schema_fields.ts";
 
 /** For an engine without defaults of its own: what the server used before models had any. */
 export const FALLBACK_DEFAULTS: ModelDefaults = {

@@ -2,7 +2,7 @@
 // and their defaults.
 
 import type { RetentionLimits } from "./retention.ts";
-import { DEFAULT_LIMITS, type RequestLimits } from "./schemas.ts";
+import { DEFAULT_LIMITS, type RequestLimits } from "./schema_fields.ts";
 
 /** `retainJobs` / `retainMs`: finished jobs kept for GET /v1/jobs/:id and event replay (they hold images). */
 export interface ServerOptions extends RequestLimits, RetentionLimits {

@@ -6,7 +6,7 @@
 
 import { type Engine, type GenerateRequest, type GenerationEvent, RequestError } from "../pipeline/types.ts";
 import { effectiveDefaults, type RequestDraft, resolveRequest } from "./defaults.ts";
-import { DEFAULT_LIMITS } from "./schemas.ts";
+import { DEFAULT_LIMITS } from "./schema_fields.ts";
 import { DeviceLostError, type EngineHost, errorText, UnavailableError } from "./engine_host.ts";
 import type { Metrics } from "./metrics.ts";
 import { RetainedJobs, type RetentionLimits } from "./retention.ts";

@@ -3,7 +3,7 @@
 import { zValidator } from "@hono/zod-validator";
 import type { z } from "zod";
 import { errorResponse } from "../errors.ts";
-import { fieldErrorFromZod } from "../schemas.ts";
+import { fieldErrorFromZod } from "../schema_fields.ts";
 
 export function validate<T extends z.ZodType>(target: "json" | "query", schema: T) {
   return zValidator(target, schema, (result) => {

@@ -2,14 +2,15 @@
 // sends): `image` (or `image[]`, one file), optional `mask`, `prompt`, `n`, `size`, `response_format`,
 // `stream` + `partial_images`, and the generations route's extensions (steps, seed, strength, …). The
 // image is repainted where the mask's alpha is 0 (OpenAI's definition); without a mask, everywhere, as
-// image-to-image guided by the image (schemas.ts: openAIEditSchema). Answers and streamed events are the
-// generations route's, named image_edit.partial_image / image_edit.completed.
+// image-to-image guided by the image (openai_schema.ts: openAIEditSchema). Answers and streamed events are
+// the generations route's, named image_edit.partial_image / image_edit.completed.
 
 import { Hono } from "hono";
 import type { AppEnv, AppState } from "../context.ts";
 import { errorResponse, methodNotAllowed } from "../errors.ts";
 import { formBody } from "../middleware/body.ts";
-import { fieldErrorFromZod, openAIEditSchema } from "../schemas.ts";
+import { fieldErrorFromZod } from "../schema_fields.ts";
+import { openAIEditSchema } from "../openai_schema.ts";
 import { answerImages } from "./openai.ts";
 
 export function editRoutes(state: AppState): Hono<AppEnv> {

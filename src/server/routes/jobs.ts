@@ -16,7 +16,7 @@ import { errorResponse, methodNotAllowed } from "../errors.ts";
 import { jsonBody } from "../middleware/body.ts";
 import { validate } from "../middleware/validate.ts";
 import type { JobHandle } from "../queue/types.ts";
-import { type NativeRequest, nativeSchema } from "../schemas.ts";
+import { type NativeRequest, nativeSchema } from "../native_schema.ts";
 import { sseResponse } from "../sse.ts";
 import { jobEventMessage, jobEventPayload } from "../wire.ts";
 import { streamedRequest, submitJobs } from "./submit.ts";

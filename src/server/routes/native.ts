@@ -15,7 +15,7 @@ import type { AppEnv, AppState } from "../context.ts";
 import { errorResponse, jobErrorResponse, methodNotAllowed } from "../errors.ts";
 import { jsonBody } from "../middleware/body.ts";
 import { validate } from "../middleware/validate.ts";
-import { type NativeRequest, nativeSchema } from "../schemas.ts";
+import { type NativeRequest, nativeSchema } from "../native_schema.ts";
 import { sseResponse } from "../sse.ts";
 import { jobEventMessage, jobEventPayload } from "../wire.ts";
 import { cancelOnAbort, streamedRequest, submitJobs } from "./submit.ts";

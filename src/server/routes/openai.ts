@@ -9,7 +9,7 @@ import { errorBody, jobErrorResponse, methodNotAllowed } from "../errors.ts";
 import { jsonBody } from "../middleware/body.ts";
 import { validate } from "../middleware/validate.ts";
 import { JOB_ERROR_STATUS } from "../queue.ts";
-import { type OpenAIRequest, openAISchema } from "../schemas.ts";
+import { type OpenAIRequest, openAISchema } from "../openai_schema.ts";
 import { sseResponse } from "../sse.ts";
 import { cancelOnAbort, submitJobs } from "./submit.ts";
 

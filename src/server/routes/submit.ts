@@ -5,7 +5,7 @@ import { UnavailableError } from "../engine_host.ts";
 import { errorResponse } from "../errors.ts";
 import { QueueFullError } from "../queue.ts";
 import type { JobHandle, JobOwner, JobQueue } from "../queue/types.ts";
-import type { NativeRequest } from "../schemas.ts";
+import type { NativeRequest } from "../native_schema.ts";
 
 /** A native request whose events are streamed (SSE or a job): previews about every quarter of the run
  * unless preview_every was given. */

@@ -9,7 +9,7 @@
 
 import type { SamplerName } from "../../../schedulers/names.ts";
 import { sniffImageMime } from "../../../image/codec.ts";
-import { checkLoras, type RequestLimits } from "../../schemas.ts";
+import { checkLoras, type RequestLimits } from "../../schema_fields.ts";
 import { bound, coerce, type FieldType } from "./coerce.ts";
 import { issue, type ValidationIssue } from "./errors.ts";
 import { resolveSampler } from "./samplers.ts";

@@ -3,8 +3,7 @@
 // latents after every step and the final PNG (PSNR ≥ 40 dB at f32) must match; the request rules that
 // answer 400; and the mask preprocessing (Pillow Lanczos resize, binarisation, latent-size mask).
 
-import { assertClose, fixtureRequest, psnr, testGpu } from "./util.ts";
-import { SafetensorsFile } from "../src/weights/safetensors.ts";
+import { assertClose, fixtureRequest, psnr, readF32Tensors, testGpu } from "./util.ts";
 import { loadPipeline } from "../src/pipeline/load.ts";
 import type { StableDiffusionPipeline } from "../src/pipeline/pipeline.ts";
 import { inpaintingStart, latentMask } from "../src/pipeline/inpaint.ts";
@@ -55,13 +54,6 @@ function pipeline(
   return p;
 }
 
-async function tensors(path: string): Promise<Map<string, Float32Array>> {
-  using f = await SafetensorsFile.open(path);
-  const out = new Map<string, Float32Array>();
-  for (const n of f.names()) out.set(n, await f.readF32(n));
-  return out;
-}
-
 function modelOf(c: InpaintCase): "tiny_sd" | "tiny_sd_inpaint" {
   return c.model_folder.endsWith("tiny_sd_inpaint") ? "tiny_sd_inpaint" : "tiny_sd";
 }
@@ -82,7 +74,7 @@ for (const c of manifest.cases) {
     Deno.test(`inpaint ${c.name} (${kind}, strength ${c.strength}) reproduces diffusers (${precision})`, async () => {
       const p = await pipeline(modelOf(c), precision);
       if (p.unetKind !== (c.unet_in_channels === 9 ? "inpainting" : "plain")) throw new Error(p.unetKind);
-      const ref = await tensors(`${fixtures}inpaint/${c.name}.safetensors`);
+      const ref = await readF32Tensors(`${fixtures}inpaint/${c.name}.safetensors`);
       // Read back the latents after every step (wrapping this instance's loop; restored below).
       const steps: Float32Array[] = [];
       const denoise = p.denoise;
@@ -131,7 +123,7 @@ class RecordingGenerator extends TorchGenerator {
 for (const c of manifest.cases) {
   Deno.test(`inpaint ${c.name}: every random draw before the loop, in diffusers' order`, async () => {
     const p = await pipeline(modelOf(c), "f32");
-    const ref = await tensors(`${fixtures}inpaint/${c.name}.safetensors`);
+    const ref = await readF32Tensors(`${fixtures}inpaint/${c.name}.safetensors`);
     const want = [...ref.keys()].filter((k) => k.startsWith("randn_")).sort().map((k) => ref.get(k)!);
     const scheduler = createScheduler(c.sampler, p.parts.schedulerConfig);
     scheduler.setTimesteps(c.steps);

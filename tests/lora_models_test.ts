@@ -4,30 +4,21 @@
 // weights were merged on the host in float64 and rounded to f16 once. The GPU adds in f32, so a weight may
 // land one f16 step away; outputs agree within 5e-5 relative at f32, while the LoRA moves them by 0.1 or more.
 
-import { relError, testGpu } from "./util.ts";
+import { randomArray, readHostTensors, relError, testGpu } from "./util.ts";
 import type { Gpu } from "../src/gpu/device.ts";
 import { f32ToF16 } from "../src/gpu/device.ts";
 import { SafetensorsFile, type TensorToWrite, writeSafetensors } from "../src/weights/safetensors.ts";
 import { readJsonFile } from "../src/util/json.ts";
 import { type AnyModel, loadModel, type NetworkEntry, runComponent } from "../src/models/harness.ts";
-import type { HostTensor } from "../src/util/host_tensor.ts";
 import type { UNet } from "../src/models/unet/unet.ts";
 import type { ClipTextModel } from "../src/models/clip/clip.ts";
 import { LoraAdapters } from "../src/models/lora/adapters.ts";
 import { LoraLibrary } from "../src/models/lora/library.ts";
 import { readLora } from "../src/models/lora/file.ts";
 import { clipTargets, type LoraTarget, TargetIndex, unetTargets } from "../src/models/lora/targets.ts";
-import { randomArray } from "./util.ts";
 import { readPacked } from "../src/ops/lora_merge.ts";
 
 const fixtures = new URL("./fixtures/", import.meta.url).pathname;
-
-async function readAll(path: string): Promise<Map<string, HostTensor>> {
-  using f = await SafetensorsFile.open(path);
-  const out = new Map<string, HostTensor>();
-  for (const name of f.names()) out.set(name, { shape: f.info(name).shape, data: await f.readF32(name) });
-  return out;
-}
 
 async function load(gpu: Gpu, entry: NetworkEntry, config: unknown, weights: string): Promise<AnyModel> {
   using w = await SafetensorsFile.open(weights);
@@ -112,7 +103,7 @@ async function checkAgainstHostMerge(what: string, c: Case): Promise<void> {
   try {
     const lora = await c.lora(dir);
     const model = await load(gpu, c.entry, c.config, c.weights) as UNet | ClipTextModel;
-    const io = await readAll(c.io);
+    const io = await readHostTensors(c.io);
     const run = async (m: AnyModel) => (await runComponent(gpu, c.entry, m, io)).outputs.get(c.output)!.data;
     const base = await run(model);
     const isUnet = c.entry === "unet";

@@ -4,7 +4,7 @@
 // weight bit-identical to a fresh load. The text encoder and an SD 2.x UNet (Linear proj_in/proj_out) are
 // checked against the same model loaded from a checkpoint whose weights were merged on the host in float64.
 
-import { relError, testGpu } from "./util.ts";
+import { readHostTensors, relError, testGpu } from "./util.ts";
 import type { Gpu } from "../src/gpu/device.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
 import { readJsonFile } from "../src/util/json.ts";
@@ -20,13 +20,6 @@ import { readPacked } from "../src/ops/lora_merge.ts";
 const fixtures = new URL("./fixtures/", import.meta.url).pathname;
 const LORA = `${fixtures}lora/`;
 const TINY = `${fixtures}tiny_sd/`;
-
-async function readAll(path: string): Promise<Map<string, HostTensor>> {
-  using f = await SafetensorsFile.open(path);
-  const out = new Map<string, HostTensor>();
-  for (const name of f.names()) out.set(name, { shape: f.info(name).shape, data: await f.readF32(name) });
-  return out;
-}
 
 async function load(gpu: Gpu, entry: NetworkEntry, config: string, weights: string): Promise<AnyModel> {
   using w = await SafetensorsFile.open(weights);
@@ -80,7 +73,7 @@ async function runUnet(gpu: Gpu, unet: UNet, io: Map<string, HostTensor>): Promi
 Deno.test("lora unet_case: kohya and diffusers keys at 0.8 equal diffusers' fused UNet (f32, 1e-3); none restores it", async () => {
   const gpu = await testGpu();
   const unet = await tinyUnet(gpu);
-  const io = await readAll(`${LORA}unet_case.safetensors`);
+  const io = await readHostTensors(`${LORA}unet_case.safetensors`);
   const want = io.get("out")!.data;
   const without = io.get("out_without_lora")!.data;
   const targets = unetTargets(unet.config);
@@ -123,7 +116,7 @@ Deno.test("lora switching: two LoRAs at once, another set, none: packed weights 
   const targets = unetTargets(unet.config);
   const fresh = await packedBytes(gpu, await tinyUnet(gpu), targets);
   const loras = adapters(gpu, { unet }, [], LORA);
-  const io = await readAll(`${LORA}unet_case.safetensors`);
+  const io = await readHostTensors(`${LORA}unet_case.safetensors`);
 
   const sets = [
     [{ name: "style_kohya", scale: 0.8 }, { name: "style_diffusers", scale: -0.3 }],

@@ -3,22 +3,14 @@
 // activations, ≤ 2e-2 with f16 activations. When an output fails, the first diverging intermediate
 // activation (in execution order) is named.
 
-import { relError, testGpu } from "./util.ts";
+import { readHostTensors, relError, testGpu } from "./util.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
 import { readJsonFile } from "../src/util/json.ts";
 import { loadModel, type NetworkEntry, runComponent } from "../src/models/harness.ts";
-import type { HostTensor } from "../src/util/host_tensor.ts";
 import type { ActDType } from "../src/gpu/pipelines.ts";
 import { gpuChoicesFromEnv } from "../src/gpu/choices.ts";
 
 const fixtures = new URL("./fixtures/", import.meta.url).pathname;
-
-async function readAll(path: string): Promise<Map<string, HostTensor>> {
-  using f = await SafetensorsFile.open(path);
-  const out = new Map<string, HostTensor>();
-  for (const name of f.names()) out.set(name, { shape: f.info(name).shape, data: await f.readF32(name) });
-  return out;
-}
 
 async function configOf(dir: string, config = "config.json"): Promise<unknown> {
   try {
@@ -162,8 +154,8 @@ for (const c of CASES) {
         const dir = `${fixtures}${c.dir}`;
         using weights = await SafetensorsFile.open(`${dir}/${c.weights}`);
         const model = await loadModel(gpu, c.component, await configOf(dir, c.config), weights, act);
-        const io = await readAll(`${dir}/${c.io}`);
-        const reference = c.activations ? await readAll(`${dir}/${c.activations}`) : new Map();
+        const io = await readHostTensors(`${dir}/${c.io}`);
+        const reference = c.activations ? await readHostTensors(`${dir}/${c.activations}`) : new Map();
         const result = await runComponent(gpu, c.component, model, io, { probes: reference.size > 0 });
         const tol = act === "f32" ? (c.f32Tol ?? TOL.f32) : TOL[act];
         const failures: string[] = [];

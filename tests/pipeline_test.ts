@@ -2,8 +2,7 @@
 // the pipeline fixtures (given embeddings, DDIM, with and without guidance: latents after every step and
 // the final image) and the five e2e runs (PSNR ≥ 40 dB against diffusers' PNG at f32).
 
-import { assertClose, fixtureRequest, psnr, testGpu } from "./util.ts";
-import { SafetensorsFile } from "../src/weights/safetensors.ts";
+import { assertClose, fixtureRequest, psnr, readF32Tensors, testGpu } from "./util.ts";
 import { loadPipeline } from "../src/pipeline/load.ts";
 import type { StableDiffusionPipeline } from "../src/pipeline/pipeline.ts";
 import { createScheduler } from "../src/schedulers/index.ts";
@@ -18,13 +17,6 @@ import { writeTinySd1SingleFile } from "./single_file_fixture.ts";
 const fixtures = new URL("./fixtures/", import.meta.url).pathname;
 const MODEL = `${fixtures}tiny_sd`;
 
-async function tensors(path: string): Promise<Map<string, Float32Array>> {
-  using f = await SafetensorsFile.open(path);
-  const out = new Map<string, Float32Array>();
-  for (const n of f.names()) out.set(n, await f.readF32(n));
-  return out;
-}
-
 const pipelines = new Map<ActDType, Promise<StableDiffusionPipeline>>();
 function pipeline(precision: ActDType): Promise<StableDiffusionPipeline> {
   let p = pipelines.get(precision);
@@ -38,8 +30,8 @@ function pipeline(precision: ActDType): Promise<StableDiffusionPipeline> {
 for (const which of ["cfg7.5", "nocfg"] as const) {
   Deno.test(`pipeline fixture ${which}: DDIM latents after every step and the image equal diffusers (f32)`, async () => {
     const p = await pipeline("f32");
-    const inputs = await tensors(`${fixtures}pipeline/inputs.safetensors`);
-    const ref = await tensors(`${fixtures}pipeline/${which}.safetensors`);
+    const inputs = await readF32Tensors(`${fixtures}pipeline/inputs.safetensors`);
+    const ref = await readF32Tensors(`${fixtures}pipeline/${which}.safetensors`);
     const guidance = which === "cfg7.5" ? 7.5 : 1.0;
     const scheduler = createScheduler("ddim", p.parts.schedulerConfig);
     scheduler.setTimesteps(4);
@@ -113,7 +105,7 @@ for (const c of manifest.cases) {
       ignore: precision === "f16" && gpuChoicesFromEnv().f16 === false,
     }, async () => {
       const p = await pipeline(precision);
-      const ref = await tensors(`${fixtures}e2e/${c.name}.safetensors`);
+      const ref = await readF32Tensors(`${fixtures}e2e/${c.name}.safetensors`);
       // diffusers truncates long prompts ("chunk" would encode them whole): fixtureRequest does too.
       const request = fixtureRequest(c, { steps: c.num_inference_steps, sampler: samplerOf(c) });
       if (c.strength !== null) {

@@ -2,6 +2,8 @@
 
 import { Gpu } from "../src/gpu/device.ts";
 import type { GenerateRequest, SamplerName } from "../src/pipeline/types.ts";
+import type { HostTensor } from "../src/util/host_tensor.ts";
+import { SafetensorsFile } from "../src/weights/safetensors.ts";
 
 const gpus = new Map<string, Promise<Gpu>>();
 
@@ -140,4 +142,18 @@ export function fixtureRequest(
     longPrompt: "truncate",
     ...rest,
   };
+}
+
+/** Every tensor of a safetensors file as f32 with its shape (fixtures, written outputs). */
+export async function readHostTensors(path: string): Promise<Map<string, HostTensor>> {
+  using f = await SafetensorsFile.open(path);
+  const out = new Map<string, HostTensor>();
+  for (const name of f.names()) out.set(name, { shape: f.info(name).shape, data: await f.readF32(name) });
+  return out;
+}
+
+/** Every tensor of a safetensors file as f32 values. */
+export async function readF32Tensors(path: string): Promise<Map<string, Float32Array>> {
+  const all = await readHostTensors(path);
+  return new Map([...all].map(([name, t]) => [name, t.data]));
 }

@@ -28,6 +28,8 @@ import {
 } from "../gpu/tune_cache.ts";
 import gemmTileSource from "./gemm_tile.ts" with { type: "text" };
 import attentionSource from "./attention.ts" with { type: "text" };
+import attentionPackSource from "./attention_pack.ts" with { type: "text" };
+import attentionTilingSource from "./attention_tiling.ts" with { type: "text" };
 import candidatesSource from "./tune_candidates.ts" with { type: "text" };
 import { gemmTiling, storageOf } from "./gemm.ts";
 import { type Candidate, candidatesFor, opInputs } from "./tune_candidates.ts";
@@ -84,7 +86,7 @@ export interface TuneSummary {
 /** Key of the tuning cache: adapter, Deno (its wgpu), kernel sources and generators, f16, subgroups. */
 export async function tuneCacheKey(gpu: Gpu): Promise<TuneCacheKey> {
   const sources = Object.keys(SHADERS).sort().map((k) => SHADERS[k]).join("\n") + gemmTileSource +
-    attentionSource + candidatesSource;
+    attentionSource + attentionPackSource + attentionTilingSource + candidatesSource;
   return {
     adapter: gpu.report.adapter,
     deno: Deno.version.deno,

@@ -1,6 +1,7 @@
 // Shared test helpers: one GPU per precision mode per test process, comparisons with stated tolerances.
 
 import { Gpu } from "../src/gpu/device.ts";
+import { relError as sharedRelError } from "../src/util/rel_error.ts";
 
 const gpus = new Map<string, Promise<Gpu>>();
 
@@ -30,17 +31,11 @@ export function randomArray(n: number, seed: number, scale = 1): Float32Array {
   return out;
 }
 
-/** max|a − b| / max|b|: the golden fixtures' error measure. */
+/** max|a − b| / max|b|: the golden fixtures' error measure (src/util/rel_error.ts); throws on a length
+ * mismatch. */
 export function relError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
   if (actual.length !== expected.length) throw new Error(`length ${actual.length} != ${expected.length}`);
-  let maxDiff = 0;
-  let maxRef = 0;
-  for (let i = 0; i < expected.length; i++) {
-    const d = Math.abs(actual[i] - expected[i]);
-    if (!(d <= maxDiff)) maxDiff = Number.isNaN(d) ? Infinity : d;
-    maxRef = Math.max(maxRef, Math.abs(expected[i]));
-  }
-  return maxDiff / Math.max(maxRef, 1e-30);
+  return sharedRelError(actual, expected);
 }
 
 /** Throws with a useful message when relError exceeds `tol`. */

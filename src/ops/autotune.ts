@@ -18,6 +18,7 @@
 import type { Dispatch, Gpu } from "../gpu/device.ts";
 import { readTensor } from "../gpu/tensor.ts";
 import { SHADERS } from "../gpu/shaders.ts";
+import { relError } from "../util/rel_error.ts";
 import {
   readTuneCache,
   sha256Hex,
@@ -158,18 +159,6 @@ async function timeRun(
   return { ms: best, warmupMs };
 }
 
-/** Max |a − b| / max |b|. */
-function relDiff(a: Float32Array, b: Float32Array): number {
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < b.length; i++) {
-    const e = Math.abs(a[i] - b[i]);
-    d = Number.isNaN(e) ? Infinity : Math.max(d, e);
-    m = Math.max(m, Math.abs(b[i]));
-  }
-  return d / Math.max(m, 1e-30);
-}
-
 /** The time a pass may still spend. The default candidates' compilation and first run are not charged:
  * the plans would compile the same pipelines (same shader and defines) at their first build anyway. */
 interface Budget {
@@ -225,7 +214,7 @@ async function tuneShape(
           budget.deadline += buildMs + warmupMs;
           budget.prepaidMs += buildMs + warmupMs;
         } else {
-          const diff = relDiff(got, reference);
+          const diff = relError(got, reference);
           if (!(diff <= tol)) {
             ms[c.label] = `rejected: output differs from the default's by ${diff.toExponential(2)}`;
             skipped++;

@@ -17,15 +17,13 @@ import { type Dispatch, Gpu } from "../src/gpu/device.ts";
 import type { ActDType } from "../src/gpu/pipelines.ts";
 import { type Tensor, uploadTensor } from "../src/gpu/tensor.ts";
 import { gemmTiling, storageOf } from "../src/ops/gemm.ts";
-import { prepareLinearWeight } from "../src/ops/gemm_weights.ts";
-import { linear } from "../src/ops/linear.ts";
-import { conv2d, prepareConvWeight } from "../src/ops/conv.ts";
 import { attention, attentionFlops } from "../src/ops/attention.ts";
 import { gemmCandidates, NOT_TUNED, opInputs, patternArray } from "../src/ops/tune_candidates.ts";
 import { opFlops, type OpShape } from "../src/ops/tuning.ts";
 import { GPU_FLAGS, gpuFlags } from "../src/commands/gpu_flags.ts";
 import { type BenchResult, runBench } from "../src/commands/bench.ts";
 import { parityReport, type ParityRow } from "./parity.ts";
+import { conv3x3Dispatches, linearDispatches } from "./op_dispatches.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -117,29 +115,13 @@ const ops: OpRow[] = [];
 const reps = quick ? 1 : gpu.report.adapter.fallback ? 2 : 20;
 {
   const [m, k, n] = [8192, 320, 1280];
-  const weight = prepareLinearWeight(gpu, tensor([n, k], "f16", 0.05));
-  const ds = linear(gpu, {
-    x: tensor([m, k], act),
-    weight,
-    bias: tensor([n], "f16"),
-    out: tensor([m, n], act),
-    act,
-  });
+  const ds = linearDispatches(gpu, tensor, { m, k, n }, act, 0.05);
   const ms = await timeOp(ds, reps);
   ops.push({ op: `linear [${m}, ${k}]·[${n}, ${k}]ᵀ`, act, gflop: 2 * m * k * n / 1e9, ms, gflops: 0 });
 }
 {
   const [b, hw, c] = [2, 64, 320];
-  const weight = prepareConvWeight(gpu, tensor([c, c, 3, 3], "f16", 0.02));
-  const ds = conv2d(gpu, {
-    x: tensor([b, hw, hw, c], act),
-    weight,
-    bias: tensor([c], "f16"),
-    out: tensor([b, hw, hw, c], act),
-    stride: 1,
-    padding: "same",
-    act,
-  });
+  const ds = conv3x3Dispatches(gpu, tensor, { b, hw, cin: c, cout: c }, act, 0.02);
   const ms = await timeOp(ds, reps);
   ops.push({
     op: `conv3×3 ${c}→${c} ${hw}×${hw} batch ${b}`,

@@ -12,9 +12,7 @@ import { type Dispatch, Gpu } from "../src/gpu/device.ts";
 import type { ActDType } from "../src/gpu/pipelines.ts";
 import { type Tensor, uploadTensor } from "../src/gpu/tensor.ts";
 import { gemmTiling } from "../src/ops/gemm.ts";
-import { prepareLinearWeight } from "../src/ops/gemm_weights.ts";
-import { linear } from "../src/ops/linear.ts";
-import { conv2d, prepareConvWeight } from "../src/ops/conv.ts";
+import { conv3x3Dispatches, linearDispatches } from "./op_dispatches.ts";
 
 interface Row {
   kind: "matmul" | "conv" | "attention";
@@ -59,11 +57,7 @@ function matmulRow(m: number, k: number, n: number, act: ActDType, reps: number)
     flops: 2 * m * k * n,
     gemm: [m, k, n],
     reps,
-    build: () => {
-      const weight = prepareLinearWeight(gpu, tensor([n, k], "f16", 0.1));
-      const bias = tensor([n], "f16");
-      return linear(gpu, { x: tensor([m, k], act), weight, bias, out: tensor([m, n], act), act });
-    },
+    build: () => linearDispatches(gpu, tensor, { m, k, n }, act, 0.1),
   };
 }
 
@@ -75,18 +69,7 @@ function convRow(b: number, hw: number, cin: number, cout: number, act: ActDType
     flops: 2 * b * hw * hw * 9 * cin * cout,
     gemm: [b * hw * hw, 9 * cin, cout],
     reps,
-    build: () => {
-      const weight = prepareConvWeight(gpu, tensor([cout, cin, 3, 3], "f16", 0.05));
-      return conv2d(gpu, {
-        x: tensor([b, hw, hw, cin], act),
-        weight,
-        bias: tensor([cout], "f16"),
-        out: tensor([b, hw, hw, cout], act),
-        stride: 1,
-        padding: "same",
-        act,
-      });
-    },
+    build: () => conv3x3Dispatches(gpu, tensor, { b, hw, cin, cout }, act, 0.05),
   };
 }
 

@@ -8,6 +8,7 @@ import type { ActDType } from "../src/gpu/pipelines.ts";
 import { loadModel, type NetworkEntry, runComponent } from "../src/models/harness.ts";
 import type { HostTensor } from "../src/util/host_tensor.ts";
 import { readJsonFile } from "../src/util/json.ts";
+import { relError } from "../src/util/rel_error.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
 
 const fixtures = new URL("../tests/fixtures/", import.meta.url).pathname;
@@ -91,17 +92,6 @@ async function configOf(dir: string): Promise<unknown> {
   } catch {
     return (await readJsonFile(`${dir}/manifest.json`) as { config_passed: unknown }).config_passed;
   }
-}
-
-function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < b.length; i++) {
-    const e = Math.abs(a[i] - b[i]);
-    d = Number.isNaN(e) ? Infinity : Math.max(d, e);
-    m = Math.max(m, Math.abs(b[i]));
-  }
-  return a.length === b.length ? d / Math.max(m, 1e-30) : Infinity;
 }
 
 export async function parityReport(gpu: Gpu): Promise<ParityRow[]> {

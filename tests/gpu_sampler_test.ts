@@ -7,8 +7,8 @@
 // the sampler itself reads nothing back).
 
 import { ok as assert } from "node:assert/strict";
-import { testGpu } from "./util.ts";
-import { f32 as tensorF32, readSafetensors, relError } from "./sampling_fixtures.ts";
+import { relError, testGpu } from "./util.ts";
+import { f32 as tensorF32, readSafetensors } from "./sampling_fixtures.ts";
 import {
   createScheduler,
   type SamplerName,

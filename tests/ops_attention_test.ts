@@ -7,7 +7,8 @@
 import type { Gpu } from "../src/gpu/device.ts";
 import type { ActDType } from "../src/gpu/pipelines.ts";
 import { emptyTensor, readTensor, uploadTensor } from "../src/gpu/tensor.ts";
-import { attention, attentionFlops, type TokenSlice } from "../src/ops/attention.ts";
+import { attention, attentionFlops } from "../src/ops/attention.ts";
+import type { TokenSlice } from "../src/ops/attention_pack.ts";
 import { attentionRowRef, type TokenLayout } from "./ref/ops.ts";
 import { assertClose, randomArray, roundF16, testGpu } from "./util.ts";
 

@@ -37,19 +37,6 @@ export function f32(t: FixtureTensor | undefined, what: string): Float32Array {
   return t.data;
 }
 
-/** max|actual − expected| / max|expected| (the golden fixtures' error measure). */
-export function relError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  if (actual.length !== expected.length) throw new Error(`length ${actual.length} != ${expected.length}`);
-  let maxDiff = 0;
-  let maxRef = 0;
-  for (let i = 0; i < expected.length; i++) {
-    const d = Math.abs(actual[i] - expected[i]);
-    if (!(d <= maxDiff)) maxDiff = Number.isNaN(d) ? Infinity : d;
-    maxRef = Math.max(maxRef, Math.abs(expected[i]));
-  }
-  return maxDiff / Math.max(maxRef, 1e-30);
-}
-
 export function maxAbsDiff(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
   if (actual.length !== expected.length) throw new Error(`length ${actual.length} != ${expected.length}`);
   let maxDiff = 0;

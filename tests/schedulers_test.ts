@@ -11,7 +11,8 @@ import {
   type SchedulerConfig,
 } from "../src/schedulers/index.ts";
 import { resolveConfig } from "../src/schedulers/common.ts";
-import { f32 as tensorF32, type FixtureTensor, readSafetensors, relError } from "./sampling_fixtures.ts";
+import { f32 as tensorF32, type FixtureTensor, readSafetensors } from "./sampling_fixtures.ts";
+import { relError } from "./util.ts";
 
 const dir = new URL("./fixtures/schedulers/", import.meta.url).pathname;
 // Python's json writes -Infinity (lambda_min_clipped); -1e999 parses to the same value.

@@ -4,6 +4,7 @@ import { Gpu } from "../src/gpu/device.ts";
 import type { GenerateRequest, SamplerName } from "../src/pipeline/types.ts";
 import type { HostTensor } from "../src/util/host_tensor.ts";
 import { SafetensorsFile } from "../src/weights/safetensors.ts";
+import { relError as sharedRelError } from "../src/util/rel_error.ts";
 
 const gpus = new Map<string, Promise<Gpu>>();
 
@@ -33,17 +34,11 @@ export function randomArray(n: number, seed: number, scale = 1): Float32Array {
   return out;
 }
 
-/** max|a − b| / max|b|: the golden fixtures' error measure. */
+/** max|a − b| / max|b|: the golden fixtures' error measure (src/util/rel_error.ts); throws on a length
+ * mismatch. */
 export function relError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
   if (actual.length !== expected.length) throw new Error(`length ${actual.length} != ${expected.length}`);
-  let maxDiff = 0;
-  let maxRef = 0;
-  for (let i = 0; i < expected.length; i++) {
-    const d = Math.abs(actual[i] - expected[i]);
-    if (!(d <= maxDiff)) maxDiff = Number.isNaN(d) ? Infinity : d;
-    maxRef = Math.max(maxRef, Math.abs(expected[i]));
-  }
-  return maxDiff / Math.max(maxRef, 1e-30);
+  return sharedRelError(actual, expected);
 }
 
 /** Throws with a useful message when relError exceeds `tol`. */

@@ -25,7 +25,7 @@
 // attention tiling disables tuning of attention.
 //
 // Parsing lives here (layer 2); the ops turn the values into kernel tilings (src/ops/gemm.ts,
-// src/ops/attention.ts) and the Gpu applies f16 and subgroups at device creation (device.ts).
+// src/ops/attention_tiling.ts) and the Gpu applies f16 and subgroups at device creation (device.ts).
 
 export type TilingName = "texture" | "workgroup" | "registers";
 export type TuneMode = "auto" | "off" | "retune";

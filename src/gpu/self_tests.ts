@@ -26,49 +26,15 @@ fn main(@builtin(local_invocation_index) i: u32, @builtin(subgroup_size) size: u
   // Zero where the sums are right; the subgroup size last.
   outp[i] = vec4<f32>(v.x - s, v.y - s * (s - 1.0) / 2.0 + w - s * (s - 1.0), v.z - 0.25 * s, s);
 }`;
-  device.pushErrorScope("validation");
-  try {
-    const module = device.createShaderModule({ code });
-    const pipeline = device.createComputePipeline({
-      layout: "auto",
-      compute: { module, entryPoint: "main" },
-    });
-    const bytes = 64 * 16;
-    const out = device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
-    const staging = device.createBuffer({
-      size: bytes,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
-    const enc = device.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(
-      0,
-      device.createBindGroup({
-        layout: pipeline.getBindGroupLayout(0),
-        entries: [{ binding: 0, resource: { buffer: out } }],
-      }),
-    );
-    pass.dispatchWorkgroups(1);
-    pass.end();
-    enc.copyBufferToBuffer(out, 0, staging, 0, bytes);
-    device.queue.submit([enc.finish()]);
-    await staging.mapAsync(GPUMapMode.READ);
-    const got = new Float32Array(staging.getMappedRange().slice(0));
-    staging.unmap();
-    out.destroy();
-    staging.destroy();
-    if (await device.popErrorScope()) return false;
-    const sizes = new Set<number>();
-    for (let i = 0; i < 64; i++) {
-      if (got[4 * i] !== 0 || got[4 * i + 1] !== 0 || got[4 * i + 2] !== 0) return false;
-      sizes.add(got[4 * i + 3]);
-    }
-    return fixedSize !== null && sizes.size === 1 && sizes.has(fixedSize) ? fixedSize : null;
-  } catch {
-    await device.popErrorScope().catch(() => null);
-    return false;
+  const got = await runProbe(device, code, [], 64 * 16);
+  if (!got) return false;
+  const sums = new Float32Array(got);
+  const sizes = new Set<number>();
+  for (let i = 0; i < 64; i++) {
+    if (sums[4 * i] !== 0 || sums[4 * i + 1] !== 0 || sums[4 * i + 2] !== 0) return false;
+    sizes.add(sums[4 * i + 3]);
   }
+  return fixedSize !== null && sizes.size === 1 && sizes.has(fixedSize) ? fixedSize : null;
 }
 
 /**
@@ -96,6 +62,26 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
       expected[i * 4 + c] = x * x * 0.5 + extra + Math.exp(-x * x);
     }
   }
+  try {
+    const bytes = await runProbe(device, code, [Float16Array.from(input)], 32);
+    if (!bytes) return false;
+    const got = Float32Array.from(new Float16Array(bytes));
+    return got.every((v, i) => Math.abs(v - expected[i]) <= 2e-3 * Math.max(1, Math.abs(expected[i])));
+  } catch {
+    return false; // a runtime without Float16Array
+  }
+}
+
+/**
+ * Runs `code`'s `main` as one workgroup: `inputs` (written from the host) bound at 0.., an output of
+ * `outBytes` bound after them. Returns the output's bytes, or null on a validation error or a throw.
+ */
+async function runProbe(
+  device: GPUDevice,
+  code: string,
+  inputs: ArrayBufferView<ArrayBuffer>[],
+  outBytes: number,
+): Promise<ArrayBuffer | null> {
   device.pushErrorScope("validation");
   try {
     const module = device.createShaderModule({ code });
@@ -103,16 +89,25 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
       layout: "auto",
       compute: { module, entryPoint: "main" },
     });
-    const inBuf = device.createBuffer({ size: 32, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
-    device.queue.writeBuffer(inBuf, 0, Float16Array.from(input));
-    const outBuf = device.createBuffer({ size: 32, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+    const inBufs = inputs.map((data) => {
+      const buf = device.createBuffer({
+        size: data.byteLength,
+        usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+      });
+      device.queue.writeBuffer(buf, 0, data);
+      return buf;
+    });
+    const out = device.createBuffer({
+      size: outBytes,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
+    });
     const staging = device.createBuffer({
-      size: 32,
+      size: outBytes,
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
     });
     const bindGroup = device.createBindGroup({
       layout: pipeline.getBindGroupLayout(0),
-      entries: [{ binding: 0, resource: { buffer: inBuf } }, { binding: 1, resource: { buffer: outBuf } }],
+      entries: [...inBufs, out].map((buffer, binding) => ({ binding, resource: { buffer } })),
     });
     const enc = device.createCommandEncoder();
     const pass = enc.beginComputePass();
@@ -120,17 +115,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(1);
     pass.end();
-    enc.copyBufferToBuffer(outBuf, 0, staging, 0, 32);
+    enc.copyBufferToBuffer(out, 0, staging, 0, outBytes);
     device.queue.submit([enc.finish()]);
     await staging.mapAsync(GPUMapMode.READ);
-    const got = Float32Array.from(new Float16Array(staging.getMappedRange().slice(0)));
+    const got = staging.getMappedRange().slice(0);
     staging.unmap();
-    for (const b of [inBuf, outBuf, staging]) b.destroy();
-    const err = await device.popErrorScope();
-    if (err) return false;
-    return got.every((v, i) => Math.abs(v - expected[i]) <= 2e-3 * Math.max(1, Math.abs(expected[i])));
+    for (const b of [...inBufs, out, staging]) b.destroy();
+    if (await device.popErrorScope()) return null;
+    return got;
   } catch {
     await device.popErrorScope().catch(() => null);
-    return false;
+    return null;
   }
 }

@@ -18,6 +18,7 @@
 import type { Dispatch, Gpu } from "../gpu/device.ts";
 import { readTensor } from "../gpu/tensor.ts";
 import { SHADERS } from "../gpu/shaders.ts";
+import { relError } from "../util/rel_error.ts";
 import {
   readTuneCache,
   sha256Hex,
@@ -28,6 +29,8 @@ import {
 } from "../gpu/tune_cache.ts";
 import gemmTileSource from "./gemm_tile.ts" with { type: "text" };
 import attentionSource from "./attention.ts" with { type: "text" };
+import attentionPackSource from "./attention_pack.ts" with { type: "text" };
+import attentionTilingSource from "./attention_tiling.ts" with { type: "text" };
 import candidatesSource from "./tune_candidates.ts" with { type: "text" };
 import { gemmTiling, storageOf } from "./gemm.ts";
 import { type Candidate, candidatesFor, opInputs } from "./tune_candidates.ts";
@@ -84,7 +87,7 @@ export interface TuneSummary {
 /** Key of the tuning cache: adapter, Deno (its wgpu), kernel sources and generators, f16, subgroups. */
 export async function tuneCacheKey(gpu: Gpu): Promise<TuneCacheKey> {
   const sources = Object.keys(SHADERS).sort().map((k) => SHADERS[k]).join("\n") + gemmTileSource +
-    attentionSource + candidatesSource;
+    attentionSource + attentionPackSource + attentionTilingSource + candidatesSource;
   return {
     adapter: gpu.report.adapter,
     deno: Deno.version.deno,
@@ -156,18 +159,6 @@ async function timeRun(
   return { ms: best, warmupMs };
 }
 
-/** Max |a − b| / max |b|. */
-function relDiff(a: Float32Array, b: Float32Array): number {
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < b.length; i++) {
-    const e = Math.abs(a[i] - b[i]);
-    d = Number.isNaN(e) ? Infinity : Math.max(d, e);
-    m = Math.max(m, Math.abs(b[i]));
-  }
-  return d / Math.max(m, 1e-30);
-}
-
 /** The time a pass may still spend. The default candidates' compilation and first run are not charged:
  * the plans would compile the same pipelines (same shader and defines) at their first build anyway. */
 interface Budget {
@@ -223,7 +214,7 @@ async function tuneShape(
           budget.deadline += buildMs + warmupMs;
           budget.prepaidMs += buildMs + warmupMs;
         } else {
-          const diff = relDiff(got, reference);
+          const diff = relError(got, reference);
           if (!(diff <= tol)) {
             ms[c.label] = `rejected: output differs from the default's by ${diff.toExponential(2)}`;
             skipped++;

@@ -18,7 +18,8 @@
 import type { Dispatch, Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";
 import { emptyTensor, type Tensor, uploadTensor } from "../gpu/tensor.ts";
-import { attention, type AttentionTiling, attentionTiling } from "./attention.ts";
+import { attention } from "./attention.ts";
+import { type AttentionTiling, attentionTiling } from "./attention_tiling.ts";
 import { conv2d, type ConvWeight, prepareConvWeight } from "./conv.ts";
 import { fitShared, type GemmTiling, gemmTiling, storageOf } from "./gemm.ts";
 import { type LinearWeight, prepareLinearWeight } from "./gemm_weights.ts";

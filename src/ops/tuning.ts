@@ -2,7 +2,8 @@
 //
 // A model's forward records one OpShape per GEMM, conv and attention (models/builder.ts), so the tuner
 // sees exactly the shapes the plans will build. The ops look their shape's key up here when they build
-// (resolveTiling in gemm.ts, attention.ts); a shape nobody tuned keeps the adapter's default.
+// (resolveTiling in gemm.ts, resolveAttentionTiling in attention_tiling.ts); a shape nobody tuned keeps
+// the adapter's default.
 
 import type { Gpu } from "../gpu/device.ts";
 import type { ActDType } from "../gpu/pipelines.ts";

@@ -20,40 +20,23 @@ import {
   UnavailableError,
 } from "../engine_host.ts";
 import type {
-  DownloadSpec,
   EngineInfo,
   FromWorker,
   InitMessage,
   WarmupSize,
   WorkerJobError,
+  WorkerLoadOptions,
 } from "./protocol.ts";
 
-export interface WorkerHostOptions {
-  /** Diffusers folder or single-file checkpoint; undefined: the GPU only (generation answers 503). */
-  model?: string;
-  /** Download the model into `model` first (the default model). */
-  download?: DownloadSpec;
-  tokenizerDir?: string;
-  /** Folder the requests' LoRA names resolve in (the worker reads the files). */
-  loraDir?: string;
-  loraStrict?: boolean;
-  /** TAESD folder loaded with the model; its decoder is warmed with the model's sizes. */
-  taesd?: string;
+/** The worker's load options (no model: the GPU only, generation answers 503), and the host's own. */
+export interface WorkerHostOptions extends WorkerLoadOptions {
   /** What decodes the final image (default vae). */
   decoder?: DecoderName;
   disableF16?: boolean;
-  /** Forced GPU choices (a --gpu-choices spec) and --retune, passed to the worker's Gpu and loader. */
-  gpuChoices?: string;
-  retune?: boolean;
   /** Warm the default size (the model's, or `defaultSize`) first; default false. */
   warmupDefault?: boolean;
   /** Sizes warmed while loading (after the default size). */
   warmup?: WarmupSize[];
-  /** The server's explicit default size and guidance (else the model's), for the warm-up. */
-  defaultSize?: number;
-  defaultGuidance?: number;
-  /** Activation budget of one batched UNet evaluation. */
-  batchBudgetBytes?: number;
   /** Accept `loseDevice()` (tests of recovery). */
   testHooks?: boolean;
   /** At most this many recoveries within `recoveryWindowMs`; one more and the host reports failed. */

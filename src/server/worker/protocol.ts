@@ -26,28 +26,22 @@ export interface DownloadSpec {
   token?: string;
 }
 
-export interface InitMessage {
-  type: "init";
+/** What the worker loads and how: passed from the host's options to the init message as they are. */
+export interface WorkerLoadOptions {
   /** Diffusers folder or single-file checkpoint; undefined: only the GPU comes up (no model). */
   model?: string;
-  /** Download the model first (then `model` is where it lands). */
+  /** Download the model first (then `model` is where it lands; the default model). */
   download?: DownloadSpec;
   tokenizerDir?: string;
-  /** Folder of LoRA files the requests' LoRA names resolve in (only there). */
+  /** Folder of LoRA files the requests' LoRA names resolve in (only there; the worker reads the files). */
   loraDir?: string;
   loraStrict?: boolean;
-  /** TAESD folder loaded with the model (previews, --decoder taesd); undefined: none. */
+  /** TAESD folder loaded with the model (previews, --decoder taesd), its decoder warmed with the model's
+   * sizes; undefined: none. */
   taesd?: string;
-  /** What decodes the final image. */
-  decoder: DecoderName;
-  disableF16: boolean;
   /** --gpu-choices (merged over SD_GPU_FORCE in the worker), and --retune. */
   gpuChoices?: string;
   retune?: boolean;
-  /** Warm the default size (the model's, or `defaultSize`) first. */
-  warmupDefault: boolean;
-  /** More sizes to warm after it. */
-  warmup: WarmupSize[];
   /** The server's explicit --default-size, over the model's. */
   defaultSize?: number;
   /** The server's explicit default guidance, over the model's: warm-up runs use the default guidance, so
@@ -55,6 +49,17 @@ export interface InitMessage {
   defaultGuidance?: number;
   /** Activation budget of one batched UNet evaluation. */
   batchBudgetBytes?: number;
+}
+
+export interface InitMessage extends WorkerLoadOptions {
+  type: "init";
+  /** What decodes the final image. */
+  decoder: DecoderName;
+  disableF16: boolean;
+  /** Warm the default size (the model's, or `defaultSize`) first. */
+  warmupDefault: boolean;
+  /** More sizes to warm after it. */
+  warmup: WarmupSize[];
   /** Accept `lose-device` (tests of recovery). */
   testHooks: boolean;
 }

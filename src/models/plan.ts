@@ -61,6 +61,11 @@ export class Plan {
   }
 }
 
+/** A PlanCache key: the shape's dims joined by "x", then "p" for a plan with probes ("64x64p"). */
+export function planKey(dims: readonly number[], probes = false): string {
+  return `${dims.join("x")}${probes ? "p" : ""}`;
+}
+
 /** Built plans by shape key; every model keeps one per entry point. */
 export class PlanCache<P extends { plan: Plan }> {
   private readonly plans = new Map<string, P>();

@@ -36,9 +36,9 @@ interface LinearGroup {
  * on first use (`conv(name)`, `linear(name)`), and the f16 original is then released unless the kernel reads
  * it as it is (buffer mode, Linear with K % 8 == 0), so a repacked weight occupies GPU memory once. Norm
  * weights, biases and embeddings stay as uploaded and are read through `get(name)`.
- * Linear weights that one GEMM reads together (models/builder.ts `linear(…, { joint: true })`) form a group
- * (`defineLinearGroups`, done by the model before anything is packed): they are packed side by side into one
- * operand (`linearGroup`), and `linear(name)` of a member is its row range there, which LoRA merges write.
+ * Linear weights that one GEMM reads together (models/builder_gemm.ts `linear(…, { joint: true })`) form a
+ * group (`defineLinearGroups`, done by the model before anything is packed): they are packed side by side into
+ * one operand (`linearGroup`), and `linear(name)` of a member is its row range there, which LoRA merges write.
  * Their biases are joined into one tensor too (`groupBias`); a GEMM over part of a group reads its weight
  * rows and bias values from an offset.
  */

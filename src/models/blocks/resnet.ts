@@ -26,7 +26,7 @@ export function declareResnet(d: WeightDecl, inC: number, outC: number, tembDim:
 export function resnet(b: ModelBuilder, x: Value, o: ResnetOptions, tembAct?: Value): Value {
   const norm = { groups: o.groups, eps: o.eps, silu: true };
   // Each norm is recorded right before the conv that reads it, so that it writes that conv's input operand
-  // (models/builder.ts compile; ops/operand.ts).
+  // (models/graph.ts compileGraph; ops/operand.ts).
   // Every resnet projects the same SiLU(time embedding): one joint GEMM for all of them.
   const timeBias = tembAct ? b.linear("time_emb_proj", tembAct, { joint: true }) : undefined;
   let h = b.conv("conv1", b.groupNorm("norm1", x, norm), { timeBias });

@@ -7,7 +7,8 @@ import type { ActDType } from "../../gpu/pipelines.ts";
 import type { Tensor } from "../../gpu/tensor.ts";
 import { type GraphOptions, ModelBuilder, type Value } from "../builder.ts";
 import type { WeightDecl, WeightShapes } from "../declare.ts";
-import { type Plan, PlanCache } from "../plan.ts";
+import { compilePlan } from "../model_plan.ts";
+import { type Plan, PlanCache, planKey } from "../plan.ts";
 import type { Weights } from "../weights.ts";
 import { attention, CLIP_ATTENTION, declareAttention } from "../blocks/attention.ts";
 import { clipHeadDim, type ClipTextConfig } from "./config.ts";
@@ -108,18 +109,11 @@ export class ClipTextModel {
   }
 
   plan(batch: number, tokens: number): ClipPlan {
-    return this.plans.get(`${batch}x${tokens}`, () => {
+    return this.plans.get(planKey([batch, tokens]), () => {
       const { b, ids, out } = clipGraph(this.config, this.weights, this.act, batch, tokens, {
         maxBindingBytes: this.gpu.maxBinding,
       });
-      const { plan, tensor: t } = b.compile(this.gpu, this.weights);
-      return {
-        plan,
-        ids: t(ids),
-        lastHidden: t(out.lastHidden),
-        penultimate: t(out.penultimate),
-        penultimateFinalLn: t(out.penultimateFinalLn),
-      };
+      return compilePlan(b, { ids, ...out }, this.gpu, this.weights);
     });
   }
 

@@ -15,9 +15,10 @@
 import type { Gpu } from "../../gpu/device.ts";
 import type { ActDType } from "../../gpu/pipelines.ts";
 import type { Tensor } from "../../gpu/tensor.ts";
-import { type GraphOptions, ModelBuilder, type Value } from "../builder.ts";
+import type { GraphOptions, ModelBuilder, Value } from "../builder.ts";
 import { declarationOf, type TensorSpec, type WeightDecl, type WeightShapes } from "../declare.ts";
-import { type Plan, PlanCache } from "../plan.ts";
+import { compilePlan, type ModelPlan, singleInputGraph } from "../model_plan.ts";
+import { PlanCache, planKey } from "../plan.ts";
 import type { Weights } from "../weights.ts";
 import type { TaesdConfig } from "./config.ts";
 
@@ -120,9 +121,12 @@ export function taesdDecoderGraph(
   w: number,
   options: GraphOptions = {},
 ) {
-  const b = ModelBuilder.create(weights, act, options);
-  const latents = b.input("latents", [1, h, w, c.latent_channels]);
-  return { b, latents, image: b.output(taesdDecoder(b, c, latents)) };
+  return singleInputGraph(weights, act, options, {
+    input: "latents",
+    shape: [1, h, w, c.latent_channels],
+    output: "image",
+    forward: (b, latents) => taesdDecoder(b, c, latents),
+  });
 }
 
 export function taesdEncoderGraph(
@@ -133,27 +137,26 @@ export function taesdEncoderGraph(
   w: number,
   options: GraphOptions = {},
 ) {
-  const b = ModelBuilder.create(weights, act, options);
-  const image = b.input("image", [1, h, w, c.in_channels]);
-  return { b, image, latents: b.output(taesdEncoder(b, c, image)) };
+  return singleInputGraph(weights, act, options, {
+    input: "image",
+    shape: [1, h, w, c.in_channels],
+    output: "latents",
+    forward: (b, image) => taesdEncoder(b, c, image),
+  });
 }
 
-export interface TaesdDecodePlan {
-  plan: Plan;
+export interface TaesdDecodePlan extends ModelPlan {
   /** [1, h, w, latent_channels], the UNet's latents as they are */
   latents: Tensor;
   /** [1, 8h, 8w, out_channels] in about [−1, 1] */
   image: Tensor;
-  probes: Map<string, Tensor>;
 }
 
-export interface TaesdEncodePlan {
-  plan: Plan;
+export interface TaesdEncodePlan extends ModelPlan {
   /** [1, H, W, in_channels] in [−1, 1] */
   image: Tensor;
   /** [1, H/8, W/8, latent_channels] */
   latents: Tensor;
-  probes: Map<string, Tensor>;
 }
 
 export class Taesd {
@@ -168,18 +171,18 @@ export class Taesd {
   ) {}
 
   decodePlan(h: number, w: number, probes = false): TaesdDecodePlan {
-    return this.decodePlans.get(`${h}x${w}${probes ? "p" : ""}`, () => {
-      const g = taesdDecoderGraph(this.config, this.weights, this.act, h, w, { probes });
-      const { plan, tensor, probes: p } = g.b.compile(this.gpu, this.weights);
-      return { plan, latents: tensor(g.latents), image: tensor(g.image), probes: p };
+    return this.decodePlans.get(planKey([h, w], probes), () => {
+      const { b, latents, image } = taesdDecoderGraph(this.config, this.weights, this.act, h, w, { probes });
+      return compilePlan(b, { latents, image }, this.gpu, this.weights);
     });
   }
 
   encodePlan(height: number, width: number, probes = false): TaesdEncodePlan {
-    return this.encodePlans.get(`${height}x${width}${probes ? "p" : ""}`, () => {
-      const g = taesdEncoderGraph(this.config, this.weights, this.act, height, width, { probes });
-      const { plan, tensor, probes: p } = g.b.compile(this.gpu, this.weights);
-      return { plan, image: tensor(g.image), latents: tensor(g.latents), probes: p };
+    return this.encodePlans.get(planKey([height, width], probes), () => {
+      const { b, image, latents } = taesdEncoderGraph(this.config, this.weights, this.act, height, width, {
+        probes,
+      });
+      return compilePlan(b, { image, latents }, this.gpu, this.weights);
     });
   }
 

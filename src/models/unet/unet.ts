@@ -8,7 +8,8 @@ import type { ActDType } from "../../gpu/pipelines.ts";
 import type { Tensor } from "../../gpu/tensor.ts";
 import { type GraphOptions, ModelBuilder, type Value } from "../builder.ts";
 import type { WeightDecl, WeightShapes } from "../declare.ts";
-import { type Plan, PlanCache } from "../plan.ts";
+import { compilePlan, type ModelPlan } from "../model_plan.ts";
+import { PlanCache, planKey } from "../plan.ts";
 import type { Weights } from "../weights.ts";
 import { declareResnet, resnet, type ResnetOptions } from "../blocks/resnet.ts";
 import { declareTransformer2d, transformer2d, type TransformerShape } from "../blocks/transformer.ts";
@@ -151,7 +152,7 @@ export function unetGraph(
   return { b, inputs, out: b.output(unetForward(b, c, inputs)) };
 }
 
-/** The joint GEMMs' weight groups (models/builder.ts `linearGroups`), the same at every latent size. */
+/** The joint GEMMs' weight groups (ModelBuilder `linearGroups`), the same at every latent size. */
 export function unetLinearGroups(c: UNetConfig, weights: WeightShapes): string[][] {
   const m = 2 ** (c.block_out_channels.length - 1);
   const shape = { batch: 1, height: m, width: m, contextTokens: 1 };
@@ -159,14 +160,11 @@ export function unetLinearGroups(c: UNetConfig, weights: WeightShapes): string[]
 }
 
 /** Inputs and outputs of one recorded UNet call. Write the inputs, run, read `out`. */
-export interface UNetPlan {
-  plan: Plan;
+export interface UNetPlan extends ModelPlan {
   sample: Tensor;
   timestep: Tensor;
   context: Tensor;
   out: Tensor;
-  /** Intermediate activations by diffusers hook name (only when built with probes). */
-  probes: Map<string, Tensor>;
 }
 
 export class UNet {
@@ -184,22 +182,13 @@ export class UNet {
 
   /** The recorded call for this shape (built on first use, then reused). */
   plan(batch: number, height: number, width: number, contextTokens: number, probes = false): UNetPlan {
-    return this.plans.get(`${batch}x${height}x${width}x${contextTokens}${probes ? "p" : ""}`, () => {
+    return this.plans.get(planKey([batch, height, width, contextTokens], probes), () => {
       const shape = { batch, height, width, contextTokens };
       const { b, inputs, out } = unetGraph(this.config, this.weights, this.act, shape, {
         probes,
         maxBindingBytes: this.gpu.maxBinding,
       });
-      const compiled = b.compile(this.gpu, this.weights);
-      const t = compiled.tensor;
-      return {
-        plan: compiled.plan,
-        sample: t(inputs.sample),
-        timestep: t(inputs.timestep),
-        context: t(inputs.context),
-        out: t(out),
-        probes: compiled.probes,
-      };
+      return compilePlan(b, { ...inputs, out }, this.gpu, this.weights);
     });
   }
 
@@ -210,12 +199,12 @@ export class UNet {
 
   /** Releases one shape's plan, if built. */
   dropPlan(batch: number, height: number, width: number, contextTokens: number): void {
-    this.plans.delete(`${batch}x${height}x${width}x${contextTokens}`);
+    this.plans.delete(planKey([batch, height, width, contextTokens]));
   }
 
   /** The activation bytes the plan of this shape holds (built or not; recorded without a GPU). */
   planBytes(batch: number, height: number, width: number, contextTokens: number): number {
-    const key = `${batch}x${height}x${width}x${contextTokens}`;
+    const key = planKey([batch, height, width, contextTokens]);
     let bytes = this.planBytesCache.get(key);
     if (bytes === undefined) {
       const shape = { batch, height, width, contextTokens };

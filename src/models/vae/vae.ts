@@ -5,9 +5,10 @@
 import type { Gpu } from "../../gpu/device.ts";
 import type { ActDType } from "../../gpu/pipelines.ts";
 import type { Tensor } from "../../gpu/tensor.ts";
-import { type GraphOptions, ModelBuilder, type Value } from "../builder.ts";
+import type { GraphOptions, ModelBuilder, Value } from "../builder.ts";
 import type { WeightDecl, WeightShapes } from "../declare.ts";
-import { type Plan, PlanCache } from "../plan.ts";
+import { compilePlan, type ModelPlan, singleInputGraph } from "../model_plan.ts";
+import { PlanCache, planKey } from "../plan.ts";
 import type { Weights } from "../weights.ts";
 import { declareResnet, resnet, type ResnetOptions } from "../blocks/resnet.ts";
 import { declareSpatialSelfAttention, spatialSelfAttention } from "../blocks/attention.ts";
@@ -128,9 +129,12 @@ export function vaeDecoderGraph(
   w: number,
   options: GraphOptions = {},
 ) {
-  const b = ModelBuilder.create(weights, act, options);
-  const z = b.input("z", [1, h, w, c.latent_channels]);
-  return { b, z, image: b.output(vaeDecoder(b, c, z)) };
+  return singleInputGraph(weights, act, options, {
+    input: "z",
+    shape: [1, h, w, c.latent_channels],
+    output: "image",
+    forward: (b, z) => vaeDecoder(b, c, z),
+  });
 }
 
 export function vaeEncoderGraph(
@@ -141,27 +145,26 @@ export function vaeEncoderGraph(
   w: number,
   options: GraphOptions = {},
 ) {
-  const b = ModelBuilder.create(weights, act, options);
-  const image = b.input("image", [1, h, w, c.in_channels]);
-  return { b, image, moments: b.output(vaeEncoder(b, c, image)) };
+  return singleInputGraph(weights, act, options, {
+    input: "image",
+    shape: [1, h, w, c.in_channels],
+    output: "moments",
+    forward: (b, image) => vaeEncoder(b, c, image),
+  });
 }
 
-export interface VaeDecodePlan {
-  plan: Plan;
+export interface VaeDecodePlan extends ModelPlan {
   /** [1, h, w, latent_channels] (not divided by the scaling factor) */
   z: Tensor;
   /** [1, 8h, 8w, 3] in about [-1, 1] */
   image: Tensor;
-  probes: Map<string, Tensor>;
 }
 
-export interface VaeEncodePlan {
-  plan: Plan;
+export interface VaeEncodePlan extends ModelPlan {
   /** [1, H, W, 3] in [-1, 1] */
   image: Tensor;
   /** [1, H/8, W/8, 2·latent_channels]: mean then (unclamped) logvar along channels */
   moments: Tensor;
-  probes: Map<string, Tensor>;
 }
 
 export class Vae {
@@ -183,30 +186,22 @@ export class Vae {
   }
 
   decodePlan(height: number, width: number, probes = false): VaeDecodePlan {
-    return this.decodePlans.get(`${height}x${width}${probes ? "p" : ""}`, () => {
-      const g = vaeDecoderGraph(this.config, this.weights, this.act, height, width, {
+    return this.decodePlans.get(planKey([height, width], probes), () => {
+      const { b, z, image } = vaeDecoderGraph(this.config, this.weights, this.act, height, width, {
         probes,
         maxBindingBytes: this.gpu.maxBinding,
       });
-      const compiled = g.b.compile(this.gpu, this.weights);
-      return {
-        plan: compiled.plan,
-        z: compiled.tensor(g.z),
-        image: compiled.tensor(g.image),
-        probes: compiled.probes,
-      };
+      return compilePlan(b, { z, image }, this.gpu, this.weights);
     });
   }
 
   encodePlan(height: number, width: number, probes = false): VaeEncodePlan {
-    return this.encodePlans.get(`${height}x${width}${probes ? "p" : ""}`, () => {
-      const g = vaeEncoderGraph(this.config, this.weights, this.act, height, width, {
+    return this.encodePlans.get(planKey([height, width], probes), () => {
+      const { b, image, moments } = vaeEncoderGraph(this.config, this.weights, this.act, height, width, {
         probes,
         maxBindingBytes: this.gpu.maxBinding,
       });
-      const compiled = g.b.compile(this.gpu, this.weights);
-      const t = compiled.tensor;
-      return { plan: compiled.plan, image: t(g.image), moments: t(g.moments), probes: compiled.probes };
+      return compilePlan(b, { image, moments }, this.gpu, this.weights);
     });
   }
 

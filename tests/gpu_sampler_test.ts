@@ -8,7 +8,8 @@
 
 import { ok as assert } from "node:assert/strict";
 import { relError, testGpu } from "./util.ts";
-import { f32 as tensorF32, readSafetensors } from "./sampling_fixtures.ts";
+import { f32 as tensorF32 } from "./sampling_fixtures.ts";
+import { FILES, manifest, trajectories, xT } from "./scheduler_fixtures.ts";
 import {
   createScheduler,
   type SamplerName,
@@ -21,25 +22,7 @@ import { nchwToNhwc, nhwcToNchw } from "../src/util/host_tensor.ts";
 import type { ActDType } from "../src/gpu/pipelines.ts";
 import { f16ToF32Array, f32ToF16Array, type Gpu } from "../src/gpu/device.ts";
 
-const dir = new URL("./fixtures/schedulers/", import.meta.url).pathname;
-const manifest = JSON.parse(Deno.readTextFileSync(dir + "manifest.json").replaceAll("-Infinity", "-1e999"));
-const xT = tensorF32(readSafetensors(dir + "common.safetensors").get("x_T"), "x_T");
 const f = Math.fround;
-
-const FILES: [string, SamplerName][] = [
-  ["ddim", "ddim"],
-  ["pndm", "pndm"],
-  ["ddpm", "ddpm"],
-  ["euler", "euler"],
-  ["euler_ancestral", "euler_a"],
-  ["dpmpp_2m", "dpmpp_2m"],
-  ["dpmpp_2m_karras", "dpmpp_2m_karras"],
-  ["lcm", "lcm"],
-  ["unipc", "unipc"],
-  ["heun", "heun"],
-  ["ddim_vpred", "ddim"],
-  ["euler_vpred", "euler"],
-];
 
 /** The fixtures' stand-in UNet on one image (NCHW), in float32; `row` 1 (CFG's conditional half) differs. */
 function standIn(x: Float32Array, t: number, row = 0): Float32Array {
@@ -194,7 +177,7 @@ for (const [file, sampler] of FILES) {
   Deno.test(`GPU sampler ${file} (${sampler}) follows the fixtures and the host step at N = 1, 4, 20`, async () => {
     const gpu = await testGpu();
     const info = manifest.schedulers[file];
-    const tensors = readSafetensors(`${dir}${file}.safetensors`);
+    const tensors = trajectories(file);
     const worst: string[] = [];
     for (const n of [1, 4, 20]) {
       const noise = tensors.get(`n${n}.noise`);
@@ -250,11 +233,14 @@ interface Case {
   eta?: number;
   steps: number;
   strength?: number;
-  count: number;
-  calls: number[];
-  guidance: number;
-  /** [h, w] */
-  size: [number, number];
+  /** Images (1). */
+  count?: number;
+  /** Images per UNet call (all in one). */
+  calls?: number[];
+  /** CFG scale (1: none). */
+  guidance?: number;
+  /** [h, w] ([4, 4]). */
+  size?: [number, number];
   conditionChannels?: number;
   blend?: boolean;
   act?: ActDType;
@@ -279,10 +265,6 @@ const CASES: Case[] = [
     sampler: "ddpm",
     config: { ...SD, clip_sample: true, prediction_type: "v_prediction", variance_type: "fixed_large" },
     steps: 5,
-    count: 1,
-    calls: [1],
-    guidance: 1,
-    size: [4, 4],
   },
   {
     name: "heun, clip_sample, v-prediction, CFG, img2img (both orders from a first-order start)",
@@ -291,7 +273,6 @@ const CASES: Case[] = [
     steps: 5,
     strength: 0.6,
     count: 2,
-    calls: [2],
     guidance: 4,
     size: [2, 8],
   },
@@ -303,7 +284,6 @@ const CASES: Case[] = [
     count: 3,
     calls: [2, 1],
     guidance: 1.5,
-    size: [4, 4],
   },
   {
     name: "dpmpp_2m, v-prediction, heun solver, sigma_min final, img2img",
@@ -311,20 +291,14 @@ const CASES: Case[] = [
     config: { ...SD, prediction_type: "v_prediction", solver_type: "heun", final_sigmas_type: "sigma_min" },
     steps: 7,
     strength: 0.8,
-    count: 1,
-    calls: [1],
     guidance: 3,
-    size: [4, 4],
   },
   {
     name: "dpmpp_2m_karras, 16 steps (second-order last step), CFG",
     sampler: "dpmpp_2m_karras",
     config: { ...SD, final_sigmas_type: "sigma_min" },
     steps: 16,
-    count: 1,
-    calls: [1],
     guidance: 7.5,
-    size: [4, 4],
   },
   {
     name: "unipc, v-prediction, bh1, a disabled corrector, img2img",
@@ -335,7 +309,6 @@ const CASES: Case[] = [
     count: 2,
     calls: [1, 1],
     guidance: 2,
-    size: [4, 4],
   },
   {
     name: "pndm, v-prediction, CFG, 3 images, img2img",
@@ -346,7 +319,6 @@ const CASES: Case[] = [
     count: 3,
     calls: [2, 1],
     guidance: 6,
-    size: [4, 4],
   },
   {
     name: "euler_a, v-prediction, the 4-channel inpainting blend, 2 images, CFG",
@@ -364,20 +336,12 @@ const CASES: Case[] = [
     sampler: "ddim",
     steps: 5,
     strength: 0.8,
-    count: 1,
-    calls: [1],
-    guidance: 1,
-    size: [4, 4],
     blend: true,
   },
   {
     name: "unipc, the blend on the multistep scale",
     sampler: "unipc",
     steps: 4,
-    count: 1,
-    calls: [1],
-    guidance: 1,
-    size: [4, 4],
     blend: true,
   },
   {
@@ -395,7 +359,6 @@ const CASES: Case[] = [
     sampler: "euler_a",
     steps: 4,
     count: 2,
-    calls: [2],
     guidance: 7.5,
     size: [8, 8],
     act: "f16",
@@ -419,9 +382,10 @@ for (const c of CASES) {
       console.log("  (no shader-f16 on this adapter: skipped)");
       return;
     }
-    const [h, w] = c.size;
+    const count = c.count ?? 1;
+    const [h, w] = c.size ?? [4, 4];
     const C = 4;
-    const n = c.count * C * h * w;
+    const n = count * C * h * w;
     const run = (): Run => {
       const scheduler = createScheduler(c.sampler, c.config ?? SD, { eta: c.eta });
       scheduler.setTimesteps(c.steps);
@@ -438,12 +402,12 @@ for (const c of CASES) {
         scheduler,
         startIndex,
         latents,
-        shape: [c.count, C, h, w],
-        guidance: c.guidance,
-        condition: c.conditionChannels ? values(c.count * c.conditionChannels * h * w, 9) : undefined,
+        shape: [count, C, h, w],
+        guidance: c.guidance ?? 1,
+        condition: c.conditionChannels ? values(count * c.conditionChannels * h * w, 9) : undefined,
         blend: c.blend ? { original, noise: noise0, mask } : undefined,
         noise: (i) => values(n, 100 + i),
-        calls: c.calls,
+        calls: c.calls ?? [count],
         act,
       };
     };

@@ -7,34 +7,15 @@ import {
   betaSchedule,
   createScheduler,
   img2imgSchedule,
-  type SamplerName,
   type SchedulerConfig,
 } from "../src/schedulers/index.ts";
 import { resolveConfig } from "../src/schedulers/common.ts";
-import { f32 as tensorF32, type FixtureTensor, readSafetensors } from "./sampling_fixtures.ts";
+import { f32 as tensorF32, type FixtureTensor } from "./sampling_fixtures.ts";
 import { relError } from "./util.ts";
+import { common, FILES, manifest, trajectories, xT } from "./scheduler_fixtures.ts";
 
-const dir = new URL("./fixtures/schedulers/", import.meta.url).pathname;
-// Python's json writes -Infinity (lambda_min_clipped); -1e999 parses to the same value.
-const manifest = JSON.parse(Deno.readTextFileSync(dir + "manifest.json").replaceAll("-Infinity", "-1e999"));
-const common = readSafetensors(dir + "common.safetensors");
-const xT = tensorF32(common.get("x_T"), "x_T");
 const f = Math.fround;
 
-const FILES: [string, SamplerName][] = [
-  ["ddim", "ddim"],
-  ["pndm", "pndm"],
-  ["ddpm", "ddpm"],
-  ["euler", "euler"],
-  ["euler_ancestral", "euler_a"],
-  ["dpmpp_2m", "dpmpp_2m"],
-  ["dpmpp_2m_karras", "dpmpp_2m_karras"],
-  ["lcm", "lcm"],
-  ["unipc", "unipc"],
-  ["heun", "heun"],
-  ["ddim_vpred", "ddim"],
-  ["euler_vpred", "euler"],
-];
 const STEPS = [1, 4, 20, 50];
 
 /** The README's stand-in UNet, in float32: a = t/100; a = a + k; eps = 0.1·x + 0.05·sin(a). */
@@ -85,7 +66,7 @@ for (const [file, sampler] of FILES) {
   Deno.test(`schedulers: ${file} (${sampler}) timesteps, sigmas and trajectories for N = ${STEPS}`, () => {
     const info = manifest.schedulers[file];
     const config = info.config_passed as SchedulerConfig;
-    const tensors = readSafetensors(`${dir}${file}.safetensors`);
+    const tensors = trajectories(file);
     const worst: string[] = [];
     for (const n of STEPS) {
       const key = (field: string) => `n${n}.${field}`;

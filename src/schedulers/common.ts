@@ -138,6 +138,15 @@ export function resolveConfig(
   return config;
 }
 
+/** diffusers' training β defaults, the start of every class's defaults. */
+export const TRAIN_DEFAULTS = {
+  num_train_timesteps: 1000,
+  beta_start: 0.0001,
+  beta_end: 0.02,
+  beta_schedule: "linear",
+  trained_betas: null,
+};
+
 export const f32 = Math.fround;
 
 /** torch.linspace(start, end, steps, dtype=float32) on CPU: halves computed from each end. */
@@ -239,6 +248,18 @@ function rescaleZeroTerminalSnr(betas: Float32Array): Float32Array {
 /** σ(t) = √((1 − ᾱ)/ᾱ) for every training timestep, in float32 as torch computes it. */
 export function sigmaTable(alphasCumprod: Float32Array): Float32Array {
   return alphasCumprod.map((a) => f32(Math.sqrt(f32(f32(1 - a) / a))));
+}
+
+/**
+ * ᾱ and σ(t) for t = 0 … T − 1 (float32) of the σ-based and multistep classes. Zero-terminal-SNR: diffusers
+ * sets ᾱ_T to 2⁻²⁴ so that σ_max stays finite.
+ */
+export function sigmaSchedule(
+  config: ResolvedConfig,
+): { alphasCumprod: Float32Array; trainSigmas: Float32Array } {
+  const { alphasCumprod } = betaSchedule(config);
+  if (config.rescale_betas_zero_snr) alphasCumprod[alphasCumprod.length - 1] = 2 ** -24;
+  return { alphasCumprod, trainSigmas: sigmaTable(alphasCumprod) };
 }
 
 /**

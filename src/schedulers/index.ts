@@ -13,10 +13,13 @@
 //   euler_a: one per step
 //   lcm: one per step except the last
 
-import { DdimScheduler, DdpmScheduler, LcmScheduler, PndmScheduler } from "./alpha.ts";
+import { DdimScheduler, DdpmScheduler } from "./alpha.ts";
 import type { Scheduler, SchedulerConfig } from "./common.ts";
-import { DpmSolverMultistepScheduler, UniPcMultistepScheduler } from "./multistep.ts";
+import { DpmSolverMultistepScheduler } from "./dpm_solver.ts";
+import { LcmScheduler } from "./lcm.ts";
+import { PndmScheduler } from "./pndm.ts";
 import { EulerAncestralScheduler, EulerScheduler, HeunScheduler } from "./sigma.ts";
+import { UniPcMultistepScheduler } from "./unipc.ts";
 import { SAMPLER_NAMES, type SamplerName } from "./names.ts";
 
 export { SAMPLER_NAMES, type SamplerName };

@@ -2,10 +2,10 @@
 // x lives on the σ scale: init_noise_sigma = σ_max (linspace/trailing) or √(σ_max² + 1) (leading), and the
 // UNet input is x / √(σ² + 1). Timesteps are float32 and may be fractional (linspace: 946.42…).
 
+import { SchedulerBase } from "./base.ts";
 import {
   addNoiseSigma,
   arangeDown,
-  betaSchedule,
   checkSameLength,
   checkStepIndex,
   clampInPlace,
@@ -15,53 +15,31 @@ import {
   type NoiseSource,
   npLinspace,
   predictOriginalSigma,
-  resolveConfig,
-  type ResolvedConfig,
-  type Scheduler,
   type SchedulerConfig,
-  sigmaTable,
+  sigmaSchedule,
   sigmaToT,
   type StepResult,
+  TRAIN_DEFAULTS,
 } from "./common.ts";
 import { type LinearSchedule, type LinearStep, sigmaX0, slot } from "./linear.ts";
 
-const BASE_DEFAULTS = {
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  beta_schedule: "linear",
-  trained_betas: null,
+const SIGMA_DEFAULTS = {
+  ...TRAIN_DEFAULTS,
   prediction_type: "epsilon",
   timestep_spacing: "linspace",
   steps_offset: 0,
 };
 
-abstract class SigmaScheduler implements Scheduler {
-  abstract readonly className: string;
-  readonly config: ResolvedConfig;
+abstract class SigmaScheduler extends SchedulerBase {
   readonly alphasCumprod: Float32Array;
   /** σ(t) for t = 0 … T − 1 (float32). */
   readonly trainSigmas: Float32Array;
-  timesteps: number[] = [];
   sigmas: number[] = [];
-  readonly order: number = 1;
-  numInferenceSteps = 0;
 
   constructor(className: string, defaults: Record<string, unknown>, given: SchedulerConfig) {
-    this.config = resolveConfig(className, defaults, given);
-    this.alphasCumprod = betaSchedule(this.config).alphasCumprod;
-    // Zero-terminal-SNR: diffusers sets ᾱ_T to 2⁻²⁴ so that σ_max stays finite.
-    if (this.config.rescale_betas_zero_snr) this.alphasCumprod[this.alphasCumprod.length - 1] = 2 ** -24;
-    this.trainSigmas = sigmaTable(this.alphasCumprod);
+    super(className, defaults, given);
+    ({ alphasCumprod: this.alphasCumprod, trainSigmas: this.trainSigmas } = sigmaSchedule(this.config));
   }
-
-  abstract setTimesteps(numInferenceSteps: number): void;
-  abstract step(
-    modelOutput: Float32Array,
-    stepIndex: number,
-    sample: Float32Array,
-    noise: NoiseSource,
-  ): StepResult;
 
   get initNoiseSigma(): number {
     const max = this.sigmas.length ? Math.max(...this.sigmas) : this.trainSigmas[this.trainSigmas.length - 1];
@@ -69,7 +47,7 @@ abstract class SigmaScheduler implements Scheduler {
   }
 
   /** x / √(σ² + 1) with σ = sigmas[stepIndex]. */
-  scaleModelInput(sample: Float32Array, stepIndex: number): Float32Array {
+  override scaleModelInput(sample: Float32Array, stepIndex: number): Float32Array {
     checkStepIndex(this, stepIndex);
     const sigma = this.sigmas[stepIndex];
     const scale = Math.sqrt(sigma * sigma + 1);
@@ -87,17 +65,10 @@ abstract class SigmaScheduler implements Scheduler {
     return { original: 1, noise: this.sigmas[stepIndex] };
   }
 
-  abstract linearSchedule(startIndex: number): LinearSchedule;
-
   /** scale_model_input's divisor √(σ² + 1) at evaluation `stepIndex`. */
   protected inputDivisor(stepIndex: number): number {
     const sigma = this.sigmas[stepIndex];
     return Math.sqrt(sigma * sigma + 1);
-  }
-
-  /** clip_sample's range, when the config clips x₀ (Heun). */
-  protected clipRange(): number | undefined {
-    return this.config.clip_sample ? this.config.clip_sample_range as number : undefined;
   }
 
   /**
@@ -136,7 +107,7 @@ export class EulerScheduler extends SigmaScheduler {
 
   constructor(config: SchedulerConfig) {
     super("EulerDiscreteScheduler", {
-      ...BASE_DEFAULTS,
+      ...SIGMA_DEFAULTS,
       interpolation_type: "linear",
       use_karras_sigmas: false,
       sigma_min: null,
@@ -206,7 +177,7 @@ export class EulerAncestralScheduler extends SigmaScheduler {
   readonly className = "EulerAncestralDiscreteScheduler";
 
   constructor(config: SchedulerConfig) {
-    super("EulerAncestralDiscreteScheduler", { ...BASE_DEFAULTS, rescale_betas_zero_snr: false }, config);
+    super("EulerAncestralDiscreteScheduler", { ...SIGMA_DEFAULTS, rescale_betas_zero_snr: false }, config);
   }
 
   setTimesteps(n: number): void {
@@ -271,7 +242,7 @@ export class HeunScheduler extends SigmaScheduler {
 
   constructor(config: SchedulerConfig) {
     super("HeunDiscreteScheduler", {
-      ...BASE_DEFAULTS,
+      ...SIGMA_DEFAULTS,
       beta_start: 0.00085,
       beta_end: 0.012,
       use_karras_sigmas: false,

@@ -3,7 +3,7 @@
 // one, and per-image seeds give each image the single-image run of seed + i. Also the pure parts: the memory
 // rule, the split, and the plan byte count the rule relies on.
 
-import { assertClose, assertEquals, fixtureRequest, psnr, testGpu } from "./util.ts";
+import { assert, assertClose, assertEquals, fixtureRequest, psnr, testGpu } from "./util.ts";
 import { loadPipeline } from "../src/pipeline/load.ts";
 import type { StableDiffusionPipeline } from "../src/pipeline/pipeline.ts";
 import { decodeImage, encodeImage } from "../src/image/convert.ts";
@@ -13,6 +13,7 @@ import type { DoneEvent, GenerateRequest } from "../src/pipeline/types.ts";
 import { BatchRandom, imagesPerCall, splitBatch } from "../src/pipeline/batch.ts";
 import { TorchGenerator } from "../src/schedulers/rng.ts";
 import { unetGraph } from "../src/models/unet/unet.ts";
+import { opKey } from "../src/ops/tuning.ts";
 
 const fixtures = new URL("./fixtures/", import.meta.url).pathname;
 
@@ -62,6 +63,22 @@ Deno.test("UNet.planBytes (recorded without a GPU) equals the compiled plan's by
     unetGraph(unet.config, unet.weights, "f32", { batch: b, height: 8, width: 8, contextTokens: 77 }).b
       .activationBytes();
   if (!(g(4) > 3.5 * g(1))) throw new Error(`batch 4: ${g(4)} bytes, batch 1: ${g(1)}`);
+});
+
+Deno.test("tuning keys leave the batch out: one image and a batch of 8 (CFG) get the same tuned kernels", async () => {
+  // A tuned pick may change a kernel's summation order; per-batch keys made image i of a batch differ in its
+  // last bits from the single run with seed + i.
+  const p = await pipeline();
+  const unet = p.parts.unet;
+  const keys = (batch: number) =>
+    new Set(
+      unetGraph(unet.config, unet.weights, "f16", { batch, height: 8, width: 16, contextTokens: 77 }).b
+        .opShapes().map(opKey),
+    );
+  const one = keys(2);
+  const eight = keys(16);
+  assert(one.size > 10, `${one.size} keys`);
+  assertEquals([...eight].sort(), [...one].sort(), "the same keys");
 });
 
 interface BatchCase {

@@ -315,12 +315,21 @@ Deno.test("autotune: an installed pick is what the op builds (and a forced tilin
       other.tiling.wg,
       !!other.tiling.splitK,
     ], `the tuned ${other.label} is built`);
-    const y = uploadTensor(gpu, new Float32Array(77 * shape.k), [77, shape.k], "f32");
-    const outY = emptyTensor(gpu, [77, shape.n], "f32");
-    const dy = linear(gpu, { x: y, weight: w, out: outY, act: "f32" });
-    const infoY = gpu.pipelines.info(dy[dy.length - 1].pipeline)!;
+    const built = (rows: number) => {
+      const y = uploadTensor(gpu, new Float32Array(rows * shape.k), [rows, shape.k], "f32");
+      const outY = emptyTensor(gpu, [rows, shape.n], "f32");
+      const dy = linear(gpu, { x: y, weight: w, out: outY, act: "f32" });
+      return gpu.pipelines.info(dy[dy.length - 1].pipeline)!;
+    };
+    // The key leaves the batch out: twice the rows (a batch of two) builds the same tuned kernel …
     assertEquals(
-      infoY.defines.TM,
+      [built(2 * shape.m).defines.TM, !!built(2 * shape.m).defines.SPLITK],
+      [other.tiling.tm, !!other.tiling.splitK],
+      "the same shape at twice the batch",
+    );
+    // … while a few-row linear of the same K and N (a time embedding) is another shape.
+    assertEquals(
+      built(2).defines.TM,
       candidates[0].kind === "gemm" ? candidates[0].tiling.tm : 0,
       "other shapes",
     );

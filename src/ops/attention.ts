@@ -297,7 +297,7 @@ export function attention(gpu: Gpu, p: AttentionParams): Dispatch[] {
     ? "p4f16"
     : "scalar";
   const causal = p.causal ?? false;
-  const key = attentionKey(batch, nq, nk, heads, headDim, p.act, causal);
+  const key = attentionKey(nq, nk, heads, headDim, p.act, causal);
   const tiling = resolveAttentionTiling(gpu, headDim, key, p.tiling);
   const pipeline = gpu.kernel("attention", {
     ACT: p.act,

@@ -32,6 +32,7 @@ import attentionSource from "./attention.ts" with { type: "text" };
 import attentionPackSource from "./attention_pack.ts" with { type: "text" };
 import attentionTilingSource from "./attention_tiling.ts" with { type: "text" };
 import candidatesSource from "./tune_candidates.ts" with { type: "text" };
+import tuningSource from "./tuning.ts" with { type: "text" };
 import { gemmTiling, storageOf } from "./gemm.ts";
 import { type Candidate, candidatesFor, opInputs } from "./tune_candidates.ts";
 import { opFlops, opKey, type OpShape, setTunedChoice } from "./tuning.ts";
@@ -87,7 +88,7 @@ export interface TuneSummary {
 /** Key of the tuning cache: adapter, Deno (its wgpu), kernel sources and generators, f16, subgroups. */
 export async function tuneCacheKey(gpu: Gpu): Promise<TuneCacheKey> {
   const sources = Object.keys(SHADERS).sort().map((k) => SHADERS[k]).join("\n") + gemmTileSource +
-    attentionSource + attentionPackSource + attentionTilingSource + candidatesSource;
+    attentionSource + attentionPackSource + attentionTilingSource + candidatesSource + tuningSource;
   return {
     adapter: gpu.report.adapter,
     deno: Deno.version.deno,
@@ -103,12 +104,16 @@ export interface TunedOp {
   calls: number;
 }
 
-/** The distinct shapes, heaviest first (FLOPs of one call × how often a generation runs it). */
+/**
+ * The distinct keys' shapes, heaviest first (FLOPs of one call × how often a generation runs it, summed
+ * over the key). A key's shapes differ only in rows (batch); the heaviest one is timed.
+ */
 export function rankShapes(ops: readonly TunedOp[]): OpShape[] {
   const by = new Map<string, { shape: OpShape; weight: number }>();
   for (const { shape, calls } of ops) {
     const key = opKey(shape);
     const e = by.get(key) ?? { shape, weight: 0 };
+    if (opFlops(shape) > opFlops(e.shape)) e.shape = shape;
     e.weight += opFlops(shape) * calls;
     by.set(key, e);
   }

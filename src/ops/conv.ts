@@ -200,7 +200,7 @@ export function conv2d(gpu: Gpu, p: Conv2dParams): Dispatch[] {
   // Without an override, the autotuner's pick for this shape; split-K is a linear-only kernel, so a forced
   // split-K tile runs convs as the plain register tile.
   const key = p.x.shape.length === 4
-    ? convKey(p.x.shape[0], p.x.shape[1], p.x.shape[2], w.cin, w.cout, w.kh, p.stride, p.padding, p.act)
+    ? convKey(p.x.shape[1], p.x.shape[2], w.cin, w.cout, w.kh, p.stride, p.padding, p.act)
     : undefined;
   const tiling = { ...resolveTiling(gpu, p.tiling, p.tiling ? undefined : key), splitK: false };
   if (w.storage !== storageOf(tiling.mode)) {

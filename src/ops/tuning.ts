@@ -48,13 +48,24 @@ export type OpShape =
     causal: boolean;
   };
 
-/** Tuning key of a linear or GEGLU: everything that changes its kernel's work (not its epilogue flags). */
+// Keys leave the batch out: a choice that changes a kernel's summation order (split-K, workgroup tiles,
+// f16 runs, attention key blocks) must be the same for one image and for a batch, or image i of a batch
+// would differ in its last bits from the single run with seed + i (A1111's batch_size promises the same
+// images). The arithmetic of one output element depends only on the rest of the shape.
+
+/** Rows below which a linear counts as "few rows" (split-K territory: the time embedding's M = batch). */
+const FEW_ROWS = 64;
+
+/**
+ * Tuning key of a linear or GEGLU: K, N and whether M is few (< 64, batch-sized) or many rows (tokens ×
+ * batch); not the epilogue flags.
+ */
 export function linearKey(m: number, k: number, n: number, act: ActDType, geglu: boolean): string {
-  return `${geglu ? "geglu" : "linear"} ${m}x${k}x${n} ${act}`;
+  return `${geglu ? "geglu" : "linear"} ${m < FEW_ROWS ? "few" : "many"} rows x${k}x${n} ${act}`;
 }
 
+/** Tuning key of a conv: everything but the batch. */
 export function convKey(
-  b: number,
   h: number,
   w: number,
   cin: number,
@@ -66,11 +77,11 @@ export function convKey(
 ): string {
   return `conv${kh}x${kh}/${stride}${
     padding === "same" ? "" : ` ${padding}`
-  } ${b}x${h}x${w}x${cin}>${cout} ${act}`;
+  } ${h}x${w}x${cin}>${cout} ${act}`;
 }
 
+/** Tuning key of an attention: everything but the batch. */
 export function attentionKey(
-  batch: number,
   nq: number,
   nk: number,
   heads: number,
@@ -78,13 +89,13 @@ export function attentionKey(
   act: ActDType,
   causal: boolean,
 ): string {
-  return `attention ${batch}x${nq}x${nk} ${heads}x${headDim}${causal ? " causal" : ""} ${act}`;
+  return `attention ${nq}x${nk} ${heads}x${headDim}${causal ? " causal" : ""} ${act}`;
 }
 
 export function opKey(s: OpShape): string {
   if (s.kind === "linear") return linearKey(s.m, s.k, s.n, s.act, s.geglu);
-  if (s.kind === "conv") return convKey(s.b, s.h, s.w, s.cin, s.cout, s.kh, s.stride, s.padding, s.act);
-  return attentionKey(s.batch, s.nq, s.nk, s.heads, s.headDim, s.act, s.causal);
+  if (s.kind === "conv") return convKey(s.h, s.w, s.cin, s.cout, s.kh, s.stride, s.padding, s.act);
+  return attentionKey(s.nq, s.nk, s.heads, s.headDim, s.act, s.causal);
 }
 
 /** Multiply-adds × 2 of one call of the op: the tuner spends its time budget on the heaviest shapes first. */
